@@ -1,0 +1,60 @@
+# Humanline — every command a newcomer or CI needs. Each target installs what it needs first.
+SHELL := /bin/bash
+# Rasa 3.6 needs Python 3.10: the first candidate that really runs (a pyenv shim may not).
+PYTHON310 ?= $(shell for p in $(HOME)/.pyenv/versions/3.10.*/bin/python3.10 /usr/bin/python3.10 /usr/local/bin/python3.10 python3.10; do \
+	$$p -c 'import sys; assert sys.version_info[:2] == (3, 10)' >/dev/null 2>&1 && { echo $$p; break; }; done)
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | md5sum | cut -c1-12)
+
+.PHONY: install train run test test-fast eval bench lint browser-deps clean screenshots
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -n "$(PYTHON310)" || { echo "Python 3.10 is required (Rasa 3.6 does not run on 3.11): install it, e.g. pyenv install 3.10.13"; exit 1; }
+	@test -x $(PY) || { echo "==> creating $(VENV) with $(PYTHON310)"; $(PYTHON310) -m venv $(VENV); }
+	@echo "==> installing Humanline and its dependencies into $(VENV) (first time: several minutes)"
+	$(PY) -m pip install --quiet --upgrade pip wheel "setuptools<70"
+	$(PY) -m pip install --progress-bar off -e '.[dev]'
+	@rm -f $(VENV)/.installed-*; touch $@
+
+## train: train the Rasa model unless one for the current config, domain and data exists
+train: install
+	$(PY) -m bot train
+
+## run: install, train if needed, then start the hub and the action server
+run: train
+	$(PY) -m bot serve
+
+browser-deps:
+	@bash scripts/install-browser.sh
+
+## test: install, train if needed, install the browser, then run every test
+test: train browser-deps
+	$(PY) -m ruff check bot actions tests bench scripts
+	$(PY) -m mypy
+	$(PY) -m pytest -ra
+
+## test-fast: the tests that need neither the model nor a browser
+test-fast: install
+	$(PY) -m pytest -ra -m "not model and not browser and not slow"
+
+## eval: NLU accuracy and macro-F1 per language, external test sets, and the stock-pipeline baseline
+eval: install
+	$(PY) -m bot eval
+
+## bench: the hub against stock `rasa run` on the same model
+bench: train
+	$(PY) -m bench
+
+## screenshots: the README's pictures, taken by the browser tests
+screenshots: train browser-deps
+	HUMANLINE_SCREENSHOTS=docs/screenshots $(PY) -m pytest -q tests/test_browser.py
+
+lint: install
+	$(PY) -m ruff check bot actions tests bench scripts
+	$(PY) -m mypy
+
+clean:
+	rm -rf $(VENV) models .pytest_cache .mypy_cache .ruff_cache humanline.db

@@ -1,0 +1,349 @@
+"""NLU evaluation: our pipeline against Rasa's stock pipeline on the same data, in one run.
+
+``python -m bot eval`` (``make eval``) calls ``main``. Both pipelines are trained NLU-only on
+``data/nlu`` (reused when a model for the same inputs exists under ``models/eval/``), then parse
+
+- the held-out split ``tests/nlu/<lang>/*.yml`` (the directory name is the language), and
+- every ``../shared/benchmarks/external/*.jsonl`` (fields ``text``, ``intent``, ``lang``), which is
+  only ever parsed, never trained on.
+
+A predicted ``nlu_fallback`` counts as ``out_of_scope``. The table is printed and the figures are
+written to ``results/eval.json``. With ``--check`` the exit status is 1 when a target is missed:
+macro-F1 >= 0.90 per language on the held-out split, accuracy >= 0.85 per external file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from bot.training import ROOT, _rasa_command
+
+EXTERNAL_DIR = ROOT.parent / "shared" / "benchmarks" / "external"
+HELDOUT_DIR = ROOT / "tests" / "nlu"
+EVAL_MODELS = ROOT / "models" / "eval"
+RESULTS = ROOT / "results" / "eval.json"
+TARGET_MACRO_F1 = 0.90
+TARGET_EXTERNAL_ACC = 0.85
+FALLBACK = "nlu_fallback"
+OUT_OF_SCOPE = "out_of_scope"
+
+# The pipeline `rasa init` writes (commented out) into config.yml in Rasa 3.6.
+BASELINE_CONFIG = """\
+recipe: default.v1
+assistant_id: baseline
+language: en
+pipeline:
+  - name: WhitespaceTokenizer
+  - name: RegexFeaturizer
+  - name: LexicalSyntacticFeaturizer
+  - name: CountVectorsFeaturizer
+  - name: CountVectorsFeaturizer
+    analyzer: char_wb
+    min_ngram: 1
+    max_ngram: 4
+  - name: DIETClassifier
+    epochs: 100
+    constrain_similarities: true
+  - name: EntitySynonymMapper
+  - name: ResponseSelector
+    epochs: 100
+    constrain_similarities: true
+  - name: FallbackClassifier
+    threshold: 0.3
+    ambiguity_threshold: 0.1
+policies: []
+"""
+
+
+def _progress(msg: str) -> None:
+    print(f"==> {msg}", flush=True)
+
+
+@dataclass
+class Sample:
+    text: str
+    intent: str
+
+
+@dataclass
+class EvalSet:
+    name: str
+    kind: str  # "heldout" or "external"
+    samples: list[Sample] = field(default_factory=list)
+
+
+# ---------------------------------------------------------------- data
+
+
+def load_heldout(folder: Path = HELDOUT_DIR) -> list[EvalSet]:
+    """One set per language directory under ``tests/nlu``."""
+    from rasa.shared.nlu.training_data.loading import load_data
+
+    sets = []
+    for lang_dir in sorted(p for p in folder.glob("*") if p.is_dir()):
+        samples = []
+        for path in sorted(lang_dir.rglob("*.yml")):
+            td = load_data(str(path))
+            samples += [Sample(m.get("text"), m.get("intent")) for m in td.intent_examples]
+        if samples:
+            sets.append(EvalSet(lang_dir.name, "heldout", samples))
+    return sets
+
+
+def load_external(folder: Path = EXTERNAL_DIR) -> list[EvalSet]:
+    """One set per ``*.jsonl`` file; read here, never written anywhere near the training data."""
+    sets = []
+    for path in sorted(folder.glob("*.jsonl")):
+        samples = []
+        with path.open(encoding="utf-8") as fh:
+            for line in fh:
+                if line.strip():
+                    row = json.loads(line)
+                    samples.append(Sample(row["text"], row["intent"]))
+        sets.append(EvalSet(path.name.removesuffix(".jsonl"), "external", samples))
+    return sets
+
+
+# ---------------------------------------------------------------- training
+
+
+def _inputs_hash(config_text: str, with_code: bool) -> str:
+    digest = hashlib.sha256(config_text.encode())
+    with contextlib.suppress(metadata.PackageNotFoundError):
+        digest.update(metadata.version("rasa").encode())
+    paths = sorted(p for p in (ROOT / "data" / "nlu").rglob("*") if p.is_file())
+    if with_code:
+        paths += sorted((ROOT / "bot" / "nlu").glob("*.py")) + [ROOT / "bot" / "i18n.py"]
+    for path in paths:
+        digest.update(path.relative_to(ROOT).as_posix().encode() + b"\0")
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def train_nlu(label: str, config_text: str, with_code: bool, force: bool = False) -> Path:
+    """Train (or reuse) an NLU-only model for ``config_text`` on ``data/nlu``."""
+    name = f"nlu-{label}-{_inputs_hash(config_text, with_code)}"
+    target = EVAL_MODELS / f"{name}.tar.gz"
+    if target.is_file() and not force:
+        _progress(f"{label}: reusing {target.relative_to(ROOT)}")
+        return target
+    EVAL_MODELS.mkdir(parents=True, exist_ok=True)
+    config_path = EVAL_MODELS / f"{name}.config.yml"
+    config_path.write_text(config_text, encoding="utf-8")
+    cmd = [*_rasa_command(), "train", "nlu", "--config", str(config_path), "--nlu", "data/nlu",
+           "--out", str(EVAL_MODELS), "--fixed-model-name", name]
+    _progress(f"{label}: training NLU ({' '.join(cmd[1:])})")
+    started = time.monotonic()
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
+    result = subprocess.run(cmd, cwd=ROOT, env=env)
+    if result.returncode != 0 or not target.is_file():
+        raise RuntimeError(f"training the {label} NLU model failed (exit {result.returncode})")
+    _progress(f"{label}: trained in {time.monotonic() - started:.0f} s")
+    return target
+
+
+# ---------------------------------------------------------------- parsing
+
+
+def _parse_all(model: Path, texts: list[str], label: str, chunk: int = 200) -> list[str]:
+    """Intent names for ``texts``: the model is loaded once, messages go through the graph in chunks."""
+    from rasa.core.agent import Agent
+    from rasa.core.channels.channel import UserMessage
+    from rasa.engine.constants import PLACEHOLDER_MESSAGE, PLACEHOLDER_TRACKER
+    from rasa.shared.core.trackers import DialogueStateTracker
+
+    agent = Agent.load(str(model))
+    processor = agent.processor
+    assert processor is not None
+    target = processor.model_metadata.nlu_target
+    out: list[str] = []
+    started = time.monotonic()
+    for i in range(0, len(texts), chunk):
+        batch = texts[i : i + chunk]
+        tracker = DialogueStateTracker("eval", [])
+        try:
+            results = processor.graph_runner.run(
+                inputs={PLACEHOLDER_MESSAGE: [UserMessage(t) for t in batch], PLACEHOLDER_TRACKER: tracker},
+                targets=[target],
+            )
+            intents = [(m.get("intent") or {}).get("name") for m in results[target]]
+        except Exception as exc:  # noqa: BLE001 - fall back to one message at a time
+            _progress(f"{label}: batch parse failed ({exc!r}); parsing one message at a time")
+            intents = []
+            for t in batch:
+                parsed = asyncio.run(agent.parse_message(t))
+                intents.append((parsed.get("intent") or {}).get("name"))
+        out += [OUT_OF_SCOPE if x is None or x == FALLBACK else str(x) for x in intents]
+        _progress(f"{label}: parsed {len(out)}/{len(texts)} ({time.monotonic() - started:.0f} s)")
+    return out
+
+
+# ---------------------------------------------------------------- metrics
+
+
+def accuracy(gold: list[str], pred: list[str]) -> float:
+    return sum(g == p for g, p in zip(gold, pred, strict=True)) / len(gold) if gold else 0.0
+
+
+def macro_f1(gold: list[str], pred: list[str]) -> float:
+    """Unweighted mean F1 over every label in ``gold`` or ``pred``."""
+    labels = sorted(set(gold) | set(pred))
+    scores = []
+    for label in labels:
+        tp = sum(g == p == label for g, p in zip(gold, pred, strict=True))
+        fp = sum(p == label and g != label for g, p in zip(gold, pred, strict=True))
+        fn = sum(g == label and p != label for g, p in zip(gold, pred, strict=True))
+        scores.append(2 * tp / (2 * tp + fp + fn) if tp else 0.0)
+    return sum(scores) / len(scores) if scores else 0.0
+
+
+def confusions(gold: list[str], pred: list[str], n: int = 10) -> list[tuple[str, str, int]]:
+    counts = Counter((g, p) for g, p in zip(gold, pred, strict=True) if g != p)
+    return [(g, p, c) for (g, p), c in counts.most_common(n)]
+
+
+# ---------------------------------------------------------------- report
+
+
+def _table(headers: list[str], rows: list[list[Any]]) -> str:
+    cells = [[str(h) for h in headers]] + [[f"{c:.3f}" if isinstance(c, float) else str(c) for c in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)) for r in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def evaluate(args: argparse.Namespace) -> dict[str, Any]:
+    our_config = Path(args.config).read_text(encoding="utf-8")
+    heldout = load_heldout()
+    external = [] if args.no_external else load_external()
+    sets = heldout + external
+    if not sets:
+        raise RuntimeError(f"nothing to evaluate: no {HELDOUT_DIR} and no {EXTERNAL_DIR}")
+    _progress(
+        "evaluating on "
+        + ", ".join(f"{s.kind}:{s.name} ({len(s.samples)})" for s in sets)
+    )
+    if args.model:
+        models = {"ours": Path(args.model)}
+    else:
+        models = {"ours": train_nlu("ours", our_config, with_code=True, force=args.retrain)}
+    if args.baseline_model:
+        models["baseline"] = Path(args.baseline_model)
+    elif not args.no_baseline:
+        models["baseline"] = train_nlu("baseline", BASELINE_CONFIG, with_code=False, force=args.retrain)
+
+    texts = [s.text for es in sets for s in es.samples]
+    preds: dict[str, list[str]] = {}
+    for label, model in models.items():
+        preds[label] = _parse_all(model, texts, label)
+
+    report: dict[str, Any] = {"models": {k: v.name for k, v in models.items()}, "heldout": {}, "external": {}}
+    offset = 0
+    gold_h: list[str] = []
+    pred_h: list[str] = []
+    gold_x: list[str] = []
+    pred_x: list[str] = []
+    for es in sets:
+        gold = [s.intent for s in es.samples]
+        entry: dict[str, Any] = {"n": len(gold)}
+        for label in models:
+            pred = preds[label][offset : offset + len(gold)]
+            entry[label] = {"accuracy": accuracy(gold, pred), "macro_f1": macro_f1(gold, pred)}
+        ours = preds["ours"][offset : offset + len(gold)]
+        entry["confusions_ours"] = confusions(gold, ours)
+        if es.kind == "heldout":
+            gold_h += gold
+            pred_h += ours
+        else:
+            gold_x += gold
+            pred_x += ours
+        report[es.kind][es.name] = entry
+        offset += len(gold)
+    report["confusions_heldout_ours"] = confusions(gold_h, pred_h)
+    report["confusions_external_ours"] = confusions(gold_x, pred_x)
+
+    misses = []
+    for name, e in report["heldout"].items():
+        if e["ours"]["macro_f1"] < TARGET_MACRO_F1:
+            misses.append(f"held-out {name}: macro-F1 {e['ours']['macro_f1']:.3f} < {TARGET_MACRO_F1}")
+    for name, e in report["external"].items():
+        if e["ours"]["accuracy"] < TARGET_EXTERNAL_ACC:
+            misses.append(f"external {name}: accuracy {e['ours']['accuracy']:.3f} < {TARGET_EXTERNAL_ACC}")
+    report["targets"] = {"heldout_macro_f1": TARGET_MACRO_F1, "external_accuracy": TARGET_EXTERNAL_ACC}
+    report["missed"] = misses
+    return report
+
+
+def print_report(report: dict[str, Any]) -> None:
+    has_base = "baseline" in report["models"]
+
+    def pair(entry: dict[str, Any], key: str) -> list[Any]:
+        return [entry["ours"][key], entry["baseline"][key] if has_base else "-"]
+
+    print()
+    print("Held-out split (tests/nlu/<lang>)")
+    print(_table(
+        ["lang", "n", "acc ours", "acc base", "macro-F1 ours", "macro-F1 base"],
+        [[k, e["n"], *pair(e, "accuracy"), *pair(e, "macro_f1")] for k, e in report["heldout"].items()],
+    ))
+    if report["external"]:
+        print()
+        print("External benchmarks (never trained on; nlu_fallback counts as out_of_scope)")
+        print(_table(
+            ["file", "n", "acc ours", "acc base"],
+            [[k, e["n"], *pair(e, "accuracy")] for k, e in report["external"].items()],
+        ))
+    for key, title in (("confusions_heldout_ours", "held-out"), ("confusions_external_ours", "external")):
+        if report[key]:
+            print()
+            print(f"10 worst confusion pairs, ours, {title}")
+            print(_table(["gold", "predicted", "count"], [list(r) for r in report[key]]))
+    print()
+    if report["missed"]:
+        print("Targets missed:")
+        for m in report["missed"]:
+            print(f"  - {m}")
+    else:
+        print("All targets met.")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bot eval", description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="exit 1 when a target is missed")
+    parser.add_argument("--config", default=str(ROOT / "config.yml"), help="our pipeline (default config.yml)")
+    parser.add_argument("--model", help="evaluate this NLU model as ours instead of training one")
+    parser.add_argument("--baseline-model", help="evaluate this model as the baseline instead of training one")
+    parser.add_argument("--no-baseline", action="store_true", help="skip the stock pipeline")
+    parser.add_argument("--no-external", action="store_true", help="held-out split only")
+    parser.add_argument("--retrain", action="store_true", help="train even if eval models exist")
+    parser.add_argument("--out", default=str(RESULTS), help="JSON report path")
+    args = parser.parse_args(argv)
+    try:
+        report = evaluate(args)
+    except RuntimeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print_report(report)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, ensure_ascii=False, indent=2), encoding="utf-8")
+    _progress(f"wrote {out}")
+    return 1 if args.check and report["missed"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
