@@ -1,0 +1,178 @@
+"""The business configuration (``config/humanline.yml``) as typed, immutable dataclasses.
+
+Queues and their display names, category → queue routing, SLA defaults and the plan
+catalogue. The hub and the action server both load it through :meth:`HumanlineConfig.load`;
+nothing else reads the YAML file.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+DEFAULT_CONFIG_PATH = ROOT / "config" / "humanline.yml"
+LANGS = ("en", "zh-Hans", "zh-Hant")
+
+
+class ConfigError(ValueError):
+    """``config/humanline.yml`` is missing a required part or contradicts itself."""
+
+
+@dataclass(frozen=True)
+class QueueConfig:
+    """A specialist queue: its id, display name per language and first-response target."""
+
+    name: str
+    display: dict[str, str]
+    first_response_minutes: int = 10
+
+    def display_for(self, lang: str | None) -> str:
+        """The display name in ``lang``; English, then the queue id, when that is missing."""
+        return self.display.get(lang or "en") or self.display.get("en") or self.name
+
+
+@dataclass(frozen=True)
+class SlaConfig:
+    """SLA defaults: first response (minutes), progress updates (hours), follow-up (days)."""
+
+    first_response_minutes: int = 10
+    progress_update_hours: int = 24
+    follow_up_days: int = 7
+
+
+@dataclass(frozen=True)
+class PlanConfig:
+    """One plan of the catalogue. ``rank`` orders plans: higher is bigger."""
+
+    id: str
+    names: dict[str, str]
+    aliases: tuple[str, ...]
+    monthly_price: float
+    rank: int
+
+    def name_for(self, lang: str | None) -> str:
+        """The plan's name in ``lang`` (English, then the id, as fallbacks)."""
+        return self.names.get(lang or "en") or self.names.get("en") or self.id
+
+
+@dataclass(frozen=True)
+class PlansConfig:
+    """The plan catalogue plus the one effective-date rule shared by every kind of change."""
+
+    effective_rule: str
+    catalogue: dict[str, PlanConfig]
+    default_current_plan: str
+
+
+@dataclass(frozen=True)
+class HumanlineConfig:
+    """Everything in ``config/humanline.yml``."""
+
+    queues: dict[str, QueueConfig]
+    routing: dict[str, str]
+    default_queue: str
+    sla: SlaConfig = field(default_factory=SlaConfig)
+    plans: PlansConfig | None = None
+    path: str | None = None
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str] | None = None) -> HumanlineConfig:
+        """Read and validate the configuration.
+
+        :param path: the YAML file; default ``$HUMANLINE_CONFIG`` or ``config/humanline.yml``.
+        :raises ConfigError: unknown queue in the routing, missing sections, bad plan ranks…
+        """
+        chosen = Path(path or os.environ.get("HUMANLINE_CONFIG") or DEFAULT_CONFIG_PATH)
+        try:
+            raw = yaml.safe_load(chosen.read_text(encoding="utf-8"))
+        except FileNotFoundError as exc:
+            raise ConfigError(f"configuration file not found: {chosen}") from exc
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{chosen}: expected a mapping at the top level")
+        return cls.from_dict(raw, path=str(chosen))
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any], *, path: str | None = None) -> HumanlineConfig:
+        """Build and validate a configuration from an already parsed mapping."""
+        where = path or "<config>"
+        queues_raw = raw.get("queues") or {}
+        if not isinstance(queues_raw, dict) or not queues_raw:
+            raise ConfigError(f"{where}: 'queues' must be a non-empty mapping")
+        queues = {
+            str(name): QueueConfig(
+                name=str(name),
+                display={str(k): str(v) for k, v in ((q or {}).get("display") or {}).items()},
+                first_response_minutes=int((q or {}).get("first_response_minutes", 10)),
+            )
+            for name, q in queues_raw.items()
+        }
+        routing = {str(k): str(v) for k, v in (raw.get("routing") or {}).items()}
+        for category, queue in routing.items():
+            if queue not in queues:
+                raise ConfigError(f"{where}: routing '{category}' points at unknown queue '{queue}'")
+        default_queue = str(raw.get("default_queue") or "general")
+        if default_queue not in queues:
+            raise ConfigError(f"{where}: default_queue '{default_queue}' is not a declared queue")
+        sla_raw = raw.get("sla") or {}
+        sla = SlaConfig(
+            first_response_minutes=int(sla_raw.get("first_response_minutes", 10)),
+            progress_update_hours=int(sla_raw.get("progress_update_hours", 24)),
+            follow_up_days=int(sla_raw.get("follow_up_days", 7)),
+        )
+        if sla.first_response_minutes <= 0 or sla.progress_update_hours <= 0 or sla.follow_up_days < 0:
+            raise ConfigError(f"{where}: SLA durations must be positive")
+        plans = _plans(raw.get("plans"), where) if raw.get("plans") else None
+        return cls(queues=queues, routing=routing, default_queue=default_queue, sla=sla, plans=plans, path=path)
+
+    def queue_for(self, category: str) -> str:
+        """The specialist queue of a case category.
+
+        :raises ValueError: the category is not routed by the configuration.
+        """
+        try:
+            return self.routing[category]
+        except KeyError:
+            known = ", ".join(sorted(self.routing))
+            raise ValueError(f"unknown case category {category!r}; expected one of: {known}") from None
+
+
+def _plans(raw: Any, where: str) -> PlansConfig:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: 'plans' must be a mapping")
+    catalogue_raw = raw.get("catalogue") or {}
+    catalogue: dict[str, PlanConfig] = {}
+    for plan_id, p in catalogue_raw.items():
+        p = p or {}
+        catalogue[str(plan_id)] = PlanConfig(
+            id=str(plan_id),
+            names={str(k): str(v) for k, v in (p.get("names") or {}).items()},
+            aliases=tuple(str(a) for a in (p.get("aliases") or ())),
+            monthly_price=float(p.get("monthly_price", 0)),
+            rank=int(p.get("rank", 0)),
+        )
+    ranks = [p.rank for p in catalogue.values()]
+    if len(set(ranks)) != len(ranks):
+        raise ConfigError(f"{where}: plan ranks must be distinct (they decide upgrade vs downgrade)")
+    rule = str(raw.get("effective_rule") or "next_billing_cycle")
+    if rule != "next_billing_cycle":
+        raise ConfigError(f"{where}: unsupported plans.effective_rule {rule!r} (supported: next_billing_cycle)")
+    default_plan = str(raw.get("default_current_plan") or "")
+    if default_plan and default_plan not in catalogue:
+        raise ConfigError(f"{where}: default_current_plan '{default_plan}' is not in the catalogue")
+    return PlansConfig(effective_rule=rule, catalogue=catalogue, default_current_plan=default_plan)
+
+
+__all__ = [
+    "DEFAULT_CONFIG_PATH",
+    "ConfigError",
+    "HumanlineConfig",
+    "PlanConfig",
+    "PlansConfig",
+    "QueueConfig",
+    "SlaConfig",
+]

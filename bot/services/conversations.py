@@ -1,0 +1,593 @@
+"""Conversations, their messages and who holds them.
+
+Every customer conversation has one sequence: ``seq`` numbers its messages from both sides,
+starting at 1, without gaps. :meth:`ConversationService.append` allocates the next number inside
+the transaction that inserts the message (``UPDATE conversations SET last_seq = last_seq + 1``,
+then read it back): the row lock (PostgreSQL) or the database write lock (SQLite) serialises
+concurrent writers, and a failed insert rolls the counter back with it, so there is never a gap
+and never a duplicate. A message with a ``client_msg_id`` that was stored before is not stored
+again: the existing message is returned (idempotent resends, promise 3).
+
+Status transitions (``bot → queued → agent → bot | closed``) are conditional ``UPDATE``\\ s, so
+exactly one of two racing agents wins a claim. Each stretch with humans is a ``handoffs`` row.
+
+All methods are synchronous and short; the hub calls them from worker threads.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from bot.store.db import Database
+from bot.store.models import Agent, Case, Conversation, Handoff, Message, Visitor, new_id, utcnow
+
+STATUSES = ("bot", "queued", "agent", "closed")
+
+
+@dataclass(frozen=True)
+class MessageRecord:
+    """One stored message."""
+
+    conversation_id: str
+    seq: int
+    sender: str
+    text: str
+    created_at: datetime
+    client_msg_id: str | None = None
+    agent_id: int | None = None
+    agent_name: str | None = None
+    intent: str | None = None
+    confidence: float | None = None
+    buttons: list[dict[str, str]] | None = None
+
+    def customer_frame(self) -> dict[str, Any]:
+        """The ``message`` frame of the customer protocol (docs/protocol.md)."""
+        frame: dict[str, Any] = {
+            "type": "message",
+            "seq": self.seq,
+            "sender": self.sender,
+            "text": self.text,
+            "ts": self.created_at.isoformat(),
+        }
+        if self.sender == "customer" and self.client_msg_id:
+            frame["client_msg_id"] = self.client_msg_id
+        if self.agent_name:
+            frame["agent_name"] = self.agent_name
+        if self.buttons:
+            frame["buttons"] = self.buttons
+        return frame
+
+    def agent_frame(self) -> dict[str, Any]:
+        """The ``message`` frame of the agent protocol: with the conversation id and the NLU."""
+        frame = self.customer_frame()
+        frame["conversation_id"] = self.conversation_id
+        if self.sender == "customer":
+            frame["intent"] = self.intent
+            frame["confidence"] = self.confidence
+        return frame
+
+
+@dataclass(frozen=True)
+class ConversationInfo:
+    """A snapshot of a conversation row."""
+
+    id: str
+    visitor_id: str
+    channel: str
+    status: str
+    queue: str | None
+    agent_id: int | None
+    case_id: int | None
+    lang: str | None
+    last_seq: int
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class Appended:
+    """The result of :meth:`ConversationService.append`: the message, and whether it is new."""
+
+    message: MessageRecord
+    created: bool
+
+
+@dataclass(frozen=True)
+class HandoffInfo:
+    """The open handoff of a conversation."""
+
+    id: int
+    conversation_id: str
+    queue: str
+    reason: str
+    case_id: int | None
+    requested_at: datetime
+    agent_id: int | None
+    assigned_at: datetime | None
+
+
+def _info(c: Conversation) -> ConversationInfo:
+    return ConversationInfo(
+        id=c.id,
+        visitor_id=c.visitor_id,
+        channel=c.channel,
+        status=c.status,
+        queue=c.queue,
+        agent_id=c.agent_id,
+        case_id=c.case_id,
+        lang=c.lang,
+        last_seq=c.last_seq,
+        created_at=c.created_at,
+    )
+
+
+def _record(m: Message, agent_name: str | None = None) -> MessageRecord:
+    return MessageRecord(
+        conversation_id=m.conversation_id,
+        seq=m.seq,
+        sender=m.sender,
+        text=m.text,
+        created_at=m.created_at,
+        client_msg_id=m.client_msg_id,
+        agent_id=m.agent_id,
+        agent_name=agent_name,
+        intent=m.intent,
+        confidence=m.confidence,
+        buttons=m.buttons,
+    )
+
+
+def _handoff(h: Handoff) -> HandoffInfo:
+    return HandoffInfo(
+        id=h.id,
+        conversation_id=h.conversation_id,
+        queue=h.queue,
+        reason=h.reason,
+        case_id=h.case_id,
+        requested_at=h.requested_at,
+        agent_id=h.agent_id,
+        assigned_at=h.assigned_at,
+    )
+
+
+def _open_handoff(s: Session, conversation_id: str) -> Handoff | None:
+    return s.execute(
+        select(Handoff)
+        .where(Handoff.conversation_id == conversation_id, Handoff.ended_at.is_(None))
+        .order_by(Handoff.id.desc())
+        .limit(1)
+    ).scalar_one_or_none()
+
+
+class ConversationService:
+    """Visitors, conversations, messages, guard state and handoffs over one :class:`Database`."""
+
+    def __init__(self, db: Database):
+        self.db = db
+
+    # ---- visitors and conversations --------------------------------------------------------
+
+    def create_visitor(self, lang: str | None = None, external_user_id: str | None = None) -> str:
+        """A new visitor; returns its id."""
+        with self.db.session() as s:
+            v = Visitor(id=new_id(), lang=lang, external_user_id=external_user_id)
+            s.add(v)
+        return v.id
+
+    def visitor_for_user(self, external_user_id: str, lang: str | None = None) -> str:
+        """The visitor of a signed-in app user, created on first sight."""
+        with self.db.session() as s:
+            found = s.execute(select(Visitor.id).where(Visitor.external_user_id == external_user_id)).scalar()
+            if found:
+                return str(found)
+        try:
+            return self.create_visitor(lang, external_user_id)
+        except IntegrityError:  # created concurrently by another socket
+            with self.db.session() as s:
+                return str(s.execute(select(Visitor.id).where(Visitor.external_user_id == external_user_id)).scalar())
+
+    def visitor_exists(self, visitor_id: str) -> bool:
+        with self.db.session() as s:
+            return s.get(Visitor, visitor_id) is not None
+
+    def create_conversation(self, visitor_id: str, channel: str = "web", lang: str | None = None) -> ConversationInfo:
+        """A new conversation held by the bot."""
+        with self.db.session() as s:
+            c = Conversation(
+                id=new_id(), visitor_id=visitor_id, channel=channel, status="bot", lang=lang, last_seq=0
+            )
+            s.add(c)
+            s.flush()
+            return _info(c)
+
+    def get(self, conversation_id: str) -> ConversationInfo | None:
+        with self.db.session() as s:
+            c = s.get(Conversation, conversation_id)
+            return _info(c) if c else None
+
+    def latest_for_visitor(self, visitor_id: str) -> ConversationInfo | None:
+        """The visitor's most recent conversation, whatever its status."""
+        with self.db.session() as s:
+            c = s.execute(
+                select(Conversation)
+                .where(Conversation.visitor_id == visitor_id)
+                .order_by(Conversation.created_at.desc())
+                .limit(1)
+            ).scalar_one_or_none()
+            return _info(c) if c else None
+
+    def set_lang(self, conversation_id: str, lang: str) -> None:
+        with self.db.session() as s:
+            s.execute(update(Conversation).where(Conversation.id == conversation_id).values(lang=lang))
+
+    def by_agent(self, agent_id: int) -> list[ConversationInfo]:
+        """Conversations an agent holds now."""
+        with self.db.session() as s:
+            rows = s.execute(
+                select(Conversation).where(Conversation.agent_id == agent_id, Conversation.status == "agent")
+            ).scalars()
+            return [_info(c) for c in rows]
+
+    # ---- messages ----------------------------------------------------------------------------
+
+    def append(
+        self,
+        conversation_id: str,
+        sender: str,
+        text: str,
+        *,
+        client_msg_id: str | None = None,
+        agent_id: int | None = None,
+        intent: str | None = None,
+        confidence: float | None = None,
+        buttons: list[dict[str, str]] | None = None,
+        only_if_status: str | None = None,
+    ) -> Appended | None:
+        """Store a message with the next ``seq``.
+
+        With ``client_msg_id`` already stored for this conversation, nothing is written and the
+        existing message is returned (``created=False``). With ``only_if_status``, the message is
+        stored only while the conversation has that status, checked in the same statement that
+        allocates the seq; otherwise ``None`` is returned and nothing is written (this is how a
+        bot reply generated before a handoff is dropped, promise 2).
+
+        :raises KeyError: the conversation does not exist.
+        """
+        try:
+            with self.db.session() as s:
+                if client_msg_id is not None:
+                    found = s.execute(
+                        select(Message).where(
+                            Message.conversation_id == conversation_id, Message.client_msg_id == client_msg_id
+                        )
+                    ).scalar_one_or_none()
+                    if found is not None:
+                        return Appended(_record(found), created=False)
+                stmt = (
+                    update(Conversation)
+                    .where(Conversation.id == conversation_id)
+                    .values(last_seq=Conversation.last_seq + 1, updated_at=utcnow())
+                )
+                if only_if_status is not None:
+                    stmt = stmt.where(Conversation.status == only_if_status)
+                if s.execute(stmt).rowcount != 1:
+                    if only_if_status is not None and s.get(Conversation, conversation_id) is not None:
+                        return None
+                    raise KeyError(conversation_id)
+                seq = s.execute(select(Conversation.last_seq).where(Conversation.id == conversation_id)).scalar_one()
+                m = Message(
+                    conversation_id=conversation_id,
+                    seq=seq,
+                    sender=sender,
+                    text=text,
+                    client_msg_id=client_msg_id,
+                    agent_id=agent_id,
+                    intent=intent,
+                    confidence=confidence,
+                    buttons=buttons or None,
+                    created_at=utcnow(),
+                )
+                s.add(m)
+                s.flush()
+                name = s.get(Agent, agent_id).display_name if agent_id is not None else None
+                return Appended(_record(m, name), created=True)
+        except IntegrityError:
+            # The same client_msg_id was stored concurrently: the counter rolled back with us.
+            if client_msg_id is not None:
+                existing = self.find_client_msg(conversation_id, client_msg_id)
+                if existing:
+                    return Appended(existing, created=False)
+            raise
+
+    def find_client_msg(self, conversation_id: str, client_msg_id: str) -> MessageRecord | None:
+        with self.db.session() as s:
+            m = s.execute(
+                select(Message).where(
+                    Message.conversation_id == conversation_id, Message.client_msg_id == client_msg_id
+                )
+            ).scalar_one_or_none()
+            return _record(m) if m else None
+
+    def set_nlu(self, conversation_id: str, seq: int, intent: str | None, confidence: float | None) -> None:
+        """Record what the NLU understood of a customer message (shown to agents)."""
+        with self.db.session() as s:
+            s.execute(
+                update(Message)
+                .where(Message.conversation_id == conversation_id, Message.seq == seq)
+                .values(intent=intent, confidence=confidence)
+            )
+
+    def messages_after(self, conversation_id: str, last_seq: int = 0, limit: int | None = None) -> list[MessageRecord]:
+        """Messages with ``seq > last_seq`` in order, agent messages with the agent's name."""
+        with self.db.session() as s:
+            q = (
+                select(Message, Agent.display_name)
+                .outerjoin(Agent, Agent.id == Message.agent_id)
+                .where(Message.conversation_id == conversation_id, Message.seq > last_seq)
+                .order_by(Message.seq)
+            )
+            if limit is not None:
+                q = q.limit(limit)
+            return [_record(m, name) for m, name in s.execute(q)]
+
+    def replies_since(self, conversation_id: str, sender: str, seconds: float) -> int:
+        """How many messages ``sender`` wrote in the last ``seconds`` (rate limits, tests)."""
+        since = utcnow().timestamp() - seconds
+        return sum(1 for m in self.messages_after(conversation_id) if m.sender == sender and
+                   m.created_at.timestamp() >= since)
+
+    # ---- guard state ---------------------------------------------------------------------
+
+    def load_guard_state(self, conversation_id: str, cls: type) -> Any:
+        """The persisted guard state as an instance of ``cls`` (a frozen dataclass)."""
+        with self.db.session() as s:
+            raw = s.execute(
+                select(Conversation.guard_state).where(Conversation.id == conversation_id)
+            ).scalar_one_or_none()
+        return state_from_json(cls, raw)
+
+    def get_with_guard_state(self, conversation_id: str, cls: type) -> tuple[ConversationInfo, Any] | None:
+        """The conversation and its persisted guard state, read in one transaction."""
+        with self.db.session() as s:
+            c = s.get(Conversation, conversation_id)
+            if c is None:
+                return None
+            return _info(c), state_from_json(cls, c.guard_state)
+
+    def finish_turn(
+        self, conversation_id: str, cls: type, decide: Any, seq: int, intent: str | None,
+        confidence: float | None,
+    ) -> Any:
+        """After a brain call, in one transaction: read the guard state as persisted now, call
+        ``decide(state)`` (the guard's ``after_turn``, a pure function), save the state it
+        returns and record the NLU of the customer message ``seq`` (when ``intent`` is given).
+        Returns the decision."""
+        with self.db.session() as s:
+            raw = s.execute(
+                select(Conversation.guard_state).where(Conversation.id == conversation_id)
+            ).scalar_one_or_none()
+            decision = decide(state_from_json(cls, raw))
+            s.execute(
+                update(Conversation)
+                .where(Conversation.id == conversation_id)
+                .values(guard_state=state_to_json(decision.state))
+            )
+            if intent is not None:
+                s.execute(
+                    update(Message)
+                    .where(Message.conversation_id == conversation_id, Message.seq == seq)
+                    .values(intent=intent, confidence=confidence)
+                )
+        return decision
+
+    def save_guard_state(self, conversation_id: str, state: Any) -> None:
+        with self.db.session() as s:
+            s.execute(
+                update(Conversation)
+                .where(Conversation.id == conversation_id)
+                .values(guard_state=state_to_json(state))
+            )
+
+    # ---- status and handoffs -------------------------------------------------------------
+
+    def queue(
+        self,
+        conversation_id: str,
+        queue: str,
+        reason: str,
+        case_id: int | None = None,
+        *,
+        from_statuses: tuple[str, ...] = ("bot",),
+        requested_at: datetime | None = None,
+        end_outcome: str | None = None,
+    ) -> HandoffInfo | None:
+        """Move a conversation to ``queue`` (status ``queued``) and open a handoff.
+
+        Only from one of ``from_statuses``; returns ``None`` when the conversation had another
+        status (nothing changes). An open handoff is ended first with ``end_outcome`` (transfer,
+        reply timeout); ``requested_at`` keeps the customer's place in line.
+        """
+        with self.db.session() as s:
+            values: dict[str, Any] = {"status": "queued", "queue": queue, "agent_id": None, "updated_at": utcnow()}
+            if case_id is not None:
+                values["case_id"] = case_id
+            res = s.execute(
+                update(Conversation)
+                .where(Conversation.id == conversation_id, Conversation.status.in_(from_statuses))
+                .values(**values)
+            )
+            if res.rowcount != 1:
+                return None
+            now = utcnow()
+            old = _open_handoff(s, conversation_id)
+            if old is not None:
+                old.ended_at = now
+                old.outcome = end_outcome or "requeued"
+                if case_id is None:
+                    case_id = old.case_id
+            if case_id is None:
+                case_id = s.execute(
+                    select(Conversation.case_id).where(Conversation.id == conversation_id)
+                ).scalar_one_or_none()
+            h = Handoff(
+                conversation_id=conversation_id,
+                queue=queue,
+                reason=reason,
+                case_id=case_id,
+                requested_at=requested_at or now,
+            )
+            s.add(h)
+            s.flush()
+            return _handoff(h)
+
+    def assign(self, conversation_id: str, agent_id: int) -> HandoffInfo | None:
+        """Give a queued conversation to an agent. Atomic: of racing agents exactly one gets it."""
+        with self.db.session() as s:
+            res = s.execute(
+                update(Conversation)
+                .where(Conversation.id == conversation_id, Conversation.status == "queued")
+                .values(status="agent", agent_id=agent_id, updated_at=utcnow())
+            )
+            if res.rowcount != 1:
+                return None
+            h = _open_handoff(s, conversation_id)
+            if h is None:  # queued without a handoff row: should not happen, repair it
+                conv = s.get(Conversation, conversation_id)
+                h = Handoff(conversation_id=conversation_id, queue=conv.queue or "general", reason="unknown")
+                s.add(h)
+            h.agent_id = agent_id
+            h.assigned_at = utcnow()
+            s.flush()
+            return _handoff(h)
+
+    def open_handoff(self, conversation_id: str) -> HandoffInfo | None:
+        with self.db.session() as s:
+            h = _open_handoff(s, conversation_id)
+            return _handoff(h) if h else None
+
+    def mark_agent_reply(self, conversation_id: str) -> None:
+        """Record the agent's first reply of the open handoff (stops the reply timer)."""
+        with self.db.session() as s:
+            h = _open_handoff(s, conversation_id)
+            if h is not None and h.first_agent_reply_at is None:
+                h.first_agent_reply_at = utcnow()
+
+    def overdue_assignments(self, timeout_s: float) -> list[HandoffInfo]:
+        """Open, assigned handoffs whose agent has not replied within ``timeout_s``."""
+        cutoff = datetime.fromtimestamp(utcnow().timestamp() - timeout_s, tz=utcnow().tzinfo)
+        with self.db.session() as s:
+            rows = s.execute(
+                select(Handoff).where(
+                    Handoff.ended_at.is_(None),
+                    Handoff.agent_id.is_not(None),
+                    Handoff.first_agent_reply_at.is_(None),
+                    Handoff.assigned_at < cutoff,
+                )
+            ).scalars()
+            return [_handoff(h) for h in rows]
+
+    def release(self, conversation_id: str, agent_id: int, to_status: str, outcome: str) -> bool:
+        """End an agent's hold: ``to_status`` ``bot`` (hand back) or ``closed`` (resolved).
+
+        Only the agent holding the conversation may do it; returns whether it happened.
+        """
+        assert to_status in ("bot", "closed")
+        with self.db.session() as s:
+            res = s.execute(
+                update(Conversation)
+                .where(
+                    Conversation.id == conversation_id,
+                    Conversation.status == "agent",
+                    Conversation.agent_id == agent_id,
+                )
+                .values(status=to_status, agent_id=None, queue=None, updated_at=utcnow())
+            )
+            if res.rowcount != 1:
+                return False
+            h = _open_handoff(s, conversation_id)
+            if h is not None:
+                h.ended_at = utcnow()
+                h.outcome = outcome
+            return True
+
+    def reopen(self, conversation_id: str) -> bool:
+        """A closed conversation the customer writes to again goes back to the bot."""
+        with self.db.session() as s:
+            res = s.execute(
+                update(Conversation)
+                .where(Conversation.id == conversation_id, Conversation.status == "closed")
+                .values(status="bot", updated_at=utcnow())
+            )
+            return res.rowcount == 1
+
+    def case_number(self, case_id: int | None) -> str | None:
+        if case_id is None:
+            return None
+        with self.db.session() as s:
+            return s.execute(select(Case.number).where(Case.id == case_id)).scalar_one_or_none()
+
+    def case_id_for_number(self, number: str | None) -> int | None:
+        if not number:
+            return None
+        with self.db.session() as s:
+            return s.execute(select(Case.id).where(Case.number == number)).scalar_one_or_none()
+
+    def case_details(self, case_id: int | None) -> dict[str, Any] | None:
+        """A case with its timeline, as the agent console shows it."""
+        if case_id is None:
+            return None
+        with self.db.session() as s:
+            c = s.get(Case, case_id)
+            if c is None:
+                return None
+            out: dict[str, Any] = {}
+            for col in Case.__table__.columns:
+                value = getattr(c, col.name)
+                out[col.name] = value.isoformat() if hasattr(value, "isoformat") else value
+            out["timeline"] = [
+                {
+                    "kind": e.kind,
+                    "from_stage": e.from_stage,
+                    "to_stage": e.to_stage,
+                    "actor": e.actor,
+                    "detail": e.detail,
+                    "created_at": e.created_at.isoformat(),
+                }
+                for e in c.events
+            ]
+            return out
+
+    def set_case(self, conversation_id: str, case_id: int) -> None:
+        with self.db.session() as s:
+            s.execute(update(Conversation).where(Conversation.id == conversation_id).values(case_id=case_id))
+            h = _open_handoff(s, conversation_id)
+            if h is not None and h.case_id is None:
+                h.case_id = case_id
+
+
+def state_to_json(state: Any) -> dict[str, Any]:
+    """A guard state dataclass as JSON (its own ``to_json`` when it has one)."""
+    if hasattr(state, "to_json"):
+        return dict(state.to_json())
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(state):
+        value = getattr(state, f.name)
+        out[f.name] = list(value) if isinstance(value, tuple) else value
+    return out
+
+
+def state_from_json(cls: type, raw: dict[str, Any] | None) -> Any:
+    """The inverse of :func:`state_to_json`; unknown keys are ignored, missing ones default."""
+    if hasattr(cls, "from_json"):
+        return cls.from_json(raw)
+    if not raw:
+        return cls()
+    known = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in raw.items() if k in known}
+    return cls(**kwargs)

@@ -1,0 +1,145 @@
+"""Specialist queues as customers and agents see them: waiting lists, positions, estimated waits.
+
+Allocation rule (promise 4, shown to customers in plain words): *first come, first served within
+the queue* — conversations are ordered by the time their handoff was requested; a conversation
+that an agent gives back unanswered (reply timeout) keeps its original place.
+
+Estimated wait: ``ahead × average handling time ÷ agents online with the skill``, where the
+average handling time is the mean of the most recent finished handoffs of the queue (assigned
+until ended), or 5 minutes when there is no history yet. When no agent with the skill is online,
+the estimate is the queue's first-response target instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+
+from bot.services.config import HumanlineConfig
+from bot.store.db import Database
+from bot.store.models import Case, Conversation, Handoff, utcnow
+
+DEFAULT_HANDLING_S = 300
+HISTORY = 20
+
+
+@dataclass(frozen=True)
+class WaitingEntry:
+    """A queued conversation."""
+
+    conversation_id: str
+    queue: str
+    reason: str
+    case_number: str | None
+    requested_at: datetime
+
+    def frame(self) -> dict[str, Any]:
+        """As in the agent ``handoff`` frame."""
+        return {
+            "conversation_id": self.conversation_id,
+            "queue": self.queue,
+            "reason": self.reason,
+            "case_id": self.case_number,
+            "ts": self.requested_at.isoformat(),
+        }
+
+
+@dataclass(frozen=True)
+class Position:
+    """A queued customer's place: 1-based position, the estimate, and the agents online."""
+
+    queue: str
+    position: int
+    eta_seconds: int
+    agents_online: int
+    entry: WaitingEntry
+
+
+class QueueService:
+    """Read-side of the queues over the store and the configuration."""
+
+    def __init__(self, db: Database, config: HumanlineConfig):
+        self.db = db
+        self.config = config
+
+    def names(self) -> list[str]:
+        return list(self.config.queues)
+
+    def waiting(self, queues: Iterable[str] | None = None) -> list[WaitingEntry]:
+        """Queued conversations, oldest request first, optionally only in ``queues``."""
+        with self.db.session() as s:
+            q = (
+                select(Conversation.id, Handoff.queue, Handoff.reason, Case.number, Handoff.requested_at)
+                .join(Handoff, Handoff.conversation_id == Conversation.id)
+                .outerjoin(Case, Case.id == Handoff.case_id)
+                .where(Conversation.status == "queued", Handoff.ended_at.is_(None))
+                .order_by(Handoff.requested_at, Handoff.id)
+            )
+            if queues is not None:
+                q = q.where(Handoff.queue.in_(list(queues)))
+            return [WaitingEntry(*row) for row in s.execute(q)]
+
+    def with_agent_counts(self) -> dict[str, int]:
+        with self.db.session() as s:
+            counts: dict[str, int] = {}
+            for (queue,) in s.execute(select(Conversation.queue).where(Conversation.status == "agent")):
+                counts[queue or ""] = counts.get(queue or "", 0) + 1
+            return counts
+
+    def snapshot(self, lang: str = "en") -> list[dict[str, Any]]:
+        """Per queue: name, display (all languages), waiting, oldest_wait_s, first_response_minutes,
+        with_agent."""
+        now = utcnow()
+        waiting = self.waiting()
+        with_agent = self.with_agent_counts()
+        out = []
+        for name, qc in self.config.queues.items():
+            mine = [w for w in waiting if w.queue == name]
+            out.append(
+                {
+                    "name": name,
+                    "display": dict(qc.display),
+                    "waiting": len(mine),
+                    "oldest_wait_s": int((now - mine[0].requested_at).total_seconds()) if mine else None,
+                    "first_response_minutes": qc.first_response_minutes,
+                    "with_agent": with_agent.get(name, 0),
+                }
+            )
+        return out
+
+    def handling_seconds(self, queue: str) -> float:
+        """Mean handling time of the queue's recent finished handoffs (5 min without history)."""
+        with self.db.session() as s:
+            rows = s.execute(
+                select(Handoff.assigned_at, Handoff.ended_at)
+                .where(Handoff.queue == queue, Handoff.assigned_at.is_not(None), Handoff.ended_at.is_not(None))
+                .order_by(Handoff.ended_at.desc())
+                .limit(HISTORY)
+            ).all()
+        durations = [(e - a).total_seconds() for a, e in rows if e >= a]
+        return sum(durations) / len(durations) if durations else float(DEFAULT_HANDLING_S)
+
+    def positions(self, queue: str, agents_online: int) -> dict[str, Position]:
+        """The position and estimated wait of every conversation waiting in ``queue``."""
+        entries = self.waiting([queue])
+        per = self.handling_seconds(queue) if entries else DEFAULT_HANDLING_S
+        target = self.config.queues[queue].first_response_minutes * 60 if queue in self.config.queues else 600
+        out = {}
+        for i, w in enumerate(entries):
+            eta = target if agents_online <= 0 else int(round(i * per / agents_online))
+            out[w.conversation_id] = Position(queue, i + 1, eta, agents_online, w)
+        return out
+
+    def first_response_minutes(self, queue: str) -> int:
+        qc = self.config.queues.get(queue)
+        return qc.first_response_minutes if qc else self.config.sla.first_response_minutes
+
+    def display(self, queue: str | None, lang: str | None) -> str:
+        if not queue:
+            return ""
+        qc = self.config.queues.get(queue)
+        return qc.display_for(lang) if qc else queue

@@ -1,0 +1,184 @@
+"""The database: engine, sessions and migrations.
+
+:class:`Database` is the single entry point to persistence. It accepts any SQLAlchemy URL;
+Humanline is tested on SQLite (the embedded default) and PostgreSQL. Sessions follow
+SQLAlchemy's 2.0 style (``future=True``): use :meth:`Database.session` as a context manager,
+which commits on success and rolls back on any exception, so a failure never leaves
+half-written rows.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import create_engine, event, text
+from sqlalchemy.engine import Engine
+from sqlalchemy.engine.url import URL, make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+logger = logging.getLogger(__name__)
+
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+DEFAULT_URL = "sqlite:///humanline.db"
+
+
+_SQLITE_LOCKS: dict[str, threading.RLock] = {}
+_SQLITE_LOCKS_GUARD = threading.Lock()
+
+
+def sqlite_lock(path: str | None) -> threading.RLock | None:
+    """The in-process lock of one SQLite file (``None`` for in-memory databases).
+
+    SQLite has one writer at a time; writers that collide wait in its busy handler, which sleeps
+    in steps of up to 100 ms. Taking this lock around each transaction queues them in the process
+    instead (the hub's store and the brain's tracker store share it when they share the file).
+    """
+    if not path or path == ":memory:" or path.startswith("file:"):
+        return None
+    key = os.path.realpath(path)
+    with _SQLITE_LOCKS_GUARD:
+        lock = _SQLITE_LOCKS.get(key)
+        if lock is None:
+            lock = _SQLITE_LOCKS[key] = threading.RLock()
+        return lock
+
+
+class DatabaseUnavailable(RuntimeError):
+    """The database cannot be reached or answered with an error."""
+
+
+class Database:
+    """An engine plus a session factory for one database URL.
+
+    :param url: SQLAlchemy URL, e.g. ``sqlite:///humanline.db`` or
+        ``postgresql://user@127.0.0.1:5432/test``.
+    :param schema: PostgreSQL only: a schema to create and use (``search_path``); tests use a
+        fresh schema per run so that parallel runs never collide.
+    """
+
+    def __init__(self, url: str = DEFAULT_URL, *, schema: str | None = None, echo: bool = False):
+        self.url: URL = make_url(url)
+        self.schema = schema
+        kwargs: dict[str, Any] = {"future": True, "echo": echo, "pool_pre_ping": True}
+        if self.url.get_backend_name() == "sqlite":
+            # The hub calls the store from worker threads; SQLite serialises writers itself.
+            kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
+            if self.url.database and self.url.database != ":memory:":
+                # SQLAlchemy 1.4 would open a new connection (and rerun the pragmas) per session.
+                from sqlalchemy.pool import QueuePool
+
+                kwargs["poolclass"] = QueuePool
+                kwargs["pool_size"] = 8
+                kwargs["max_overflow"] = 16
+        else:
+            kwargs["pool_size"] = 10
+            kwargs["max_overflow"] = 20
+        self.engine: Engine = create_engine(self.url, **kwargs)
+        if self.url.get_backend_name() == "sqlite":
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        if schema and not self.is_sqlite:
+            # insert=True: run before the dialect's first-connect initialisation, so that
+            # ``dialect.default_schema_name`` (used by the inspector and Alembic) is this schema.
+            event.listen(self.engine, "connect", _search_path(schema), insert=True)
+        self._sessions = sessionmaker(bind=self.engine, future=True, expire_on_commit=False)
+        self._lock = sqlite_lock(self.url.database) if self.is_sqlite else None
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.url.get_backend_name() == "sqlite"
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """A transaction: commits when the block ends, rolls back if it raises.
+
+        On SQLite, transactions of this process run one at a time (:func:`sqlite_lock`).
+        """
+        lock = self._lock
+        if lock is not None:
+            lock.acquire()
+        try:
+            session = self._sessions()
+            try:
+                yield session
+                session.commit()
+            except BaseException:
+                session.rollback()
+                raise
+            finally:
+                session.close()
+        finally:
+            if lock is not None:
+                lock.release()
+
+    def ping(self) -> bool:
+        """True when the database answers a trivial query."""
+        try:
+            with self.engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+            return True
+        except Exception:  # noqa: BLE001 - any failure means "not reachable"
+            logger.warning("database ping failed", exc_info=True)
+            return False
+
+    def migrate(self) -> None:
+        """Create the schema (if asked) and apply every Alembic migration not yet applied."""
+        from alembic import command
+        from alembic.config import Config
+
+        if self.schema and not self.is_sqlite:
+            with self.engine.begin() as conn:
+                conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"'))
+        cfg = Config()
+        cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+        with self.engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "head")
+
+    def drop_schema(self) -> None:
+        """PostgreSQL test helper: drop this database's schema and everything in it."""
+        if self.schema and not self.is_sqlite:
+            with self.engine.begin() as conn:
+                conn.execute(text(f'DROP SCHEMA IF EXISTS "{self.schema}" CASCADE'))
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.close()
+
+
+def _search_path(schema: str) -> Any:
+    """A connect listener that sets the PostgreSQL ``search_path`` to ``schema`` for good.
+
+    The ``SET`` runs in autocommit mode: inside psycopg2's implicit transaction it would be undone
+    by the first rollback (e.g. a read-only session closing), and the pooled connection would
+    silently fall back to ``public``. A missing schema is created first, so that the dialect's
+    first-connect probe (``current_schema()``) already sees it.
+    """
+
+    def set_path(dbapi_conn: Any, _record: Any) -> None:
+        autocommit = dbapi_conn.autocommit
+        dbapi_conn.autocommit = True
+        try:
+            cur = dbapi_conn.cursor()
+            cur.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (schema,))
+            if cur.fetchone() is None:
+                cur.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+            cur.execute(f'SET SESSION search_path TO "{schema}"')
+            cur.close()
+        finally:
+            dbapi_conn.autocommit = autocommit
+
+    return set_path
