@@ -1,0 +1,400 @@
+"""The brain: what understands a customer message and produces the bot's replies.
+
+The hub talks to a :class:`Brain` only; the handoff guard (:mod:`bot.guard`) judges what the brain
+returns. Two implementations:
+
+* :class:`RasaAgentBrain` — a ``rasa.core.agent.Agent`` loaded in-process with Rasa's
+  ``SQLTrackerStore`` on the hub's own database (``DATABASE_URL``);
+* :class:`RemoteRasaBrain` — a separate ``rasa run`` (REST channel plus the tracker endpoint), for
+  scaling the model out of the hub process.
+
+Both read one turn from Rasa's tracker events after the user event: the intent and its
+confidence, the actions run, the slots set, the bot utterances with their buttons. A turn is
+*resolved* when the slot ``resolution`` was set during the turn, or the intent is small talk.
+
+Importing this module does not import Rasa or TensorFlow; they load with the model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+logger = logging.getLogger(__name__)
+
+SMALL_TALK = frozenset({"greet", "goodbye", "thank", "affirm", "deny", "bot_challenge"})
+HANDOFF_ACTION = "action_handoff"
+SLOTS_OF_INTEREST = ("resolution", "handoff_queue", "handoff_reason", "case_number", "lang")
+
+
+@dataclass
+class BotReply:
+    """One bot utterance with its quick-reply buttons (``{"title", "payload"}``)."""
+
+    text: str
+    buttons: list[dict[str, str]] = field(default_factory=list)
+
+
+@dataclass
+class BrainTurn:
+    """What the brain did for one customer message.
+
+    ``slots`` are the values after the turn; ``slots_set`` only those set during this turn (an
+    addition to the architecture contract: the hub needs it to tell a fresh handoff request from
+    an old slot value).
+    """
+
+    replies: list[BotReply]
+    intent: str | None
+    confidence: float | None
+    entities: list[dict[str, Any]]
+    actions: list[str]
+    slots: dict[str, Any]
+    resolved: bool
+    slots_set: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def handoff_requested(self) -> bool:
+        """An action asked for a human during this turn (``action_handoff`` or its slots)."""
+        return HANDOFF_ACTION in self.actions or bool(
+            self.slots_set.get("handoff_queue") or self.slots_set.get("handoff_reason")
+        )
+
+    @property
+    def handoff_queue(self) -> str | None:
+        return self.slots_set.get("handoff_queue") or self.slots.get("handoff_queue")
+
+
+@runtime_checkable
+class Brain(Protocol):
+    """Anything that answers a customer message. ``conversation_id`` is the Rasa sender id."""
+
+    async def handle(self, conversation_id: str, text: str, metadata: dict[str, Any]) -> BrainTurn: ...
+
+    async def ready(self) -> bool: ...
+
+
+def turn_from_events(
+    events: list[dict[str, Any]], slots: dict[str, Any], message_id: str | None = None
+) -> BrainTurn:
+    """Read one turn from Rasa tracker events (their JSON form).
+
+    The turn starts at the last ``user`` event (the one with ``message_id`` when given) and runs
+    to the end of ``events``.
+    """
+    start = None
+    for i in range(len(events) - 1, -1, -1):
+        e = events[i]
+        if e.get("event") == "user" and (message_id is None or e.get("message_id") == message_id):
+            start = i
+            break
+    if start is None:
+        return BrainTurn([], None, None, [], [], dict(slots), False)
+    user = events[start]
+    parse = user.get("parse_data") or {}
+    intent_data = parse.get("intent") or {}
+    intent = intent_data.get("name")
+    confidence = intent_data.get("confidence")
+    replies: list[BotReply] = []
+    actions: list[str] = []
+    slots_set: dict[str, Any] = {}
+    for e in events[start + 1 :]:
+        kind = e.get("event")
+        if kind == "action":
+            name = e.get("name")
+            if name and name != "action_listen":
+                actions.append(name)
+        elif kind == "slot":
+            slots_set[str(e.get("name"))] = e.get("value")
+        elif kind == "bot":
+            data = e.get("data") or {}
+            buttons = [
+                {"title": str(b.get("title", "")), "payload": str(b.get("payload", ""))}
+                for b in (data.get("buttons") or [])
+            ]
+            if e.get("text"):
+                replies.append(BotReply(str(e["text"]), buttons))
+    resolved = bool(slots_set.get("resolution")) or intent in SMALL_TALK
+    return BrainTurn(
+        replies=replies,
+        intent=intent,
+        confidence=float(confidence) if confidence is not None else None,
+        entities=list(parse.get("entities") or []),
+        actions=actions,
+        slots=dict(slots),
+        resolved=resolved,
+        slots_set=slots_set,
+    )
+
+
+def tracker_store_kwargs(database_url: str) -> dict[str, Any]:
+    """``SQLTrackerStore`` arguments for a SQLAlchemy URL: dialect, host, port, db, credentials."""
+    from sqlalchemy.engine.url import make_url
+
+    url = make_url(database_url)
+    backend = url.get_backend_name()
+    if backend == "sqlite":
+        return {"dialect": "sqlite", "db": url.database or "rasa.db"}
+    return {
+        "dialect": url.drivername,
+        "host": url.host,
+        "port": url.port,
+        "db": url.database,
+        "username": url.username,
+        "password": url.password,
+        "query": dict(url.query) or None,
+    }
+
+
+def _turn_events(tracker: Any, message_id: str) -> list[dict[str, Any]]:
+    """The JSON form of the tracker's events from the user event ``message_id`` on (serialising
+    only the turn, not the whole conversation)."""
+    events = tracker.events
+    tail: list[Any] = []
+    for e in reversed(events):
+        tail.append(e)
+        if getattr(e, "type_name", None) == "user" and getattr(e, "message_id", None) == message_id:
+            break
+    else:
+        tail = list(reversed(events))  # not found: let turn_from_events decide on all of them
+    return [e.as_dict() for e in reversed(tail)]
+
+
+def cached_sql_tracker_store(base: type, kwargs: dict[str, Any], max_cached: int = 20_000) -> Any:
+    """Rasa's ``SQLTrackerStore`` with an in-process write-through cache.
+
+    The database stays the record (every event is inserted, as by the stock store, so state
+    survives a restart), but a conversation this process already holds is not re-read and
+    replayed from SQL for every message, and a save inserts the new events without first
+    counting the stored ones; the insert itself runs in a worker thread, off the event loop.
+    The hub serialises turns per conversation, so one process is the only writer of a
+    conversation's tracker.
+    """
+    import json as _json
+    import threading
+    from collections import OrderedDict
+
+    class CachedSQLTrackerStore(base):  # type: ignore[misc, valid-type]
+        # Set by SQLTrackerStore.__init__ (the base is only known at run time).
+        engine: Any
+        sessionmaker: Any
+
+        def __init__(self, **kw: Any) -> None:
+            super().__init__(**kw)
+            self._cache: OrderedDict[str, tuple[Any, int]] = OrderedDict()
+            self._cache_lock = threading.Lock()
+            self._db_lock: Any = None
+            if self.engine.dialect.name == "sqlite" and self.engine.url.database:
+                import sqlalchemy as sa
+                from sqlalchemy.pool import QueuePool
+
+                from bot.store.db import sqlite_lock
+
+                url = self.engine.url
+                self.engine.dispose()
+                # One pooled connection set with the hub's pragmas (Rasa's engine would open a
+                # new connection per session), and the hub's lock on the same file.
+                self.engine = sa.create_engine(
+                    url, poolclass=QueuePool, pool_size=4, max_overflow=8,
+                    connect_args={"check_same_thread": False, "timeout": 30},
+                )
+                sa.event.listen(self.engine, "connect", _sqlite_tracker_pragmas)
+                self.sessionmaker = sa.orm.sessionmaker(bind=self.engine)
+                self._db_lock = sqlite_lock(url.database)
+
+        def forget(self, sender_id: str) -> None:
+            with self._cache_lock:
+                self._cache.pop(sender_id, None)
+
+        def _remember(self, tracker: Any, persisted: int) -> None:
+            with self._cache_lock:
+                self._cache[tracker.sender_id] = (tracker, persisted)
+                self._cache.move_to_end(tracker.sender_id)
+                while len(self._cache) > max_cached:
+                    self._cache.popitem(last=False)
+
+        async def retrieve(self, sender_id: str) -> Any:
+            with self._cache_lock:
+                hit = self._cache.get(sender_id)
+            if hit is not None:
+                return hit[0]
+            tracker = await asyncio.to_thread(self._retrieve_sync, sender_id)
+            if tracker is not None:
+                self._remember(tracker, len(tracker.events))
+            return tracker
+
+        def _locked(self) -> Any:
+            import contextlib
+
+            return self._db_lock if self._db_lock is not None else contextlib.nullcontext()
+
+        def _retrieve_sync(self, sender_id: str) -> Any:
+            from rasa.shared.core.trackers import DialogueStateTracker
+
+            with self._locked(), self.session_scope() as session:
+                rows = self._event_query(session, sender_id, fetch_events_from_all_sessions=False).all()
+                events = [_json.loads(r.data) for r in rows]
+            if self.domain and events:
+                return DialogueStateTracker.from_dict(sender_id, events, self.domain.slots)
+            return None
+
+        async def save(self, tracker: Any) -> None:
+            await self.stream_events(tracker)
+            with self._cache_lock:
+                hit = self._cache.get(tracker.sender_id)
+            if hit is not None and hit[0] is tracker:
+                persisted = hit[1]
+            else:
+                # Not read through this cache (e.g. a new tracker): count as the stock store does.
+                persisted = await asyncio.to_thread(self._count_sync, tracker.sender_id)
+            events = list(tracker.events)
+            rows = []
+            for e in events[persisted:]:
+                data = e.as_dict()
+                rows.append(
+                    {
+                        "sender_id": tracker.sender_id,
+                        "type_name": e.type_name,
+                        "timestamp": data.get("timestamp"),
+                        "intent_name": (data.get("parse_data") or {}).get("intent", {}).get("name"),
+                        "action_name": data.get("name"),
+                        "data": _json.dumps(data),
+                    }
+                )
+            if rows:
+                try:
+                    await asyncio.to_thread(self._insert_sync, rows)
+                except BaseException:
+                    self.forget(tracker.sender_id)
+                    raise
+            self._remember(tracker, len(events))
+
+        def _count_sync(self, sender_id: str) -> int:
+            with self._locked(), self.session_scope() as session:
+                return int(self._event_query(session, sender_id, fetch_events_from_all_sessions=False).count())
+
+        def _insert_sync(self, rows: list[dict[str, Any]]) -> None:
+            with self._locked(), self.session_scope() as session:
+                session.bulk_insert_mappings(self.SQLEvent, rows)
+                session.commit()
+
+    return CachedSQLTrackerStore(**kwargs)
+
+
+def _sqlite_tracker_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.close()
+
+
+class RasaAgentBrain:
+    """Rasa's ``Agent`` in this process. Call :meth:`load` (slow: TensorFlow) before use.
+
+    :param model_path: a trained model archive.
+    :param action_endpoint: the rasa_sdk webhook URL, or ``None`` for no custom actions.
+    :param tracker_store: a Rasa ``TrackerStore``, or a ``DATABASE_URL`` for a ``SQLTrackerStore``
+        on that database, or ``None`` for an in-memory store.
+    """
+
+    def __init__(self, model_path: str, action_endpoint: str | None = None, tracker_store: Any = None):
+        self.model_path = model_path
+        self.action_endpoint = action_endpoint
+        self._tracker_store_arg = tracker_store
+        self.agent: Any = None
+
+    def _load(self) -> Any:
+        from rasa.core.agent import Agent
+        from rasa.utils.log_utils import configure_structlog
+
+        # Unconfigured, Rasa's structlog prints every debug event (slot dumps, rule states) for
+        # every message; `rasa run` configures it from its log level, and so does the hub.
+        configure_structlog(max(logging.getLogger().getEffectiveLevel(), logging.INFO))
+        from rasa.core.tracker_store import SQLTrackerStore
+        from rasa.utils.endpoints import EndpointConfig
+
+        store = self._tracker_store_arg
+        if isinstance(store, str):
+            store = cached_sql_tracker_store(SQLTrackerStore, tracker_store_kwargs(store))
+        endpoint = EndpointConfig(url=self.action_endpoint) if self.action_endpoint else None
+        agent = Agent.load(self.model_path, tracker_store=store, action_endpoint=endpoint)
+        if store is not None and getattr(store, "domain", None) is None:
+            store.domain = agent.domain
+        return agent
+
+    async def load(self) -> None:
+        """Load the model (in a worker thread, so the event loop keeps serving)."""
+        self.agent = await asyncio.to_thread(self._load)
+        logger.info("model %s loaded", self.model_path)
+
+    async def ready(self) -> bool:
+        return self.agent is not None and self.agent.is_ready()
+
+    async def handle(self, conversation_id: str, text: str, metadata: dict[str, Any]) -> BrainTurn:
+        from rasa.core.channels.channel import CollectingOutputChannel, UserMessage
+
+        if self.agent is None:
+            raise RuntimeError("the model is not loaded")
+        message_id = uuid.uuid4().hex
+        channel = CollectingOutputChannel()
+        store = self.agent.tracker_store
+        try:
+            await self.agent.handle_message(
+                UserMessage(
+                    text, channel, sender_id=conversation_id, input_channel="humanline",
+                    message_id=message_id, metadata=metadata,
+                )
+            )
+        except BaseException:
+            # A failed or cancelled (timed out) turn may have left a half-updated tracker in
+            # the cache: the next turn reads the conversation back from the database.
+            forget = getattr(store, "forget", None)
+            if forget is not None:
+                forget(conversation_id)
+            raise
+        tracker = await store.retrieve(conversation_id)
+        if tracker is None:
+            raise RuntimeError("the tracker store lost the conversation")
+        return turn_from_events(_turn_events(tracker, message_id), tracker.current_slot_values(), message_id)
+
+
+class RemoteRasaBrain:
+    """A separate ``rasa run --enable-api`` with the REST channel, at ``url`` (e.g.
+    ``http://127.0.0.1:5005``). The tracker endpoint needs ``--enable-api`` (and its token, if
+    one is configured, in ``token``)."""
+
+    def __init__(self, url: str, token: str | None = None, timeout_s: float = 30.0):
+        self.url = url.rstrip("/")
+        self.token = token
+        self.timeout_s = timeout_s
+
+    def _params(self) -> dict[str, str]:
+        return {"token": self.token} if self.token else {}
+
+    async def ready(self) -> bool:
+        import aiohttp
+
+        try:
+            async with aiohttp.ClientSession() as s, s.get(self.url + "/status", params=self._params()) as r:
+                return r.status == 200
+        except aiohttp.ClientError:
+            return False
+
+    async def handle(self, conversation_id: str, text: str, metadata: dict[str, Any]) -> BrainTurn:
+        import aiohttp
+
+        timeout = aiohttp.ClientTimeout(total=self.timeout_s)
+        async with aiohttp.ClientSession(timeout=timeout) as s:
+            body = {"sender": conversation_id, "message": text, "metadata": metadata}
+            async with s.post(self.url + "/webhooks/rest/webhook", json=body) as r:
+                r.raise_for_status()
+                await r.json()
+            params = {"include_events": "AFTER_RESTART", **self._params()}
+            async with s.get(f"{self.url}/conversations/{conversation_id}/tracker", params=params) as r:
+                r.raise_for_status()
+                tracker = await r.json()
+        return turn_from_events(tracker.get("events") or [], tracker.get("slots") or {})

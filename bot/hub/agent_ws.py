@@ -1,0 +1,133 @@
+"""The agent WebSocket ``/ws/agent`` (frames in docs/architecture.md and docs/hub.md).
+
+The first frame must be ``{"type":"auth","token",...}`` with a login token from
+``POST /api/agents/login``; a bad or expired token gets an ``unauthorized`` error and close code
+``4001`` (the console then asks for the password again). With ``last_event_id`` the agent gets,
+after the ``ready`` snapshot, every event addressed to it since that id (see
+:mod:`bot.hub.events`). Every action is audited by the hub.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import Any
+
+from bot.hub.core import Hub, HubError
+from bot.hub.events import send_frame
+from bot.services.agents import AgentInfo
+
+logger = logging.getLogger(__name__)
+
+CLOSE_UNAUTHORIZED = 4001
+AUTH_TIMEOUT_S = 15.0
+MAX_AGENT_TEXT = 8000
+
+
+def _str(frame: dict[str, Any], name: str) -> str:
+    value = frame.get(name)
+    if not isinstance(value, str) or not value.strip():
+        raise HubError("missing_field", f"{name} (a non-empty string) is required")
+    return value
+
+
+class AgentSession:
+    """One authenticated agent socket."""
+
+    def __init__(self, hub: Hub, ws: Any, agent: AgentInfo):
+        self.hub = hub
+        self.ws = ws
+        self.agent = agent
+
+    async def on_text(self, raw: str | bytes) -> None:
+        try:
+            frame = json.loads(raw)
+            if not isinstance(frame, dict):
+                raise ValueError
+        except (ValueError, UnicodeDecodeError):
+            await send_frame(self.ws, {"type": "error", "code": "invalid_json", "message": "frames must be JSON"})
+            return
+        try:
+            await self.dispatch(frame)
+        except HubError as e:
+            await send_frame(self.ws, {"type": "error", "code": e.code, "message": e.message,
+                                       "conversation_id": frame.get("conversation_id")})
+
+    async def dispatch(self, frame: dict[str, Any]) -> None:
+        hub, kind = self.hub, frame.get("type")
+        # Role and skills may have changed since login: use the hub's current view.
+        self.agent = hub.online.get(self.agent.id, self.agent)
+        if kind == "claim":
+            await hub.claim(self.agent, _str(frame, "conversation_id"))
+        elif kind == "message":
+            text = _str(frame, "text")
+            if len(text) > MAX_AGENT_TEXT:
+                raise HubError("text_too_long", f"text is limited to {MAX_AGENT_TEXT} characters")
+            cmid = frame.get("client_msg_id")
+            await hub.agent_message(self.agent, _str(frame, "conversation_id"), text,
+                                    cmid if isinstance(cmid, str) and cmid else None)
+        elif kind == "transfer":
+            await hub.transfer(self.agent, _str(frame, "conversation_id"), _str(frame, "queue"))
+        elif kind == "hand_back":
+            await hub.hand_back(self.agent, _str(frame, "conversation_id"))
+        elif kind == "resolve":
+            await hub.resolve(self.agent, _str(frame, "conversation_id"))
+        elif kind == "availability":
+            if not isinstance(frame.get("available"), bool):
+                raise HubError("missing_field", "available (true or false) is required")
+            self.agent = await hub.set_availability(self.agent, frame["available"])
+        elif kind == "case_stage":
+            await hub.case_stage(self.agent, _str(frame, "case_number"), _str(frame, "stage"),
+                                 frame.get("conversation_id"))
+        elif kind == "note":
+            await hub.case_note(self.agent, _str(frame, "case_number"), _str(frame, "text"),
+                                frame.get("conversation_id"))
+        elif kind == "ping":
+            await send_frame(self.ws, {"type": "pong"})
+        else:
+            raise HubError("unknown_type", f"unknown frame type {kind!r}")
+
+
+async def serve_agent(hub: Hub, request: Any, ws: Any) -> None:
+    """The Sanic WebSocket handler body of ``/ws/agent``."""
+    agent: AgentInfo | None = None
+    try:
+        try:
+            raw = await asyncio.wait_for(ws.recv(), AUTH_TIMEOUT_S)
+            frame = json.loads(raw) if raw else None
+        except (asyncio.TimeoutError, ValueError):
+            frame = None
+        if not isinstance(frame, dict) or frame.get("type") != "auth":
+            await send_frame(ws, {"type": "error", "code": "unauthorized", "message": "send auth with a token first"})
+            await ws.close(code=CLOSE_UNAUTHORIZED, reason="unauthorized")
+            return
+        agent = await hub.run(hub.agents.authenticate, frame.get("token"))
+        if agent is None:
+            await send_frame(ws, {"type": "error", "code": "unauthorized", "message": "the token is not valid"})
+            await ws.close(code=CLOSE_UNAUTHORIZED, reason="unauthorized")
+            return
+        await hub.agent_connected(agent, ws)
+        await send_frame(ws, await hub.ready_frame(agent))
+        last = frame.get("last_event_id")
+        if isinstance(last, int) and not isinstance(last, bool):
+            for missed in hub.events.missed(agent.id, last):
+                await send_frame(ws, missed)
+        if agent.available:
+            for queue in agent.skills:
+                if queue in hub.config.queues:
+                    hub.spawn(hub.auto_assign(queue))
+        hub.spawn(hub.broadcast_queues())
+        session = AgentSession(hub, ws, agent)
+        while True:
+            raw = await ws.recv()
+            if raw is not None:
+                await session.on_text(raw)
+    except Exception as exc:  # noqa: BLE001
+        from bot.hub.customer_ws import _is_closed
+
+        if not _is_closed(exc):
+            logger.exception("agent socket failed")
+    finally:
+        if agent is not None:
+            await hub.agent_disconnected(agent, ws)

@@ -1,0 +1,156 @@
+"""The Sanic application: routes, static files and the hub's life cycle.
+
+``create_app(settings, brain=None, db=None)`` builds one app around one :class:`~bot.hub.core.Hub`.
+Routes:
+
+* ``GET /healthz`` — 200 ``{"status":"ok"}`` only when the brain is ready and the database answers
+  (503 otherwise);
+* ``WS /ws/chat`` — customers (:mod:`bot.hub.customer_ws`); ``WS /ws/agent`` — agents
+  (:mod:`bot.hub.agent_ws`);
+* ``POST /api/agents/login`` — ``{username, password}`` → ``{token, expires_at, agent}`` or 401;
+* ``GET /api/supervisor/overview`` — queues, SLA breaches, satisfaction, recent audit (supervisors);
+* ``/``, ``/widget.js``, ``/console`` and the console's assets, from ``bot/web``.
+
+A brain with an async ``load()`` that is not ready yet is loaded in the background after the
+server starts, so ``/healthz`` answers 503 until the model is in.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from pathlib import Path
+from typing import Any
+
+from sanic import Sanic
+from sanic.request import Request
+from sanic.response import HTTPResponse, file, json
+
+from bot.brain import Brain
+from bot.hub.agent_ws import serve_agent
+from bot.hub.core import Hub
+from bot.hub.customer_ws import serve_customer
+from bot.settings import Settings
+from bot.store.db import Database
+
+logger = logging.getLogger(__name__)
+
+WEB_DIR = Path(__file__).resolve().parent.parent / "web"
+STATIC = {
+    "/": "index.html",
+    "/widget.js": "widget.js",
+    "/console": "console.html",
+    "/console.js": "console.js",
+    "/console.css": "console.css",
+}
+_names = itertools.count(1)
+
+
+def create_app(settings: Settings, brain: Brain | None = None, db: Database | None = None, **hub_kw: Any) -> Sanic:
+    """A Sanic app serving one hub. ``db`` defaults to ``Database(settings.database_url)``."""
+    db = db or Database(settings.database_url)
+    hub = Hub(settings, db, brain, **hub_kw)
+    app = Sanic(f"humanline_{next(_names)}")
+    app.config.WEBSOCKET_MAX_SIZE = max(2**16, settings.max_text_chars * 4 + 4096)
+    app.config.KEEP_ALIVE_TIMEOUT = 30
+    app.ctx.hub = hub
+
+    @app.listener("after_server_start")  # type: ignore[call-arg,arg-type]
+    async def _start(app: Sanic, _loop: Any) -> None:
+        await hub.start()
+        load = getattr(hub.brain, "load", None)
+        if load is not None and not await hub.brain.ready():  # type: ignore[union-attr]
+            hub.spawn(_load_brain(load))
+
+    @app.listener("before_server_stop")  # type: ignore[call-arg,arg-type]
+    async def _stop(app: Sanic, _loop: Any) -> None:
+        await hub.stop()
+
+    @app.get("/healthz")
+    async def healthz(request: Request) -> HTTPResponse:
+        ok = await hub.ready()
+        return json({"status": "ok" if ok else "starting"}, status=200 if ok else 503)
+
+    @app.post("/api/agents/login")
+    async def login(request: Request) -> HTTPResponse:
+        body = request.json if request.body else None
+        if not isinstance(body, dict) or not isinstance(body.get("username"), str) or not isinstance(
+            body.get("password"), str
+        ):
+            return json({"error": "bad_request", "message": "username and password are required"}, status=400)
+        result = await hub.run(hub.agents.login, body["username"], body["password"])
+        if result is None:
+            return json({"error": "unauthorized", "message": "Wrong username or password."}, status=401)
+        token, expires, agent = result
+        return json({"token": token, "expires_at": expires.isoformat(), "agent": agent.to_dict()})
+
+    @app.get("/api/supervisor/overview")
+    async def overview(request: Request) -> HTTPResponse:
+        auth = request.headers.get("authorization", "")
+        token = auth[7:] if auth.lower().startswith("bearer ") else None
+        agent = await hub.run(hub.agents.authenticate, token)
+        if agent is None:
+            return json({"error": "unauthorized", "message": "log in first"}, status=401)
+        if agent.role != "supervisor":
+            return json({"error": "forbidden", "message": "supervisors only"}, status=403)
+        return json(await hub.run(_overview, hub))
+
+    @app.websocket("/ws/chat")
+    async def ws_chat(request: Request, ws: Any) -> None:
+        await serve_customer(hub, request, ws)
+
+    @app.websocket("/ws/agent")
+    async def ws_agent(request: Request, ws: Any) -> None:
+        await serve_agent(hub, request, ws)
+
+    for route, name in STATIC.items():
+        path = WEB_DIR / name
+        if path.exists():
+            app.add_route(_static_handler(path), route, methods=["GET"], name=f"static_{name.replace('.', '_')}")
+
+    async def _load_brain(load: Any) -> None:
+        try:
+            await load()
+        except Exception:  # noqa: BLE001 - /healthz stays 503 and the log says why
+            logger.exception("loading the model failed")
+
+    return app
+
+
+def _static_handler(path: Path) -> Any:
+    async def handler(request: Request) -> HTTPResponse:
+        return await file(path, headers={"Cache-Control": "no-cache"})
+
+    return handler
+
+
+def _overview(hub: Hub) -> dict[str, Any]:
+    from sqlalchemy import func, select
+
+    from bot.services.audit import entries
+    from bot.store.models import Case, utcnow
+
+    now = utcnow()
+    breaches = []
+    with hub.db.session() as s:
+        for c in s.execute(select(Case).where(Case.resolved_at.is_(None))).scalars():
+            if c.first_responded_at is None and c.first_response_due_at and c.first_response_due_at < now:
+                breaches.append({"number": c.number, "queue": c.queue, "kind": "first_response",
+                                 "created_at": c.created_at.isoformat()})
+            elif c.next_update_due_at and c.next_update_due_at < now:
+                breaches.append({"number": c.number, "queue": c.queue, "kind": "progress_update",
+                                 "created_at": c.created_at.isoformat()})
+        count, average = s.execute(
+            select(func.count(Case.satisfaction), func.avg(Case.satisfaction)).where(Case.satisfaction.is_not(None))
+        ).one()
+        audit = [
+            {"created_at": e.created_at.isoformat(), "actor": e.actor, "action": e.action, "target": e.target}
+            for e in entries(s, limit=50)
+        ]
+    return {
+        "queues": hub.queues.snapshot(),
+        "breaches": breaches,
+        "satisfaction": {"count": int(count or 0), "average": float(average) if average is not None else None},
+        "audit": audit,
+        "agents_online": [a.to_dict() for a in hub.online.values()],
+    }

@@ -1,0 +1,204 @@
+"""The customer WebSocket ``/ws/chat`` (docs/protocol.md; the binding subset is PROTOCOL.md).
+
+One :class:`CustomerSession` per socket. Frames are validated here; a bad frame gets an ``error``
+frame and the socket stays usable. Only credential and origin failures close it:
+``4001`` (``unauthorized``: bad or expired visitor token, bad identity signature) and ``4003``
+(``forbidden``: origin not allowed, or someone else's conversation).
+
+A ``message`` is stored first and acknowledged after; a resend with the same ``client_msg_id``
+gets the same ``ack`` and nothing else.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import deque
+from typing import Any
+
+from bot.hub.auth import origin_allowed, sign_visitor, verify_identity, verify_visitor
+from bot.hub.core import Hub
+from bot.hub.events import send_frame
+from bot.i18n import LANGS
+from bot.services.conversations import ConversationInfo
+
+logger = logging.getLogger(__name__)
+
+CLOSE_UNAUTHORIZED = 4001
+CLOSE_FORBIDDEN = 4003
+CHANNELS = ("web", "app", "cli")
+MAX_CLIENT_MSG_ID = 128
+
+
+class Closing(Exception):
+    """Raised to end the session after an auth or origin error frame."""
+
+    def __init__(self, code: int, reason: str):
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
+class CustomerSession:
+    """The state of one customer socket: its conversation, once ``hello`` succeeded."""
+
+    def __init__(self, hub: Hub, ws: Any):
+        self.hub = hub
+        self.ws = ws
+        self.conversation: ConversationInfo | None = None
+        self._sent: deque[float] = deque()
+
+    async def error(self, code: str, message: str) -> None:
+        await send_frame(self.ws, {"type": "error", "code": code, "message": message})
+
+    async def deny(self, code: str, message: str, close_code: int) -> None:
+        await self.error(code, message)
+        raise Closing(close_code, code)
+
+    async def on_text(self, raw: str | bytes) -> None:
+        try:
+            frame = json.loads(raw)
+        except (ValueError, UnicodeDecodeError):
+            await self.error("invalid_json", "frames must be JSON objects")
+            return
+        if not isinstance(frame, dict):
+            await self.error("invalid_json", "frames must be JSON objects")
+            return
+        kind = frame.get("type")
+        if kind == "hello":
+            await self.on_hello(frame)
+        elif kind == "message":
+            await self.on_message(frame)
+        elif kind == "ping":
+            await send_frame(self.ws, {"type": "pong"})
+        else:
+            await self.error("unknown_type", f"unknown frame type {kind!r}")
+
+    # ---- hello ----------------------------------------------------------------------------
+
+    async def on_hello(self, frame: dict[str, Any]) -> None:
+        if self.conversation is not None:
+            await self.error("already_started", "hello was already sent on this connection")
+            return
+        hub, settings = self.hub, self.hub.settings
+        lang = frame.get("lang") if frame.get("lang") in LANGS else None
+        channel = frame.get("channel") if frame.get("channel") in CHANNELS else "web"
+        visitor_id: str | None = None
+        identity = frame.get("identity")
+        if identity is not None:
+            if not isinstance(identity, dict) or not verify_identity(
+                settings.identity_secret, identity.get("user_id"), identity.get("signature")
+            ):
+                await self.deny("unauthorized", "the identity signature is not valid", CLOSE_UNAUTHORIZED)
+            visitor_id = await hub.run(hub.conversations.visitor_for_user, identity["user_id"], lang)
+            channel = "app" if frame.get("channel") not in CHANNELS else channel
+        token = frame.get("visitor_token")
+        if token is not None and visitor_id is None:
+            visitor_id = verify_visitor(settings.secret, token) if isinstance(token, str) else None
+            if visitor_id is None or not await hub.run(hub.conversations.visitor_exists, visitor_id):
+                await self.deny("unauthorized", "the visitor token is not valid or has expired", CLOSE_UNAUTHORIZED)
+        if visitor_id is None:
+            visitor_id = await hub.run(hub.conversations.create_visitor, lang)
+
+        conv: ConversationInfo | None = None
+        wanted = frame.get("conversation_id")
+        if wanted is not None:
+            if not isinstance(wanted, str):
+                await self.error("missing_field", "conversation_id must be a string")
+                return
+            conv = await hub.run(hub.conversations.get, wanted)
+            if conv is not None and conv.visitor_id != visitor_id:
+                await self.deny("forbidden", "this conversation belongs to someone else", CLOSE_FORBIDDEN)
+        elif token is not None or identity is not None:
+            latest = await hub.run(hub.conversations.latest_for_visitor, visitor_id)
+            conv = latest if latest is not None and latest.status != "closed" else None
+        if conv is None:
+            conv = await hub.run(hub.conversations.create_conversation, visitor_id, channel, lang)
+        last_seq = frame.get("last_seq", 0)
+        if not isinstance(last_seq, int) or isinstance(last_seq, bool) or last_seq < 0:
+            last_seq = 0
+
+        self.conversation = conv
+        hub.customers.add(conv.id, self.ws)
+        await send_frame(
+            self.ws,
+            {
+                "type": "welcome",
+                "conversation_id": conv.id,
+                "visitor_token": sign_visitor(settings.secret, visitor_id, settings.visitor_token_ttl_s),
+                "status": conv.status,
+                "last_seq": conv.last_seq,
+            },
+        )
+        for message in await hub.run(hub.conversations.messages_after, conv.id, last_seq):
+            await send_frame(self.ws, message.customer_frame())
+        fresh = await hub.run(hub.conversations.get, conv.id)
+        await send_frame(self.ws, await hub.customer_status(fresh or conv))
+
+    # ---- message --------------------------------------------------------------------------
+
+    def _rate_limited(self) -> bool:
+        now = time.monotonic()
+        while self._sent and now - self._sent[0] > 10.0:
+            self._sent.popleft()
+        if len(self._sent) >= self.hub.settings.rate_limit_per_10s:
+            return True
+        self._sent.append(now)
+        return False
+
+    async def on_message(self, frame: dict[str, Any]) -> None:
+        if self.conversation is None:
+            await self.error("not_ready", "send hello first")
+            return
+        client_msg_id, text = frame.get("client_msg_id"), frame.get("text")
+        if not isinstance(client_msg_id, str) or not client_msg_id or len(client_msg_id) > MAX_CLIENT_MSG_ID:
+            await self.error("missing_field", "client_msg_id (a string of 1-128 characters) is required")
+            return
+        if not isinstance(text, str) or not text.strip():
+            await self.error("missing_field", "text (a non-empty string) is required")
+            return
+        if len(text) > self.hub.settings.max_text_chars:
+            await self.error("text_too_long", f"text is limited to {self.hub.settings.max_text_chars} characters")
+            return
+        if self._rate_limited():
+            await self.error("rate_limited", "too many messages; wait a few seconds and send again")
+            return
+        try:
+            message, created = await self.hub.store_customer_message(self.conversation, client_msg_id, text)
+        except Exception:  # noqa: BLE001 - not stored means not acknowledged: the client resends
+            logger.exception("storing a customer message failed")
+            await self.error("unavailable", "the message could not be stored; send it again")
+            return
+        await send_frame(self.ws, {"type": "ack", "client_msg_id": client_msg_id, "seq": message.seq})
+        if created:
+            await self.hub.customers.send(self.conversation.id, message.customer_frame(), exclude=self.ws)
+            self.hub.schedule_turn(message)
+
+
+async def serve_customer(hub: Hub, request: Any, ws: Any) -> None:
+    """The Sanic WebSocket handler body of ``/ws/chat``."""
+    session = CustomerSession(hub, ws)
+    try:
+        if not origin_allowed(request.headers.get("origin"), request.headers.get("host"),
+                              hub.settings.allowed_origins):
+            await session.deny("forbidden", "this origin may not open a chat", CLOSE_FORBIDDEN)
+        while True:
+            raw = await ws.recv()
+            if raw is None:
+                continue
+            await session.on_text(raw)
+    except Closing as closing:
+        await ws.close(code=closing.code, reason=closing.reason)
+    except Exception as exc:  # noqa: BLE001 - ConnectionClosed and friends end the session
+        if not _is_closed(exc):
+            logger.exception("customer socket failed")
+    finally:
+        if session.conversation is not None:
+            hub.customers.discard(session.conversation.id, ws)
+
+
+def _is_closed(exc: BaseException) -> bool:
+    from websockets.exceptions import ConnectionClosed
+
+    return isinstance(exc, ConnectionClosed) or type(exc).__name__ in ("WebsocketClosed", "CancelledError")

@@ -1,0 +1,44 @@
+"""Periodic work of a hub: delivering the notification outbox and recording SLA breaches.
+
+Both are idempotent and safe to run in several hub processes at once: delivery claims rows with
+``SKIP LOCKED`` on PostgreSQL (one transaction per row), and a breach is recorded once per
+clock and due time (:meth:`bot.services.cases.CaseService.check_breaches`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from bot.services.cases import CaseService
+from bot.services.notifications import LoggingSender, Sender, WebhookSender, deliver_pending
+from bot.settings import Settings
+from bot.store.db import Database
+
+logger = logging.getLogger(__name__)
+
+
+def sender_for(settings: Settings) -> Sender:
+    """The webhook sender when ``HUMANLINE_WEBHOOK_URL`` is set, else the logging sender."""
+    return WebhookSender(settings.webhook_url) if settings.webhook_url else LoggingSender()
+
+
+async def run_maintenance(db: Database, cases: CaseService, settings: Settings, sender: Sender | None = None) -> None:
+    """Forever: deliver pending notifications every ``outbox_interval_s`` and check SLA clocks
+    every ``sla_check_interval_s``. Cancel the task to stop it."""
+    sender = sender or sender_for(settings)
+    loop = asyncio.get_running_loop()
+    next_sla = loop.time()
+    while True:
+        try:
+            await asyncio.to_thread(deliver_pending, db, sender)
+            if loop.time() >= next_sla:
+                breaches = await asyncio.to_thread(cases.check_breaches)
+                if breaches:
+                    logger.warning("%d new SLA breach(es) recorded", len(breaches))
+                next_sla = loop.time() + settings.sla_check_interval_s
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # noqa: BLE001 - the next round tries again
+            logger.exception("maintenance round failed")
+        await asyncio.sleep(settings.outbox_interval_s)

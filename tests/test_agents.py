@@ -1,0 +1,225 @@
+"""Agents through the real hub: login, notifications, claims, live chat, transfer, hand-back,
+resolve, reply timeout and reconnection with missed events."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from bot.client import ChatClient
+from bot.services.agents import hash_password, verify_password
+from bot.store.models import AuditEntry
+from tests.hubtools import AgentClient, GreeterBrain, RunningHub, running_hub
+
+ALL = ("general", "finance_compliance", "account_services")
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[RunningHub]:
+    with running_hub(tmp_path, GreeterBrain(), agent_reply_timeout_s=300) as srv:
+        srv.create_agent("alice", skills=ALL, display_name="Alice Chen")
+        srv.create_agent("bob", skills=ALL, display_name="Bob Li")
+        yield srv
+
+
+async def _agent(srv: RunningHub, username: str, available: bool = False) -> AgentClient:
+    token = await asyncio.to_thread(srv.login, username)
+    agent = AgentClient(srv.agent_ws_url, token)
+    ready = await agent.connect()
+    assert ready["type"] == "ready", ready
+    if not available:
+        await agent.send({"type": "availability", "available": False})
+        await asyncio.sleep(0.2)
+    return agent
+
+
+async def _queued_customer(srv: RunningHub) -> ChatClient:
+    chat = ChatClient(srv.ws_url, lang="en")
+    await chat.connect()
+    await chat.say_and_ack("I want to talk to a human")
+    await chat.wait_for(lambda f: f["type"] == "status" and f["status"] == "queued")
+    return chat
+
+
+def test_password_hashes_are_salted_and_verified() -> None:
+    a, b = hash_password("secret-pass"), hash_password("secret-pass")
+    assert a != b and a.startswith("scrypt$")
+    assert verify_password("secret-pass", a) and not verify_password("wrong", a)
+
+
+async def test_login_with_a_bad_password_is_401(server: RunningHub) -> None:
+    status, body = await asyncio.to_thread(server.post, "/api/agents/login", {"username": "alice", "password": "nope"})
+    assert status == 401 and body["error"] == "unauthorized"
+    status, body = await asyncio.to_thread(server.post, "/api/agents/login", {"username": "zed", "password": "x"})
+    assert status == 401
+    status, body = await asyncio.to_thread(
+        server.post, "/api/agents/login", {"username": "alice", "password": "password-123"}
+    )
+    assert status == 200 and body["token"] and body["expires_at"] and body["agent"]["display_name"] == "Alice Chen"
+    assert "password_hash" not in body["agent"]
+
+
+async def test_a_bad_agent_token_is_closed_with_4001(server: RunningHub) -> None:
+    agent = AgentClient(server.agent_ws_url, "forged")
+    frame = await agent.connect()
+    assert frame["type"] == "error" and frame["code"] == "unauthorized"
+    await asyncio.sleep(0.1)
+    assert agent.ws.close_code == 4001
+
+
+async def test_handoff_notification_claim_and_live_chat(server: RunningHub) -> None:
+    alice = await _agent(server, "alice")
+    chat = await _queued_customer(server)
+    handoff = await alice.wait_for(lambda f: f["type"] == "handoff")
+    assert handoff["conversation_id"] == chat.conversation_id and handoff["queue"] == "general"
+    assert handoff["reason"] == "customer_request" and isinstance(handoff["event_id"], int)
+
+    await alice.send({"type": "claim", "conversation_id": chat.conversation_id})
+    assigned = await alice.wait_for(lambda f: f["type"] == "assigned")
+    transcript = assigned["transcript"]
+    assert transcript[0]["sender"] == "customer" and "intent" in transcript[0]
+    status = await chat.wait_for(lambda f: f["type"] == "status" and f["status"] == "agent")
+    assert status["agent_name"] == "Alice Chen"
+
+    await alice.send({"type": "message", "conversation_id": chat.conversation_id, "text": "Hi, Alice here",
+                      "client_msg_id": "a1"})
+    msg = await chat.wait_for(lambda f: f["type"] == "message" and f["sender"] == "agent")
+    assert msg["text"] == "Hi, Alice here" and msg["agent_name"] == "Alice Chen"
+
+    await chat.say_and_ack("thanks, my bill is wrong")
+    got = await alice.wait_for(lambda f: f["type"] == "message" and f.get("sender") == "customer")
+    assert got["text"] == "thanks, my bill is wrong" and got["conversation_id"] == chat.conversation_id
+    await chat.drain(0.4)
+    assert chat.messages("bot") == []  # the bot stays silent while the agent holds it
+
+    with server.db.session() as s:
+        actions = set(s.execute(select(AuditEntry.action).where(AuditEntry.actor == "agent:alice")).scalars())
+    assert {"login", "claim", "message"} <= actions
+    await chat.close()
+    await alice.close()
+
+
+async def test_two_agents_claiming_at_once_only_one_wins(server: RunningHub) -> None:
+    alice, bob = await _agent(server, "alice"), await _agent(server, "bob")
+    chat = await _queued_customer(server)
+    await alice.wait_for(lambda f: f["type"] == "handoff")
+    await bob.wait_for(lambda f: f["type"] == "handoff")
+    claim = {"type": "claim", "conversation_id": chat.conversation_id}
+    await asyncio.gather(alice.send(claim), bob.send(claim))
+
+    async def outcome(agent: AgentClient) -> str:
+        f = await agent.wait_for(lambda f: f["type"] in ("assigned", "error"))
+        return str(f["type"])
+
+    results = sorted(await asyncio.gather(outcome(alice), outcome(bob)))
+    assert results == ["assigned", "error"]
+    await chat.close()
+
+
+async def test_automatic_assignment_to_an_available_agent(server: RunningHub) -> None:
+    alice = await _agent(server, "alice", available=True)
+    chat = await _queued_customer(server)
+    assigned = await alice.wait_for(lambda f: f["type"] == "assigned")
+    assert assigned["conversation_id"] == chat.conversation_id
+    status = await chat.wait_for(lambda f: f["type"] == "status" and f["status"] == "agent")
+    assert status["agent_name"] == "Alice Chen"
+
+
+async def test_hand_back_gives_the_bot_a_fresh_budget(server: RunningHub) -> None:
+    alice = await _agent(server, "alice")
+    chat = await _queued_customer(server)
+    await alice.send({"type": "claim", "conversation_id": chat.conversation_id})
+    await alice.wait_for(lambda f: f["type"] == "assigned")
+    await alice.send({"type": "hand_back", "conversation_id": chat.conversation_id})
+    released = await alice.wait_for(lambda f: f["type"] == "released")
+    assert released["reason"] == "handed_back"
+    await chat.wait_for(lambda f: f["type"] == "status" and f["status"] == "bot")
+    await chat.say_and_ack("hello again")
+    bot = await chat.wait_for(lambda f: f["type"] == "message" and f["sender"] == "bot")
+    assert bot["text"].startswith("Hello!")
+
+
+async def test_transfer_moves_the_customer_to_another_queue(server: RunningHub) -> None:
+    alice = await _agent(server, "alice")
+    chat = await _queued_customer(server)
+    await alice.send({"type": "claim", "conversation_id": chat.conversation_id})
+    await alice.wait_for(lambda f: f["type"] == "assigned")
+    await alice.send({"type": "transfer", "conversation_id": chat.conversation_id, "queue": "finance_compliance"})
+    released = await alice.wait_for(lambda f: f["type"] == "released")
+    assert released["reason"] == "transferred"
+    queued = await chat.wait_for(lambda f: f["type"] == "status" and f.get("queue") == "finance_compliance")
+    assert queued["status"] == "queued" and queued["position"] == 1
+    handoff = await alice.wait_for(lambda f: f["type"] == "handoff" and f["queue"] == "finance_compliance")
+    assert handoff["conversation_id"] == chat.conversation_id
+
+
+async def test_resolve_closes_the_conversation(server: RunningHub) -> None:
+    alice = await _agent(server, "alice")
+    chat = await _queued_customer(server)
+    await alice.send({"type": "claim", "conversation_id": chat.conversation_id})
+    await alice.wait_for(lambda f: f["type"] == "assigned")
+    await alice.send({"type": "resolve", "conversation_id": chat.conversation_id})
+    assert (await alice.wait_for(lambda f: f["type"] == "released"))["reason"] == "resolved"
+    await chat.wait_for(lambda f: f["type"] == "status" and f["status"] == "closed")
+    # writing again reopens it with the bot
+    await chat.say_and_ack("one more thing")
+    await chat.wait_for(lambda f: f["type"] == "status" and f["status"] == "bot")
+
+
+async def test_an_agent_who_does_not_reply_loses_the_conversation(tmp_path: Path) -> None:
+    with running_hub(tmp_path, GreeterBrain(), agent_reply_timeout_s=0.6) as srv:
+        srv.create_agent("alice", skills=ALL, display_name="Alice Chen")
+        alice = await _agent(srv, "alice")
+        chat = await _queued_customer(srv)
+        await alice.send({"type": "claim", "conversation_id": chat.conversation_id})
+        await alice.wait_for(lambda f: f["type"] == "assigned")
+        released = await alice.wait_for(lambda f: f["type"] == "released", timeout=10)
+        assert released["reason"] == "reply_timeout"
+        queued = await chat.wait_for(lambda f: f["type"] == "status" and f["status"] == "queued", timeout=10)
+        assert queued["position"] == 1
+
+
+async def test_queue_positions_and_eta_are_pushed_and_no_agent_online_is_said(server: RunningHub) -> None:
+    first = await _queued_customer(server)
+    assert first.frames[-1]["agents_online"] == 0
+    notice = [m for m in first.messages("system")][-1]
+    assert "10 minutes" in notice["text"]
+    second = await _queued_customer(server)
+    status = [f for f in second.frames if f["type"] == "status" and f["status"] == "queued"][-1]
+    assert status["position"] == 2
+    alice = await _agent(server, "alice")
+    await alice.send({"type": "claim", "conversation_id": first.conversation_id})
+    await alice.wait_for(lambda f: f["type"] == "assigned")
+    moved = await second.wait_for(lambda f: f["type"] == "status" and f.get("position") == 1)
+    # alice is online but unavailable: nobody can take it, so the estimate is the SLA target
+    assert moved["status"] == "queued" and moved["eta_seconds"] == 600 and moved["agents_online"] == 0
+
+
+async def test_a_reconnecting_agent_gets_the_events_it_missed(server: RunningHub) -> None:
+    alice = await _agent(server, "alice")
+    last = alice.last_event_id
+    await alice.close()
+    chat = await _queued_customer(server)
+    again = AgentClient(server.agent_ws_url, alice.token)
+    await again.connect(last_event_id=last)
+    handoff = await again.wait_for(lambda f: f["type"] == "handoff")
+    assert handoff["conversation_id"] == chat.conversation_id and handoff["event_id"] > last
+    assert any(w["conversation_id"] == chat.conversation_id for w in again.ready["waiting"])
+
+
+async def test_supervisor_overview_needs_a_supervisor(server: RunningHub) -> None:
+    server.create_agent("sam", skills=("general",), role="supervisor")
+    alice_token = await asyncio.to_thread(server.login, "alice")
+    status, _ = await asyncio.to_thread(
+        server.get, "/api/supervisor/overview", {"Authorization": f"Bearer {alice_token}"}
+    )
+    assert status == 403
+    sam_token = await asyncio.to_thread(server.login, "sam")
+    status, body = await asyncio.to_thread(
+        server.get, "/api/supervisor/overview", {"Authorization": f"Bearer {sam_token}"}
+    )
+    assert status == 200 and b'"queues"' in body

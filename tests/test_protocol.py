@@ -1,0 +1,217 @@
+"""The customer WebSocket protocol (PROTOCOL.md / docs/protocol.md) against a real hub."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import websockets
+
+from bot.client import ChatClient
+from bot.hub.auth import identity_signature, sign_visitor
+from tests.hubtools import GreeterBrain, RunningHub, running_hub
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[RunningHub]:
+    with running_hub(tmp_path, GreeterBrain(), rate_limit_per_10s=1000) as srv:
+        yield srv
+
+
+async def test_hello_creates_a_visitor_and_a_conversation(server: RunningHub) -> None:
+    async with ChatClient(server.ws_url, lang="en") as chat:
+        assert chat.welcome is not None
+        assert chat.welcome["status"] == "bot"
+        assert chat.welcome["conversation_id"] and chat.welcome["visitor_token"]
+        status = await chat.wait_for(lambda f: f["type"] == "status")
+        assert status["status"] == "bot"
+
+
+async def test_ack_comes_after_the_message_is_stored(server: RunningHub) -> None:
+    async with ChatClient(server.ws_url) as chat:
+        ack = await chat.say_and_ack("hello")
+        assert ack["seq"] == 1
+        stored = server.hub.conversations.messages_after(chat.conversation_id, 0)
+        assert [(m.seq, m.sender, m.text) for m in stored][:1] == [(1, "customer", "hello")]
+        bot = await chat.wait_for(lambda f: f["type"] == "message" and f["sender"] == "bot")
+        assert bot["seq"] == 2 and bot["text"].startswith("Hello!")
+
+
+async def test_resending_a_client_msg_id_gives_the_same_ack_and_no_duplicate(server: RunningHub) -> None:
+    async with ChatClient(server.ws_url) as chat:
+        first = await chat.say_and_ack("hello", client_msg_id="m-1")
+        await chat.wait_for(lambda f: f["type"] == "message" and f["sender"] == "bot")
+        again = await chat.say_and_ack("hello", client_msg_id="m-1")
+        assert again == first
+        await chat.drain(0.5)
+        assert not [f for f in chat.frames if f["type"] == "message" and f["seq"] > 2]
+        stored = server.hub.conversations.messages_after(chat.conversation_id, 0)
+        assert [m.seq for m in stored] == [1, 2]
+
+
+async def test_reconnect_replays_everything_after_last_seq_without_gaps(server: RunningHub) -> None:
+    chat = ChatClient(server.ws_url)
+    await chat.connect()
+    for i in range(3):
+        await chat.say_and_ack(f"hi {i}", client_msg_id=f"c{i}")
+        await chat.wait_for(lambda f: f["type"] == "message" and f["sender"] == "bot")
+    await chat.close()
+    # A fresh client with the same credentials and last_seq 2 gets 3..6 in order.
+    again = ChatClient(server.ws_url, visitor_token=chat.visitor_token, conversation_id=chat.conversation_id)
+    welcome = await again.connect(last_seq=2)
+    assert welcome["conversation_id"] == chat.conversation_id
+    replay = [await again.wait_for(lambda f: f["type"] == "message") for _ in range(4)]
+    assert [f["seq"] for f in replay] == [3, 4, 5, 6]
+    assert replay[0]["sender"] == "customer" and replay[0]["client_msg_id"] == "c1"
+    # From zero: everything, 1..6, no gaps.
+    await again.close()
+    full = ChatClient(server.ws_url, visitor_token=chat.visitor_token, conversation_id=chat.conversation_id)
+    await full.connect(last_seq=0)
+    frames = [await full.wait_for(lambda f: f["type"] == "message") for _ in range(6)]
+    assert [f["seq"] for f in frames] == list(range(1, 7))
+    await full.close()
+
+
+@pytest.mark.parametrize(
+    ("raw", "code"),
+    [
+        ("not json", "invalid_json"),
+        ("[1, 2]", "invalid_json"),
+        (json.dumps({"type": "dance"}), "unknown_type"),
+        (json.dumps({"type": "message", "text": "no id"}), "missing_field"),
+        (json.dumps({"type": "message", "client_msg_id": "x"}), "missing_field"),
+        (json.dumps({"type": "message", "client_msg_id": "x", "text": "y" * 5000}), "text_too_long"),
+    ],
+)
+async def test_bad_frames_get_an_error_and_the_connection_stays_usable(
+    server: RunningHub, raw: str, code: str
+) -> None:
+    async with ChatClient(server.ws_url) as chat:
+        await chat.send_frame(raw)
+        err = await chat.wait_for(lambda f: f["type"] == "error")
+        assert err["code"] == code and err["message"]
+        ack = await chat.say_and_ack("still here")
+        assert ack["seq"] == 1
+
+
+async def test_message_before_hello_is_not_ready(server: RunningHub) -> None:
+    chat = ChatClient(server.ws_url)
+    await chat.open()
+    await chat.say("too early", client_msg_id="e1")
+    err = await chat.wait_for(lambda f: f["type"] == "error")
+    assert err["code"] == "not_ready"
+    welcome = await chat.connect() if False else None  # noqa: SIM108 - same socket continues below
+    assert welcome is None
+    await chat.send_frame({"type": "hello"})
+    await chat.wait_for(lambda f: f["type"] == "welcome")
+    assert (await chat.say_and_ack("now", client_msg_id="e1"))["seq"] == 1
+    await chat.close()
+
+
+async def test_rate_limit_answers_rate_limited_and_keeps_the_connection(tmp_path: Path) -> None:
+    with running_hub(tmp_path, GreeterBrain(), rate_limit_per_10s=3) as srv:
+        async with ChatClient(srv.ws_url) as chat:
+            for i in range(3):
+                await chat.say_and_ack(f"m{i}")
+            await chat.say("one too many")
+            err = await chat.wait_for(lambda f: f["type"] == "error")
+            assert err["code"] == "rate_limited"
+            await chat.send_frame({"type": "ping"})
+            assert (await chat.wait_for(lambda f: f["type"] == "pong"))["type"] == "pong"
+
+
+async def _closed_with(chat: ChatClient) -> tuple[str, int | None]:
+    err = await chat.wait_for(lambda f: f["type"] == "error")
+    with pytest.raises(websockets.ConnectionClosed):
+        await chat.recv(timeout=5)
+    return err["code"], chat._ws.close_code
+
+
+async def test_forged_visitor_token_is_unauthorized(server: RunningHub) -> None:
+    forged = sign_visitor("another-secret", "someone", 3600)
+    chat = ChatClient(server.ws_url, visitor_token=forged)
+    with pytest.raises(ConnectionError) as info:
+        await chat.connect()
+    assert info.value.args[0]["code"] == "unauthorized"
+    with pytest.raises(websockets.ConnectionClosed):
+        await chat.recv(timeout=5)
+    assert chat._ws.close_code == 4001
+
+
+async def test_expired_visitor_token_is_unauthorized(server: RunningHub) -> None:
+    async with ChatClient(server.ws_url) as first:
+        visitor = first.visitor_token.split(".")[0]
+    expired = sign_visitor(server.settings.secret, visitor, 60, now=time.time() - 3600)
+    chat = ChatClient(server.ws_url, visitor_token=expired)
+    with pytest.raises(ConnectionError) as info:
+        await chat.connect()
+    assert info.value.args[0]["code"] == "unauthorized"
+
+
+async def test_someone_elses_conversation_is_forbidden(server: RunningHub) -> None:
+    async with ChatClient(server.ws_url) as alice:
+        await alice.say_and_ack("my secret order")
+    async with ChatClient(server.ws_url) as mallory:
+        token = mallory.visitor_token
+    intruder = ChatClient(server.ws_url, visitor_token=token, conversation_id=alice.conversation_id)
+    with pytest.raises(ConnectionError) as info:
+        await intruder.connect()
+    assert info.value.args[0]["code"] == "forbidden"
+
+
+async def test_signed_identity_resumes_the_same_user_and_a_bad_signature_is_rejected(server: RunningHub) -> None:
+    good = {"user_id": "u-42", "signature": identity_signature("identity-secret", "u-42")}
+    async with ChatClient(server.ws_url, identity=good) as first:
+        await first.say_and_ack("from the app")
+    async with ChatClient(server.ws_url, identity=good) as second:
+        assert second.conversation_id == first.conversation_id
+    bad = ChatClient(server.ws_url, identity={"user_id": "u-42", "signature": "00" * 32})
+    with pytest.raises(ConnectionError) as info:
+        await bad.connect()
+    assert info.value.args[0]["code"] == "unauthorized"
+
+
+async def test_disallowed_origin_is_rejected_with_4003(tmp_path: Path) -> None:
+    with running_hub(tmp_path, GreeterBrain(), allowed_origins=("https://shop.example.com",)) as srv:
+        ok = ChatClient(srv.ws_url, origin="https://shop.example.com")
+        await ok.connect()
+        await ok.close()
+        bad = ChatClient(srv.ws_url, origin="https://evil.example.net")
+        await bad.open()
+        code, close = await _closed_with(bad)
+        assert (code, close) == ("forbidden", 4003)
+
+
+async def test_several_tabs_of_one_conversation_all_get_the_replies(server: RunningHub) -> None:
+    async with ChatClient(server.ws_url) as tab1:
+        tab2 = ChatClient(server.ws_url, visitor_token=tab1.visitor_token, conversation_id=tab1.conversation_id)
+        await tab2.connect()
+        await tab1.say_and_ack("hello from tab 1")
+        echoed = await tab2.wait_for(lambda f: f["type"] == "message" and f["sender"] == "customer")
+        assert echoed["text"] == "hello from tab 1"
+        for tab in (tab1, tab2):
+            bot = await tab.wait_for(lambda f: f["type"] == "message" and f["sender"] == "bot")
+            assert bot["seq"] == 2
+        await tab2.close()
+
+
+async def test_concurrent_messages_get_gap_free_sequences(server: RunningHub) -> None:
+    async with ChatClient(server.ws_url) as chat:
+        ids = [f"p{i}" for i in range(15)]
+        await asyncio.gather(*(chat.say(f"msg {i}", client_msg_id=c) for i, c in enumerate(ids)))
+        acks = [await chat.wait_for(lambda f: f["type"] == "ack", 15) for _ in ids]
+        assert sorted(a["seq"] for a in acks) == sorted(set(a["seq"] for a in acks))
+        await chat.drain(1.0)
+        seqs = [m.seq for m in server.hub.conversations.messages_after(chat.conversation_id, 0)]
+        assert seqs == list(range(1, len(seqs) + 1))
+
+
+async def test_healthz_and_static_files(server: RunningHub) -> None:
+    status, body = await asyncio.to_thread(server.get, "/healthz")
+    assert status == 200
+    status, body = await asyncio.to_thread(server.get, "/widget.js")
+    assert status == 200 and b"HumanlineWidget" in body
