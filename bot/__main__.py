@@ -70,8 +70,13 @@ def _start_action_server(settings: Settings) -> subprocess.Popen[bytes] | None:
     port = urlsplit(settings.action_endpoint).port or 5055
     rasa = Path(sys.executable).parent / "rasa"
     cmd = [str(rasa) if rasa.exists() else "rasa", "run", "actions", "--port", str(port), "--actions", "actions"]
-    print(f"starting the action server: {' '.join(cmd)}", flush=True)
-    return subprocess.Popen(cmd, cwd=ROOT, start_new_session=True)
+    # rasa_sdk binds 0.0.0.0 unless told otherwise, and its webhook has no authentication: anyone
+    # reaching it could act for any visitor. Bind the host of the configured endpoint (loopback
+    # by default); a remote action server is the operator's to secure (docs/operations.md).
+    host = urlsplit(settings.action_endpoint).hostname or "127.0.0.1"
+    env = {**os.environ, "SANIC_HOST": os.environ.get("SANIC_HOST") or host}
+    print(f"starting the action server on {env['SANIC_HOST']}:{port}: {' '.join(cmd)}", flush=True)
+    return subprocess.Popen(cmd, cwd=ROOT, start_new_session=True, env=env)
 
 
 def _stop_child(proc: subprocess.Popen[bytes] | None) -> None:
@@ -103,13 +108,10 @@ def _demo_agent(settings: Settings) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from bot.brain import RasaAgentBrain
-    from bot.hub import create_app
+    from bot.brain_pool import BrainPool, make_brain
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = Settings.from_env()
-    _migrate(settings)
-    _demo_agent(settings)
     model = settings.model_path
     if model is None:
         from bot.training import latest_model
@@ -119,14 +121,25 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if model is None:
         print("no trained model in models/: run `python -m bot train` (or `make train`) first", file=sys.stderr)
         return 2
-    child = _start_action_server(settings)
+    brain = make_brain(model, settings.action_endpoint, settings.database_url, settings.brain_workers)
+    if isinstance(brain, BrainPool):
+        # The workers import TensorFlow and load the model while this process migrates, imports
+        # the hub and starts serving (/healthz is 503 until every worker has loaded).
+        brain.start()
+    child = None
     try:
-        brain = RasaAgentBrain(model, settings.action_endpoint, settings.database_url)
+        _migrate(settings)
+        _demo_agent(settings)
+        child = _start_action_server(settings)
+        from bot.hub import create_app
+
         app = create_app(settings, brain=brain)
         print(f"Humanline hub on http://{settings.host}:{settings.port}/  (console: /console, model: {model})",
               flush=True)
         app.run(host=settings.host, port=settings.port, access_log=False)  # SIGINT/SIGTERM stop it gracefully
     finally:
+        if isinstance(brain, BrainPool):
+            brain.terminate()  # normally already closed by the app's stop listener
         _stop_child(child)
     return 0
 

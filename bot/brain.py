@@ -8,6 +8,9 @@ returns. Two implementations:
 * :class:`RemoteRasaBrain` — a separate ``rasa run`` (REST channel plus the tracker endpoint), for
   scaling the model out of the hub process.
 
+:class:`bot.brain_pool.BrainPool` runs :class:`RasaAgentBrain` in worker processes, off the hub's
+event loop; it is what ``python -m bot serve`` uses (``HUMANLINE_BRAIN_WORKERS``).
+
 Both read one turn from Rasa's tracker events after the user event: the intent and its
 confidence, the actions run, the slots set, the bot utterances with their buttons. A turn is
 *resolved* when the slot ``resolution`` was set during the turn, or the intent is small talk.
@@ -66,6 +69,38 @@ class BrainTurn:
     @property
     def handoff_queue(self) -> str | None:
         return self.slots_set.get("handoff_queue") or self.slots.get("handoff_queue")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON-compatible form (the brain pool's wire format); :meth:`from_dict` inverts it."""
+        return {
+            "replies": [{"text": r.text, "buttons": [dict(b) for b in r.buttons]} for r in self.replies],
+            "intent": self.intent,
+            "confidence": self.confidence,
+            "entities": list(self.entities),
+            "actions": list(self.actions),
+            "slots": dict(self.slots),
+            "resolved": self.resolved,
+            "slots_set": dict(self.slots_set),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> BrainTurn:
+        """A turn from :meth:`to_dict`'s form; raises ``KeyError``/``TypeError`` on a malformed one."""
+        confidence = data["confidence"]
+        return cls(
+            replies=[
+                BotReply(str(r["text"]), [{"title": str(b["title"]), "payload": str(b["payload"])}
+                                          for b in r.get("buttons") or []])
+                for r in data["replies"]
+            ],
+            intent=data["intent"],
+            confidence=float(confidence) if confidence is not None else None,
+            entities=list(data["entities"]),
+            actions=[str(a) for a in data["actions"]],
+            slots=dict(data["slots"]),
+            resolved=bool(data["resolved"]),
+            slots_set=dict(data.get("slots_set") or {}),
+        )
 
 
 @runtime_checkable
@@ -333,6 +368,13 @@ class RasaAgentBrain:
 
     async def ready(self) -> bool:
         return self.agent is not None and self.agent.is_ready()
+
+    def forget(self, conversation_id: str) -> None:
+        """Drop the conversation's cached tracker (the next turn reads it from the database)."""
+        store = self.agent.tracker_store if self.agent is not None else None
+        forget = getattr(store, "forget", None)
+        if forget is not None:
+            forget(conversation_id)
 
     async def handle(self, conversation_id: str, text: str, metadata: dict[str, Any]) -> BrainTurn:
         from rasa.core.channels.channel import CollectingOutputChannel, UserMessage

@@ -18,10 +18,6 @@ def _env(name: str, default: str) -> str:
     return default if value is None or value == "" else value
 
 
-def _secret(name: str) -> str:
-    # Without a configured secret every start gets a new one: tokens do not survive a
-    # restart, which is safe but inconvenient; production sets HUMANLINE_SECRET.
-    return os.environ.get(name) or secrets.token_hex(32)
 
 
 @dataclass
@@ -47,6 +43,8 @@ class Settings:
     webhook_url: str | None = None
     outbox_interval_s: float = 5.0
     sla_check_interval_s: float = 60.0
+    #: brain worker processes: ``None`` one per CPU, ``0`` the model in the hub's own process
+    brain_workers: int | None = None
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -59,7 +57,9 @@ class Settings:
             database_url=_env("DATABASE_URL", "sqlite:///humanline.db"),
             model_path=os.environ.get("HUMANLINE_MODEL") or None,
             action_endpoint=None if action.lower() == "none" else action,
-            secret=_secret("HUMANLINE_SECRET"),
+            # Empty: the hub generates a key once and keeps it in its database (bot.hub.app), so
+            # visitor tokens survive a restart; several hubs share it through the database.
+            secret=os.environ.get("HUMANLINE_SECRET") or "",
             identity_secret=os.environ.get("HUMANLINE_IDENTITY_SECRET") or None,
             allowed_origins=tuple(o.strip() for o in origins.split(",") if o.strip()),
             max_unresolved_turns=int(_env("HUMANLINE_MAX_UNRESOLVED_TURNS", "3")),
@@ -71,4 +71,15 @@ class Settings:
             webhook_url=os.environ.get("HUMANLINE_WEBHOOK_URL") or None,
             outbox_interval_s=float(_env("HUMANLINE_OUTBOX_INTERVAL", "5")),
             sla_check_interval_s=float(_env("HUMANLINE_SLA_CHECK_INTERVAL", "60")),
+            brain_workers=_workers(_env("HUMANLINE_BRAIN_WORKERS", "")),
         )
+
+
+def _workers(value: str) -> int | None:
+    """``HUMANLINE_BRAIN_WORKERS``: empty or ``auto`` → ``None`` (one per CPU), else an int ≥ 0."""
+    if value.strip().lower() in ("", "auto"):
+        return None
+    n = int(value)
+    if n < 0:
+        raise ValueError("HUMANLINE_BRAIN_WORKERS must be 0 (in-process), a positive number or auto")
+    return n

@@ -12,13 +12,15 @@ Routes:
 * ``/``, ``/widget.js``, ``/console`` and the console's assets, from ``bot/web``.
 
 A brain with an async ``load()`` that is not ready yet is loaded in the background after the
-server starts, so ``/healthz`` answers 503 until the model is in.
+server starts, so ``/healthz`` answers 503 until the model is in; a brain with an async
+``close()`` (the :class:`~bot.brain_pool.BrainPool`) is closed when the server stops.
 """
 
 from __future__ import annotations
 
 import itertools
 import logging
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -49,9 +51,14 @@ _names = itertools.count(1)
 def create_app(settings: Settings, brain: Brain | None = None, db: Database | None = None, **hub_kw: Any) -> Sanic:
     """A Sanic app serving one hub. ``db`` defaults to ``Database(settings.database_url)``."""
     db = db or Database(settings.database_url)
+    if not settings.secret:
+        # No HUMANLINE_SECRET: one generated key, kept in the database, signs visitor tokens.
+        settings = replace(settings, secret=db.stored_secret("visitor_token"))
     hub = Hub(settings, db, brain, **hub_kw)
     app = Sanic(f"humanline_{next(_names)}")
-    app.config.WEBSOCKET_MAX_SIZE = max(2**16, settings.max_text_chars * 4 + 4096)
+    # The frame limit is far above the text limit so that a long message gets a `text_too_long`
+    # error frame and the connection stays usable; only a frame above it is closed (1009).
+    app.config.WEBSOCKET_MAX_SIZE = max(2**20, settings.max_text_chars * 4 + 4096)
     app.config.KEEP_ALIVE_TIMEOUT = 30
     app.ctx.hub = hub
 
@@ -65,6 +72,9 @@ def create_app(settings: Settings, brain: Brain | None = None, db: Database | No
     @app.listener("before_server_stop")  # type: ignore[call-arg,arg-type]
     async def _stop(app: Sanic, _loop: Any) -> None:
         await hub.stop()
+        close = getattr(hub.brain, "close", None)
+        if close is not None:  # a brain pool: stop its worker processes
+            await close()
 
     @app.get("/healthz")
     async def healthz(request: Request) -> HTTPResponse:
