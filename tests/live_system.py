@@ -37,7 +37,8 @@ class LiveSystem:
 
 def _env(database_url: str) -> dict[str, str]:
     env = dict(os.environ)
-    env.update({"DATABASE_URL": database_url, "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "3"})
+    env.update({"DATABASE_URL": database_url, "PYTHONUNBUFFERED": "1", "TF_CPP_MIN_LOG_LEVEL": "3",
+                "SANIC_HOST": "127.0.0.1"})
     return env
 
 

@@ -183,6 +183,27 @@ async def test_an_agent_who_does_not_reply_loses_the_conversation(tmp_path: Path
         assert queued["position"] == 1
 
 
+async def test_an_agent_who_answered_once_then_went_silent_loses_the_conversation(tmp_path: Path) -> None:
+    with running_hub(tmp_path, GreeterBrain(), agent_reply_timeout_s=0.8) as srv:
+        srv.create_agent("alice", skills=ALL, display_name="Alice Chen")
+        alice = await _agent(srv, "alice")
+        chat = await _queued_customer(srv)
+        await alice.send({"type": "claim", "conversation_id": chat.conversation_id})
+        await alice.wait_for(lambda f: f["type"] == "assigned")
+        await alice.send({"type": "message", "conversation_id": chat.conversation_id, "text": "Hello, Alice here."})
+        await chat.wait_for(lambda f: f["type"] == "message" and f.get("sender") == "agent")
+        # The agent has the last word: waiting longer than the timeout releases nothing.
+        await asyncio.sleep(1.6)
+        assert not [f for f in alice.frames if f["type"] == "released"]
+        # The customer writes again and the agent stays silent: back to the queue.
+        await chat.say_and_ack("Are you still there?")
+        released = await alice.wait_for(lambda f: f["type"] == "released", timeout=10)
+        assert released["reason"] == "reply_timeout"
+        await chat.wait_for(lambda f: f["type"] == "status" and f["status"] == "queued", timeout=10)
+        await chat.close()
+        await alice.close()
+
+
 async def test_queue_positions_and_eta_are_pushed_and_no_agent_online_is_said(server: RunningHub) -> None:
     first = await _queued_customer(server)
     assert first.frames[-1]["agents_online"] == 0

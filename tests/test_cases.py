@@ -191,6 +191,34 @@ def test_stages_move_forward_with_time_stamped_events(cases: CaseService, db: Da
     ]
 
 
+def test_a_resolved_case_is_followed_up_once_when_due(cases: CaseService, db: Database, clock) -> None:
+    view = _open(cases)
+    view = cases.advance(view.number, "resolved", "agent:alice")
+    assert view.follow_up_at is not None
+    clock.advance(days=7, seconds=-1)
+    assert cases.send_due_follow_ups() == []  # not yet
+    clock.advance(seconds=1)
+    assert cases.send_due_follow_ups() == [view.number]
+    assert cases.send_due_follow_ups() == []  # once
+    notes = [n for n in _outbox(db) if n.payload["event"] == "follow_up"]
+    assert len(notes) == 1 and view.number in notes[0].payload["message"]
+    assert [e.kind for e in cases.timeline(view.number)].count("follow_up") == 1
+    # Reopened and resolved again: a new follow-up at the new time.
+    cases.reopen(view.number, "visitor-1", "still broken")
+    again = cases.advance(view.number, "resolved", "agent:alice")
+    assert cases.send_due_follow_ups() == []
+    clock.set(again.follow_up_at)  # type: ignore[arg-type]
+    assert cases.send_due_follow_ups() == [view.number]
+
+
+def test_a_confirmed_case_is_not_followed_up(cases: CaseService, clock) -> None:
+    view = _open(cases)
+    cases.advance(view.number, "resolved", "agent:alice")
+    cases.confirm(view.number, "visitor-1")
+    clock.advance(days=8)
+    assert cases.send_due_follow_ups() == []
+
+
 def test_stage_may_skip_forward_but_never_go_back(cases: CaseService) -> None:
     view = _open(cases)
     view = cases.advance(view.number, "solution_proposed", "agent:bob")

@@ -1,5 +1,5 @@
-"""The hub's maintenance loop delivers the notification outbox (here to a webhook) and records
-SLA breaches, without anyone asking."""
+"""The hub's maintenance loop delivers the notification outbox (here to a webhook), records
+SLA breaches and sends due follow-ups, without anyone asking."""
 
 from __future__ import annotations
 
@@ -69,3 +69,15 @@ def _breached(db, case_id: int) -> bool:  # type: ignore[no-untyped-def]
     with db.session() as s:
         kinds = s.execute(select(CaseEvent.kind).where(CaseEvent.case_id == case_id)).scalars().all()
     return "sla_breached" in kinds
+
+
+def test_a_due_follow_up_is_sent_by_the_loop(tmp_path: Path, webhook: tuple[str, list[dict]]) -> None:
+    url, received = webhook
+    with running_hub(tmp_path, GreeterBrain(), webhook_url=url, outbox_interval_s=0.1,
+                     sla_check_interval_s=0.1) as srv:
+        eight_days_ago = utcnow() - timedelta(days=8)
+        service = CaseService(srv.db, clock=lambda: eight_days_ago)
+        case = service.open_case("service", visitor_id="v-2", description="no signal", lang="en")
+        service.advance(case.number, "resolved", "agent:alice")
+        _wait(lambda: any(r.get("payload", r).get("event") == "follow_up" and case.number in json.dumps(r)
+                          for r in received))

@@ -85,6 +85,8 @@ async def test_reconnect_replays_everything_after_last_seq_without_gaps(server: 
         (json.dumps({"type": "message", "text": "no id"}), "missing_field"),
         (json.dumps({"type": "message", "client_msg_id": "x"}), "missing_field"),
         (json.dumps({"type": "message", "client_msg_id": "x", "text": "y" * 5000}), "text_too_long"),
+        # Above the old 64 KiB frame limit: still an error frame, not a dropped connection.
+        (json.dumps({"type": "message", "client_msg_id": "x", "text": "长" * 70_000}), "text_too_long"),
     ],
 )
 async def test_bad_frames_get_an_error_and_the_connection_stays_usable(

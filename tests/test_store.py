@@ -24,6 +24,7 @@ TABLES = {
     "outbox",
     "audit_log",
     "plan_changes",
+    "hub_secrets",
 }
 
 
@@ -37,11 +38,11 @@ def _revision(db: Database) -> list[str]:
         return [r[0] for r in conn.execute(text("SELECT version_num FROM alembic_version"))]
 
 
-def test_upgrade_on_empty_database_creates_all_13_tables(db: Database) -> None:
-    assert len(TABLES) == 13
+def test_upgrade_on_empty_database_creates_all_14_tables(db: Database) -> None:
+    assert len(TABLES) == 14
     assert _tables(db) - {"alembic_version"} == TABLES
     assert set(Base.metadata.tables) == TABLES
-    assert _revision(db) == ["0001"]
+    assert _revision(db) == ["0002"]
 
 
 def test_migrate_twice_is_a_noop(db: Database) -> None:
@@ -104,3 +105,47 @@ def test_sqlite_file_database_default_url_shape(tmp_path) -> None:  # type: igno
         assert _tables(db) >= TABLES
     finally:
         db.dispose()
+
+
+def test_the_queue_catalogue_is_mirrored_into_the_queues_table(db: Database) -> None:
+    from dataclasses import replace
+
+    from bot.services.config import HumanlineConfig
+    from bot.services.queues import QueueService
+    from bot.store.models import Queue
+
+    config = HumanlineConfig.load()
+    QueueService(db, config).sync_catalogue()
+    with db.session() as s:
+        rows = {q.name: q for q in s.execute(select(Queue)).scalars()}
+    assert set(rows) == set(config.queues)
+    finance = config.queues["finance_compliance"]
+    assert rows["finance_compliance"].display == dict(finance.display)
+    # A changed target is updated in place on the next start, not duplicated.
+    changed = replace(config, queues={**config.queues, "finance_compliance": replace(finance, first_response_minutes=42)})
+    QueueService(db, changed).sync_catalogue()
+    with db.session() as s:
+        again = {q.name: q.first_response_minutes for q in s.execute(select(Queue)).scalars()}
+    assert again["finance_compliance"] == 42 and len(again) == len(config.queues)
+
+
+def test_a_generated_secret_is_kept_and_shared(db: Database) -> None:
+    first = db.stored_secret("visitor_token")
+    assert len(first) == 64
+    assert db.stored_secret("visitor_token") == first  # the same after a "restart"
+    assert db.stored_secret("other") != first
+
+
+def test_a_hub_without_a_configured_secret_uses_the_stored_one(db: Database) -> None:
+    from dataclasses import replace
+
+    from sanic import Sanic
+
+    from bot.hub import create_app
+    from bot.settings import Settings
+
+    Sanic.test_mode = True
+    settings = replace(Settings(), secret="", database_url=str(db.url), action_endpoint=None)
+    one = create_app(settings, brain=None, db=db).ctx.hub.settings.secret
+    two = create_app(settings, brain=None, db=db).ctx.hub.settings.secret
+    assert one and one == two == db.stored_secret("visitor_token")

@@ -1,8 +1,10 @@
-"""Periodic work of a hub: delivering the notification outbox and recording SLA breaches.
+"""Periodic work of a hub: delivering the notification outbox, recording SLA breaches and
+sending the follow-ups of resolved cases when they come due.
 
 Both are idempotent and safe to run in several hub processes at once: delivery claims rows with
 ``SKIP LOCKED`` on PostgreSQL (one transaction per row), and a breach is recorded once per
-clock and due time (:meth:`bot.services.cases.CaseService.check_breaches`).
+clock and due time (:meth:`bot.services.cases.CaseService.check_breaches`), a follow-up once per
+scheduled time (:meth:`~bot.services.cases.CaseService.send_due_follow_ups`).
 """
 
 from __future__ import annotations
@@ -24,8 +26,8 @@ def sender_for(settings: Settings) -> Sender:
 
 
 async def run_maintenance(db: Database, cases: CaseService, settings: Settings, sender: Sender | None = None) -> None:
-    """Forever: deliver pending notifications every ``outbox_interval_s`` and check SLA clocks
-    every ``sla_check_interval_s``. Cancel the task to stop it."""
+    """Forever: deliver pending notifications every ``outbox_interval_s``; check SLA clocks and
+    due follow-ups every ``sla_check_interval_s``. Cancel the task to stop it."""
     sender = sender or sender_for(settings)
     loop = asyncio.get_running_loop()
     next_sla = loop.time()
@@ -36,6 +38,9 @@ async def run_maintenance(db: Database, cases: CaseService, settings: Settings, 
                 breaches = await asyncio.to_thread(cases.check_breaches)
                 if breaches:
                     logger.warning("%d new SLA breach(es) recorded", len(breaches))
+                followed = await asyncio.to_thread(cases.send_due_follow_ups)
+                if followed:
+                    logger.info("follow-up sent for %s", ", ".join(followed))
                 next_sla = loop.time() + settings.sla_check_interval_s
         except asyncio.CancelledError:
             raise

@@ -240,6 +240,12 @@ _TEXTS: dict[str, dict[str, str]] = {
         "zh-Hans": "工单 {number} 已重新打开，由{queue}继续处理。专员将在 {due} 前回复您。",
         "zh-Hant": "案件 {number} 已重新開啟，由{queue}繼續處理。專員將於 {due} 前回覆您。",
     },
+    "follow_up": {
+        "en": "We are following up on case {number}: is the problem solved? Reply in the chat to reopen "
+        "the case if it is not, or rate how it was handled (1-5).",
+        "zh-Hans": "我们回访工单 {number}：问题解决了吗？如未解决，请在对话中回复以重新打开工单，或为处理情况评分（1-5）。",
+        "zh-Hant": "我們回訪案件 {number}：問題解決了嗎？如未解決，請在對話中回覆以重新開啟案件，或為處理情況評分（1-5）。",
+    },
     "rated": {
         "en": "Thank you for rating the handling of case {number}.",
         "zh-Hans": "感谢您对工单 {number} 的评价。",
@@ -738,6 +744,42 @@ class CaseService:
             self._event(s, case, "rated", f"customer:{visitor_id}", now, detail=str(score))
             self._notify(s, case, "rated", now, score=score)
             return self._view(case)
+
+        return self._run(work)
+
+    def send_due_follow_ups(self, now: datetime | None = None) -> list[str]:
+        """Write the follow-up notification of every resolved case whose ``follow_up_at`` has come.
+
+        A follow-up is identified by its scheduled time (the ``follow_up`` event's detail), so
+        repeated calls, or several hubs calling at once, send it once; a case reopened and
+        resolved again is followed up again at its new time. Confirmed cases are not followed up:
+        the customer already said the problem is solved.
+
+        :returns: the numbers of the cases followed up by this call.
+        """
+        at = now or self._now()
+
+        def work(s: Session) -> list[str]:
+            done: list[str] = []
+            due = s.execute(
+                select(Case)
+                .where(Case.stage == "resolved", Case.follow_up_at.is_not(None), Case.follow_up_at <= at)
+                .order_by(Case.id)
+                .with_for_update(skip_locked=True)
+            ).scalars()
+            for case in due:
+                key = case.follow_up_at.isoformat()
+                seen = s.execute(
+                    select(CaseEvent.id).where(
+                        CaseEvent.case_id == case.id, CaseEvent.kind == "follow_up", CaseEvent.detail == key
+                    )
+                ).first()
+                if seen:
+                    continue
+                self._event(s, case, "follow_up", "system", at, detail=key)
+                self._notify(s, case, "follow_up", at)
+                done.append(case.number)
+            return done
 
         return self._run(work)
 

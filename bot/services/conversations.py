@@ -294,6 +294,20 @@ class ConversationService:
                     created_at=utcnow(),
                 )
                 s.add(m)
+                if sender == "customer":
+                    # The customer now waits for the assigned agent, if there is one and the
+                    # agent had the last word (the reply timeout runs on this clock).
+                    s.execute(
+                        update(Handoff)
+                        .where(
+                            Handoff.conversation_id == conversation_id,
+                            Handoff.ended_at.is_(None),
+                            Handoff.agent_id.is_not(None),
+                            Handoff.awaiting_reply_since.is_(None),
+                        )
+                        .values(awaiting_reply_since=m.created_at)
+                        .execution_options(synchronize_session=False)
+                    )
                 s.flush()
                 name = s.get(Agent, agent_id).display_name if agent_id is not None else None
                 return Appended(_record(m, name), created=True)
@@ -462,7 +476,7 @@ class ConversationService:
                 h = Handoff(conversation_id=conversation_id, queue=conv.queue or "general", reason="unknown")
                 s.add(h)
             h.agent_id = agent_id
-            h.assigned_at = utcnow()
+            h.assigned_at = h.awaiting_reply_since = utcnow()
             s.flush()
             return _handoff(h)
 
@@ -472,22 +486,27 @@ class ConversationService:
             return _handoff(h) if h else None
 
     def mark_agent_reply(self, conversation_id: str) -> None:
-        """Record the agent's first reply of the open handoff (stops the reply timer)."""
+        """Record an agent reply on the open handoff: the first one is time-stamped, and the
+        customer is no longer waiting (stops the reply timer until the customer writes again)."""
         with self.db.session() as s:
             h = _open_handoff(s, conversation_id)
-            if h is not None and h.first_agent_reply_at is None:
-                h.first_agent_reply_at = utcnow()
+            if h is not None:
+                if h.first_agent_reply_at is None:
+                    h.first_agent_reply_at = utcnow()
+                h.awaiting_reply_since = None
 
     def overdue_assignments(self, timeout_s: float) -> list[HandoffInfo]:
-        """Open, assigned handoffs whose agent has not replied within ``timeout_s``."""
+        """Open, assigned handoffs whose customer has waited more than ``timeout_s`` for the
+        agent: since the assignment, or since the first customer message after the agent's last
+        reply (an agent who answered once and then went silent is overdue too)."""
         cutoff = datetime.fromtimestamp(utcnow().timestamp() - timeout_s, tz=utcnow().tzinfo)
         with self.db.session() as s:
             rows = s.execute(
                 select(Handoff).where(
                     Handoff.ended_at.is_(None),
                     Handoff.agent_id.is_not(None),
-                    Handoff.first_agent_reply_at.is_(None),
-                    Handoff.assigned_at < cutoff,
+                    Handoff.awaiting_reply_since.is_not(None),
+                    Handoff.awaiting_reply_since < cutoff,
                 )
             ).scalars()
             return [_handoff(h) for h in rows]

@@ -21,7 +21,7 @@ from sqlalchemy import select
 
 from bot.services.config import HumanlineConfig
 from bot.store.db import Database
-from bot.store.models import Case, Conversation, Handoff, utcnow
+from bot.store.models import Case, Conversation, Handoff, Queue, utcnow
 
 DEFAULT_HANDLING_S = 300
 HISTORY = 20
@@ -65,6 +65,13 @@ class QueueService:
     def __init__(self, db: Database, config: HumanlineConfig):
         self.db = db
         self.config = config
+
+    def sync_catalogue(self) -> None:
+        """Mirror the configured queues into the ``queues`` table (at hub start), so reports and
+        other tools that read the database see the same names, display names and targets."""
+        with self.db.session() as s:
+            for q in self.config.queues.values():
+                s.merge(Queue(name=q.name, display=dict(q.display), first_response_minutes=q.first_response_minutes))
 
     def names(self) -> list[str]:
         return list(self.config.queues)

@@ -140,6 +140,33 @@ class Database:
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, "head")
 
+    def stored_secret(self, name: str) -> str:
+        """The secret ``name`` kept in the ``hub_secrets`` table, generated on first use.
+
+        Concurrent first calls (several hubs starting together) agree: the row is inserted only
+        if absent and then read back, so every caller gets the value that won.
+        """
+        import secrets as _secrets
+
+        from bot.store.models import HubSecret, utcnow
+
+        candidate = _secrets.token_hex(32)
+        values = {"name": name, "value": candidate, "created_at": utcnow()}
+        with self.session() as s:
+            dialect = s.get_bind().dialect.name
+            if dialect == "postgresql":
+                from sqlalchemy.dialects import postgresql
+
+                s.execute(postgresql.insert(HubSecret).values(**values).on_conflict_do_nothing())
+            elif dialect == "sqlite":
+                from sqlalchemy.dialects import sqlite
+
+                s.execute(sqlite.insert(HubSecret).values(**values).on_conflict_do_nothing())
+            elif s.get(HubSecret, name) is None:  # pragma: no cover - other backends
+                s.add(HubSecret(**values))
+        with self.session() as s:
+            return str(s.get(HubSecret, name).value)
+
     def drop_schema(self) -> None:
         """PostgreSQL test helper: drop this database's schema and everything in it."""
         if self.schema and not self.is_sqlite:

@@ -229,8 +229,22 @@ class Handoff(Base):
     agent_id = Column(Integer, ForeignKey("agents.id"), nullable=True)
     assigned_at = Column(UTCDateTime(), nullable=True)
     first_agent_reply_at = Column(UTCDateTime(), nullable=True)
+    # The customer waits for the assigned agent since then (assignment, or the first customer
+    # message after the agent's last reply); None while the agent has the last word.
+    awaiting_reply_since = Column(UTCDateTime(), nullable=True)
     ended_at = Column(UTCDateTime(), nullable=True)
     outcome = Column(String(32), nullable=True)  # resolved|handed_back|transferred|timeout
+
+
+class HubSecret(Base):
+    """A secret the hub generated for itself because none was configured (see
+    :func:`bot.settings.Settings`): kept here so that it survives a restart."""
+
+    __tablename__ = "hub_secrets"
+
+    name = Column(String(64), primary_key=True)
+    value = Column(String(256), nullable=False)
+    created_at = Column(UTCDateTime(), nullable=False, default=utcnow)
 
 
 class OutboxNotification(Base):
