@@ -122,7 +122,8 @@ def test_the_queue_catalogue_is_mirrored_into_the_queues_table(db: Database) -> 
     finance = config.queues["finance_compliance"]
     assert rows["finance_compliance"].display == dict(finance.display)
     # A changed target is updated in place on the next start, not duplicated.
-    changed = replace(config, queues={**config.queues, "finance_compliance": replace(finance, first_response_minutes=42)})
+    faster = replace(finance, first_response_minutes=42)
+    changed = replace(config, queues={**config.queues, "finance_compliance": faster})
     QueueService(db, changed).sync_catalogue()
     with db.session() as s:
         again = {q.name: q.first_response_minutes for q in s.execute(select(Queue)).scalars()}

@@ -243,8 +243,10 @@ _TEXTS: dict[str, dict[str, str]] = {
     "follow_up": {
         "en": "We are following up on case {number}: is the problem solved? Reply in the chat to reopen "
         "the case if it is not, or rate how it was handled (1-5).",
-        "zh-Hans": "我们回访工单 {number}：问题解决了吗？如未解决，请在对话中回复以重新打开工单，或为处理情况评分（1-5）。",
-        "zh-Hant": "我們回訪案件 {number}：問題解決了嗎？如未解決，請在對話中回覆以重新開啟案件，或為處理情況評分（1-5）。",
+        "zh-Hans": "我们回访工单 {number}：问题解决了吗？如未解决，请在对话中回复以重新打开工单，"
+        "或为处理情况评分（1-5）。",
+        "zh-Hant": "我們回訪案件 {number}：問題解決了嗎？如未解決，請在對話中回覆以重新開啟案件，"
+        "或為處理情況評分（1-5）。",
     },
     "rated": {
         "en": "Thank you for rating the handling of case {number}.",
