@@ -244,3 +244,45 @@ async def test_supervisor_overview_needs_a_supervisor(server: RunningHub) -> Non
         server.get, "/api/supervisor/overview", {"Authorization": f"Bearer {sam_token}"}
     )
     assert status == 200 and b'"queues"' in body
+
+
+async def test_case_work_over_the_agent_socket_is_authorised_and_audited(tmp_path: Path) -> None:
+    from bot.services.cases import CaseService
+
+    with running_hub(tmp_path, GreeterBrain()) as srv:
+        srv.create_agent("alice", skills=ALL, display_name="Alice Chen")
+        srv.create_agent("gus", skills=("general",), display_name="Gus General")
+        case = CaseService(srv.db).open_case("billing", visitor_id="v-9", description="charged twice", lang="en")
+        assert case.queue == "finance_compliance"
+        alice, gus = await _agent(srv, "alice"), await _agent(srv, "gus")
+        # Not his queue, not his conversation: refused, and nothing changes.
+        await gus.send({"type": "case_stage", "case_number": case.number, "stage": "verifying"})
+        err = await gus.wait_for(lambda f: f["type"] == "error")
+        assert err["code"] == "forbidden"
+        await gus.send({"type": "note", "case_number": case.number, "text": "peek"})
+        assert (await gus.wait_for(lambda f: f["type"] == "error" and f is not err))["code"] == "forbidden"
+        cid = "conv-view"
+        await alice.send({"type": "case_stage", "case_number": case.number, "stage": "verifying",
+                          "conversation_id": cid})
+        view = await alice.wait_for(lambda f: f["type"] == "case" and f["case"]["stage"] == "verifying")
+        assert view["conversation_id"] == cid
+        await alice.send({"type": "case_progress", "case_number": case.number, "text": "Refund approved",
+                          "conversation_id": cid})
+        await alice.wait_for(lambda f: f["type"] == "case" and any(
+            e["kind"] == "progress_update" for e in f["case"]["timeline"]))
+        # An extension needs a reason and a sane number of hours.
+        await alice.send({"type": "case_extend", "case_number": case.number, "reason": " ", "hours": 12})
+        assert (await alice.wait_for(lambda f: f["type"] == "error"))["code"] == "missing_field"
+        await alice.send({"type": "case_extend", "case_number": case.number, "reason": "bank", "hours": -1})
+        assert (await alice.wait_for(lambda f: f["type"] == "error" and f["code"] == "invalid_field"))
+        await alice.send({"type": "case_extend", "case_number": case.number, "reason": "waiting for the bank",
+                          "hours": 12, "conversation_id": cid})
+        extended = await alice.wait_for(lambda f: f["type"] == "case" and any(
+            e["kind"] == "sla_extended" for e in f["case"]["timeline"]))
+        assert "waiting for the bank" in [e for e in extended["case"]["timeline"] if e["kind"] == "sla_extended"][0][
+            "detail"]
+        await alice.close()
+        await gus.close()
+        with srv.db.session() as s:
+            actions = [a.action for a in s.execute(select(AuditEntry).order_by(AuditEntry.id)).scalars()]
+        assert [a for a in actions if a.startswith("case_")] == ["case_stage", "case_progress", "case_extend"]

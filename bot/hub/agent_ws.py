@@ -83,6 +83,15 @@ class AgentSession:
         elif kind == "note":
             await hub.case_note(self.agent, _str(frame, "case_number"), _str(frame, "text"),
                                 frame.get("conversation_id"))
+        elif kind == "case_progress":
+            await hub.case_progress(self.agent, _str(frame, "case_number"), _str(frame, "text"),
+                                    frame.get("conversation_id"))
+        elif kind == "case_extend":
+            hours = frame.get("hours", 24)
+            if isinstance(hours, bool) or not isinstance(hours, (int, float)) or not 0 < hours <= 24 * 30:
+                raise HubError("invalid_field", "hours must be a number above 0 and at most 720")
+            await hub.case_extend(self.agent, _str(frame, "case_number"), _str(frame, "reason"), float(hours),
+                                  frame.get("conversation_id"))
         elif kind == "ping":
             await send_frame(self.ws, {"type": "pong"})
         else:

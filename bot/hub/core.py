@@ -114,6 +114,7 @@ class Hub:
     async def start(self) -> None:
         """Start the agent reply-timeout watcher and the outbox/SLA maintenance loop."""
         if self._watcher is None:
+            await self.run(self.queues.sync_catalogue)
             self._watcher = asyncio.ensure_future(self._watch_reply_timeouts())
             from bot.hub.maintenance import run_maintenance
 
@@ -610,23 +611,50 @@ class Hub:
                     await self.auto_assign(queue)
         return updated
 
+    async def _case_for(self, agent: AgentInfo, number: str) -> Any:
+        """The case ``number`` if ``agent`` may work on it: a supervisor, the agent holding a
+        conversation of the case, or an agent serving the case's queue."""
+        case = await self.run(self.cases.get, number)
+        if case is None:
+            raise HubError("invalid_case", f"no case {number!r}")
+        if agent.role == "supervisor" or case.queue in agent.skills:
+            return case
+        held = await self.run(self.conversations.by_agent, agent.id)
+        if any(c.case_id == case.id for c in held):
+            return case
+        raise HubError("forbidden", f"case {case.number} is in a queue you do not serve")
+
+    async def _case_action(
+        self, agent: AgentInfo, number: str, action: str, cid: Any, fn: Callable[..., Any], *args: Any,
+        **audit: Any,
+    ) -> None:
+        """Run a case-service change for an agent: authorised, audited, the case panel refreshed."""
+        case = await self._case_for(agent, number)
+        try:
+            await self.run(fn, case.number, *args)
+        except (CaseError, ValueError) as e:
+            raise HubError("invalid_case", str(e)) from e
+        await self.run(self.agents.record, agent, action, case.number, **audit)
+        await self._push_case(agent, case.id, cid)
+
     async def case_stage(self, agent: AgentInfo, number: str, stage: str, cid: Any = None) -> None:
         """Move a case to ``stage`` (the case service checks the lifecycle)."""
-        try:
-            view = await self.run(self.cases.advance, number, stage, agent.actor)
-        except (CaseError, ValueError) as e:
-            raise HubError("invalid_case", str(e)) from e
-        await self.run(self.agents.record, agent, "case_stage", number, stage=stage)
-        await self._push_case(agent, view.id, cid)
+        await self._case_action(agent, number, "case_stage", cid, self.cases.advance, stage, agent.actor,
+                                stage=stage)
 
     async def case_note(self, agent: AgentInfo, number: str, text: str, cid: Any = None) -> None:
-        try:
-            await self.run(self.cases.add_note, number, agent.actor, text)
-        except (CaseError, ValueError) as e:
-            raise HubError("invalid_case", str(e)) from e
-        await self.run(self.agents.record, agent, "case_note", number)
-        case_id = await self.run(self.conversations.case_id_for_number, number)
-        await self._push_case(agent, case_id, cid)
+        """An internal note on the case's timeline (never shown to the customer)."""
+        await self._case_action(agent, number, "case_note", cid, self.cases.add_note, agent.actor, text)
+
+    async def case_progress(self, agent: AgentInfo, number: str, text: str, cid: Any = None) -> None:
+        """A progress update for the customer: notified, and the 24 h update clock restarts."""
+        await self._case_action(agent, number, "case_progress", cid, self.cases.record_progress_update,
+                                agent.actor, text)
+
+    async def case_extend(self, agent: AgentInfo, number: str, reason: str, hours: float, cid: Any = None) -> None:
+        """Extend the progress-update deadline by ``hours``; only with a stated reason."""
+        await self._case_action(agent, number, "case_extend", cid, self.cases.extend_sla, reason, agent.actor,
+                                hours, reason=reason, hours=hours)
 
     async def _push_case(self, agent: AgentInfo, case_id: int | None, cid: Any) -> None:
         details = await self.run(self.conversations.case_details, case_id)
