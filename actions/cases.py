@@ -16,14 +16,7 @@ from rasa_sdk.executor import CollectingDispatcher
 
 from actions.services import ServiceAction, lang_of, latest_entity, services, visitor_of
 from bot.services.cases import CaseStateError, normalise_number, stage_display
-
-# The intent that asked for a case → the case category (docs/architecture.md, routing in config).
-CATEGORY_BY_INTENT = {
-    "complaint_service": "service",
-    "complaint_billing": "billing",
-    "complaint_privacy": "privacy",
-    "request_refund": "refund",
-}
+from bot.services.routing import CATEGORY_BY_INTENT
 
 # Something that is meant as a case number even when the NLU did not extract one ("HL-2026-11").
 _LOOKS_LIKE_CASE = re.compile(r"\bHL[-_ ]?[0-9][0-9 _-]*\b", re.IGNORECASE)

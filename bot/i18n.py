@@ -156,6 +156,12 @@ _TEXTS: dict[str, dict[str, str]] = {
         "zh-Hant": "「{queue}」目前沒有在線的專員。您的請求已記錄{case}，"
         "預計 {minutes} 分鐘內回覆，會在這裡或透過簡訊通知您。",
     },
+    "technical_problem": {
+        "en": "Sorry, something went wrong on our side and I could not finish this automatically. "
+        "Nothing you wrote is lost; a person will take over.",
+        "zh-Hans": "抱歉，我们的系统出了问题，无法自动完成。您发送的内容都已保存，将由工作人员继续为您处理。",
+        "zh-Hant": "抱歉，我們的系統出了問題，無法自動完成。您傳送的內容都已保存，將由工作人員繼續為您處理。",
+    },
     "case_ref": {"en": " as case {case}", "zh-Hans": "（案件编号 {case}）", "zh-Hant": "（案件編號 {case}）"},
     "agent_joined": {
         "en": "{name} has joined the conversation.",

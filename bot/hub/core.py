@@ -266,7 +266,12 @@ class Hub:
             if queue not in self.config.queues:
                 queue = self.config.default_queue
             case_id = await self.run(self.conversations.case_id_for_number, slots.get("case_number"))
-            await self.handoff(conv.id, queue, decision.reason or "turn_budget", case_id=case_id, lang=lang)
+            if error is not None or (turn is not None and turn.slots_set.get("handoff_reason") == "action_error"):
+                # The brain or an action failed: say so plainly before the queue notice (the
+                # action's own apology is withheld with the rest of the turn, by the guard).
+                await self.system_message(conv.id, t("technical_problem", lang))
+            await self.handoff(conv.id, queue, decision.reason or "turn_budget", case_id=case_id, lang=lang,
+                               intent=turn.intent if turn is not None else None)
 
     async def _call_brain(self, conv: ConversationInfo, text: str, lang: str) -> tuple[BrainTurn | None, str | None]:
         if self.brain is None:
@@ -317,14 +322,19 @@ class Hub:
         ]
 
     async def handoff(
-        self, cid: str, queue: str, reason: str, *, case_id: int | None = None, lang: str | None = None
+        self, cid: str, queue: str, reason: str, *, case_id: int | None = None, lang: str | None = None,
+        intent: str | None = None,
     ) -> HandoffInfo | None:
-        """Queue a conversation the bot holds. The caller holds the conversation's lock."""
+        """Queue a conversation the bot holds. The caller holds the conversation's lock.
+
+        When no agent of the queue is available, the conversation gets a case (P4): the open
+        case an action already created for it, or a new one of the category of ``intent``.
+        """
         h = await self.run(self.conversations.queue, cid, queue, reason, case_id)
         if h is None:
             return None
         if h.case_id is None and not self.agents_for(queue, available_only=True):
-            new_case = await self._open_case_for(cid, queue, reason, lang or "en")
+            new_case = await self._open_case_for(cid, queue, reason, lang or "en", intent)
             if new_case is not None:
                 h = await self.run(self.conversations.open_handoff, cid) or h
         await self._announce_queued(cid, h, lang, first=True)
@@ -661,9 +671,22 @@ class Hub:
         if isinstance(cid, str) and details is not None:
             await self.emit(agent.id, {"type": "case", "conversation_id": cid, "case": details})
 
-    async def _open_case_for(self, cid: str, queue: str, reason: str, lang: str) -> int | None:
-        """Open a case for a handoff nobody can take now (P4), when the queue has a category."""
-        category = next((c for c, q in self.config.routing.items() if q == queue), None)
+    async def _open_case_for(
+        self, cid: str, queue: str, reason: str, lang: str, intent: str | None = None
+    ) -> int | None:
+        """A case for a handoff nobody can take now (P4), when the queue has a category.
+
+        An open case of this conversation comes first: an action may have opened one in a turn
+        that then timed out (the customer was never told its number), and a second case for the
+        same request would split the work.
+        """
+        from bot.services.routing import category_for
+
+        existing = await self.run(self.cases.open_for_conversation, cid)
+        if existing is not None:
+            await self.run(self.conversations.set_case, cid, existing.id)
+            return int(existing.id)
+        category = category_for(intent, queue, self.config)
         conv = await self.run(self.conversations.get, cid)
         if category is None or conv is None:
             return None

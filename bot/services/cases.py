@@ -899,6 +899,17 @@ class CaseService:
             events = [e for e in events if not e.internal]
         return events
 
+    def open_for_conversation(self, conversation_id: str) -> CaseView | None:
+        """The newest case of the conversation that is not resolved yet, or ``None``."""
+        with self.db.session() as s:
+            case = s.execute(
+                select(Case)
+                .where(Case.conversation_id == conversation_id, Case.stage.in_(OPEN_STAGES))
+                .order_by(Case.id.desc())
+                .limit(1)
+            ).scalar_one_or_none()
+            return self._view(case) if case is not None else None
+
     def list_open(self, queue: str | None = None) -> list[CaseView]:
         """Open cases (not resolved or confirmed), oldest first, optionally of one queue."""
         with self.db.session() as s:

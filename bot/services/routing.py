@@ -11,6 +11,18 @@ from bot.services.config import HumanlineConfig
 
 CATEGORIES: tuple[str, ...] = ("service", "billing", "privacy", "plan_change", "refund", "general")
 
+# The intent that asks for a case → the case's category. The open-case form opens cases by it,
+# and the hub uses it too when it opens a case itself (no agent online for a handoff).
+CATEGORY_BY_INTENT: dict[str, str] = {
+    "complaint_service": "service",
+    "complaint_billing": "billing",
+    "complaint_privacy": "privacy",
+    "request_refund": "refund",
+}
+# Plan changes go through the plan-change form, not the open-case form; a handoff after one is
+# still a plan-change case.
+_PLAN_INTENTS = frozenset({"downgrade_plan", "upgrade_plan", "cancel_subscription"})
+
 _default: HumanlineConfig | None = None
 
 
@@ -32,6 +44,20 @@ def route(category: str, config: HumanlineConfig | None = None) -> str:
     return _config(config).queue_for(category)
 
 
+def category_for(intent: str | None, queue: str, config: HumanlineConfig | None = None) -> str | None:
+    """The case category for a handoff to ``queue`` after ``intent``.
+
+    The intent's category when it routes to ``queue`` (a refund request stays ``refund`` though
+    billing shares its queue); otherwise the first category routed to ``queue``; ``None`` when
+    no category routes there.
+    """
+    routing = _config(config).routing
+    category = "plan_change" if intent in _PLAN_INTENTS else CATEGORY_BY_INTENT.get(intent or "")
+    if category is not None and routing.get(category) == queue:
+        return category
+    return next((c for c, q in routing.items() if q == queue), None)
+
+
 def default_queue(config: HumanlineConfig | None = None) -> str:
     """The queue of a handoff without a case category (a plain request for a person)."""
     return _config(config).default_queue
@@ -46,4 +72,4 @@ def queue_display(queue: str, lang: str | None = "en", config: HumanlineConfig |
     return q.display_for(lang) if q is not None else queue
 
 
-__all__ = ["CATEGORIES", "default_queue", "queue_display", "route"]
+__all__ = ["CATEGORIES", "CATEGORY_BY_INTENT", "category_for", "default_queue", "queue_display", "route"]
