@@ -83,9 +83,12 @@ def script_signal(text: str) -> Lang | None:
 
     zh-Hant when Traditional→Simplified conversion changes a CJK character or a Cantonese marker
     is present; zh-Hans for any other CJK text (code-switched "我想 cancel" included); en when
-    there is a Latin word; ``None`` for digits, ids such as "SO20261104", punctuation or emoji.
+    there is a Latin word; ``None`` for digits, ids such as "SO20261104", punctuation, emoji or
+    a ``/intent{...}`` button payload.
     """
-    if not text:
+    if not text or text.startswith("/"):
+        # Empty, or an intent payload from a button (`/inform{"plan": "basic"}`): no signal, so
+        # a Chinese conversation is not switched to English by a tap.
         return None
     text = unicodedata.normalize("NFKC", text)
     if _CJK.search(text):

@@ -157,3 +157,25 @@ async def test_downgrade_and_upgrade_take_the_same_turns_end_to_end(
     assert down_dates == up_dates and down_dates, (down_text, up_text)
     for word in ("offer", "discount", "优惠", "優惠", "挽留"):
         assert word not in down_text
+
+
+@pytest.mark.parametrize(
+    ("lang", "text", "title"),
+    [("en", "I want to downgrade my plan", "Basic"), ("zh-Hans", "我想降级套餐", "基础版"),
+     ("zh-Hant", "我想降級方案", "基本方案")],
+)
+async def test_the_plan_question_offers_buttons_and_a_tap_completes_the_change(
+    system: LiveSystem, lang: str, text: str, title: str
+) -> None:
+    async with ChatClient(system.ws_url, lang=lang) as chat:
+        await chat.say_and_ack(text)
+        asked = await chat.wait_for(lambda f: f["type"] == "message" and bool(f.get("buttons")), timeout=60)
+        titles = [b["title"] for b in asked["buttons"]]
+        assert title in titles and len(titles) == 4
+        payload = next(b["payload"] for b in asked["buttons"] if b["title"] == title)
+        await chat.say_and_ack(payload)
+        done = await chat.wait_for(lambda f: bool(CASE_NUMBER.search(f.get("text", ""))), timeout=60)
+        assert done["sender"] == "bot"
+        # The tap did not switch the conversation's language: the confirmation is in its script.
+        if lang != "en":
+            assert re.search(r"[\u4e00-\u9fff]", done["text"]), done["text"]

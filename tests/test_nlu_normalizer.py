@@ -72,7 +72,10 @@ def test_detect_script(text: str, lang: str) -> None:
     assert script_signal(text) == lang
 
 
-@pytest.mark.parametrize("text", ["", "   ", "12345678", "SO20261104", "HL-20261104-0001", "+852 91234567", "？", "👍"])
+@pytest.mark.parametrize(
+    "text",
+    ["", "   ", "12345678", "SO20261104", "HL-20261104-0001", "+852 91234567", "？", "👍", '/inform{"plan": "basic"}'],
+)
 def test_no_language_signal(text: str) -> None:
     assert script_signal(text) is None
     assert detect_script(text) == "en"
