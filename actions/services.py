@@ -2,7 +2,8 @@
 
 ``services()`` builds, once per process, the :class:`~bot.store.db.Database` (``DATABASE_URL``,
 default ``sqlite:///humanline.db``, migrated on first use), the :class:`CaseService`, the
-:class:`PlanChangeService` and the configuration. Tests call ``services.cache_clear()`` after
+:class:`PlanChangeService` with the account backend named by ``HUMANLINE_ACCOUNT_BACKEND``
+(default: the local ``plan_changes`` table) and the configuration. Tests call ``services.cache_clear()`` after
 pointing ``DATABASE_URL`` somewhere else.
 
 :class:`ServiceAction` is the base of every custom action: it runs the action's ``act`` and turns
@@ -46,12 +47,15 @@ class Services:
 def services() -> Services:
     """The services of this action server process, built on first use."""
     from bot.services.cases import CaseService
-    from bot.services.plans import PlanChangeService
+    from bot.services.plans import PlanChangeService, load_account_backend
 
     config = HumanlineConfig.load()
     db = Database(os.environ.get("DATABASE_URL") or DEFAULT_URL)
     db.migrate()
-    return Services(db=db, cases=CaseService(db, config), plans=PlanChangeService(db, config), config=config)
+    cases = CaseService(db, config)
+    backend = load_account_backend(os.environ.get("HUMANLINE_ACCOUNT_BACKEND"), db, config)
+    plans = PlanChangeService(db, config, backend=backend, cases=cases)
+    return Services(db=db, cases=cases, plans=plans, config=config)
 
 
 # --- what every action reads from the tracker ------------------------------------------------------

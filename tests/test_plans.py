@@ -195,3 +195,36 @@ def test_backend_failure_rolls_back_the_case(db: Database, config: HumanlineConf
     with pytest.raises(ConnectionError):
         service.request_change("v", "basic", "downgrade", "en")
     assert (_count(db, Case), _count(db, PlanChange), _count(db, OutboxNotification)) == (0, 0, 0)
+
+
+class _BillingApiStub:
+    """An external account backend as an operator would plug it in (records in memory)."""
+
+    def __init__(self, db: Database, config: HumanlineConfig) -> None:
+        self.changes: list[object] = []
+
+    def current_plan(self, visitor_id: str) -> str | None:
+        return "premium"
+
+    def record_change(self, change: object, session: object) -> None:
+        self.changes.append(change)
+
+
+def _not_a_backend(db: Database, config: HumanlineConfig) -> object:
+    return object()
+
+
+def test_the_account_backend_is_pluggable_by_setting(db: Database, config: HumanlineConfig) -> None:
+    from bot.services.plans import LocalAccountBackend, load_account_backend
+
+    assert isinstance(load_account_backend(None, db, config), LocalAccountBackend)
+    backend = load_account_backend(f"{__name__}:_BillingApiStub", db, config)
+    assert isinstance(backend, _BillingApiStub)
+    service = PlanChangeService(db, config, backend=backend)
+    result = service.request_change("visitor-7", "basic", "downgrade")
+    assert result.from_plan == "premium" and len(backend.changes) == 1
+    for bad in ("no_colon", f"{__name__}:missing", f"{__name__}:_not_a_backend"):
+        with pytest.raises(ValueError):
+            load_account_backend(bad, db, config)
+    with pytest.raises(ImportError):
+        load_account_backend("no.such.module:X", db, config)

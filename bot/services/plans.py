@@ -207,6 +207,33 @@ class LocalAccountBackend:
         )
 
 
+def load_account_backend(spec: str | None, db: Database, config: HumanlineConfig) -> AccountBackend:
+    """The account backend named by ``spec`` (``HUMANLINE_ACCOUNT_BACKEND``).
+
+    ``spec`` is ``"package.module:name"``, where ``name`` is a class or a function called as
+    ``name(db, config)`` that returns an :class:`AccountBackend` (e.g. a client of the carrier's
+    billing API). Empty or ``None``: :class:`LocalAccountBackend` on ``db``.
+
+    :raises ValueError: a malformed spec, or what it names does not build an AccountBackend.
+    :raises ImportError: the module cannot be imported.
+    """
+    if not spec:
+        return LocalAccountBackend(db, config.plans.default_current_plan)
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise ValueError(f"HUMANLINE_ACCOUNT_BACKEND must look like 'package.module:Name', not {spec!r}")
+    import importlib
+
+    factory = getattr(importlib.import_module(module_name), attr, None)
+    if not callable(factory):
+        raise ValueError(f"HUMANLINE_ACCOUNT_BACKEND: {spec!r} is not a class or function")
+    backend = factory(db, config)
+    if not isinstance(backend, AccountBackend):
+        raise ValueError(f"HUMANLINE_ACCOUNT_BACKEND: {spec!r} did not return an AccountBackend "
+                         "(current_plan and record_change)")
+    return backend
+
+
 @dataclass(frozen=True)
 class PlanChangeResult:
     """A recorded plan change and its case. There is deliberately no retention-offer field."""
