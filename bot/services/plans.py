@@ -218,7 +218,7 @@ def load_account_backend(spec: str | None, db: Database, config: HumanlineConfig
     :raises ImportError: the module cannot be imported.
     """
     if not spec:
-        return LocalAccountBackend(db, config.plans.default_current_plan)
+        return LocalAccountBackend(db, config.plans.default_current_plan if config.plans else None)
     module_name, sep, attr = spec.partition(":")
     if not sep or not module_name or not attr:
         raise ValueError(f"HUMANLINE_ACCOUNT_BACKEND must look like 'package.module:Name', not {spec!r}")
