@@ -124,6 +124,31 @@ async def test_rate_limit_answers_rate_limited_and_keeps_the_connection(tmp_path
             assert err["code"] == "rate_limited"
             await chat.send_frame({"type": "ping"})
             assert (await chat.wait_for(lambda f: f["type"] == "pong"))["type"] == "pong"
+            # A second socket of the same visitor shares the budget: no way around the limit.
+            second = ChatClient(srv.ws_url, visitor_token=chat.visitor_token, conversation_id=chat.conversation_id)
+            await second.connect()
+            await second.say("from another tab")
+            assert (await second.wait_for(lambda f: f["type"] == "error"))["code"] == "rate_limited"
+            await second.close()
+
+
+async def test_failed_logins_are_throttled(tmp_path: Path) -> None:
+    with running_hub(tmp_path, GreeterBrain()) as srv:
+        srv.create_agent("alice")
+        statuses = []
+        for _ in range(11):
+            status, _body = await asyncio.to_thread(srv.post, "/api/agents/login", {"username": "alice",
+                                                                                   "password": "guess"})
+            statuses.append(status)
+        assert statuses[:10] == [401] * 10 and statuses[10] == 429
+        # Throttled even with the right password until the window passes; other users are not.
+        status, _ = await asyncio.to_thread(srv.post, "/api/agents/login", {"username": "alice",
+                                                                           "password": "password-123"})
+        assert status == 429
+        srv.create_agent("bob")
+        status, _ = await asyncio.to_thread(srv.post, "/api/agents/login", {"username": "bob",
+                                                                           "password": "password-123"})
+        assert status == 200
 
 
 async def _closed_with(chat: ChatClient) -> tuple[str, int | None]:

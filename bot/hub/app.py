@@ -88,8 +88,16 @@ def create_app(settings: Settings, brain: Brain | None = None, db: Database | No
             body.get("password"), str
         ):
             return json({"error": "bad_request", "message": "username and password are required"}, status=400)
+        address, username = request.ip or "?", body["username"][:64]
+        limiters = ((hub.login_failures_by_address, address), (hub.login_failures_by_username, username))
+        wait = max(limiter.retry_after(key) for limiter, key in limiters)
+        if wait > 0:
+            return json({"error": "rate_limited", "message": "Too many failed logins; try again later."},
+                        status=429, headers={"Retry-After": str(int(wait) + 1)})
         result = await hub.run(hub.agents.login, body["username"], body["password"])
         if result is None:
+            for limiter, key in limiters:
+                limiter.hit(key)
             return json({"error": "unauthorized", "message": "Wrong username or password."}, status=401)
         token, expires, agent = result
         return json({"token": token, "expires_at": expires.isoformat(), "agent": agent.to_dict()})

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
-from collections import deque
 from typing import Any
 
 from bot.hub.auth import origin_allowed, sign_visitor, verify_identity, verify_visitor
@@ -47,7 +45,6 @@ class CustomerSession:
         self.hub = hub
         self.ws = ws
         self.conversation: ConversationInfo | None = None
-        self._sent: deque[float] = deque()
 
     async def error(self, code: str, message: str) -> None:
         await send_frame(self.ws, {"type": "error", "code": code, "message": message})
@@ -139,13 +136,9 @@ class CustomerSession:
     # ---- message --------------------------------------------------------------------------
 
     def _rate_limited(self) -> bool:
-        now = time.monotonic()
-        while self._sent and now - self._sent[0] > 10.0:
-            self._sent.popleft()
-        if len(self._sent) >= self.hub.settings.rate_limit_per_10s:
-            return True
-        self._sent.append(now)
-        return False
+        # Counted per visitor, not per socket: opening more sockets does not buy more messages.
+        assert self.conversation is not None
+        return not self.hub.message_limiter.hit(self.conversation.visitor_id)
 
     async def on_message(self, frame: dict[str, Any]) -> None:
         if self.conversation is None:
