@@ -31,6 +31,7 @@ logger = logging.getLogger(__name__)
 SMALL_TALK = frozenset({"greet", "goodbye", "thank", "affirm", "deny", "bot_challenge"})
 HANDOFF_ACTION = "action_handoff"
 SLOTS_OF_INTEREST = ("resolution", "handoff_queue", "handoff_reason", "case_number", "lang")
+WARM_UP = ("hello", "你好")  # parsed once after loading (NLU only: nothing is stored)
 
 
 @dataclass
@@ -327,6 +328,54 @@ def _sqlite_tracker_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
+_STOCK_RASA_MODEL_LOAD: Any = None
+
+
+def install_fast_model_load() -> None:
+    """Make Rasa's TensorFlow models (DIET, TED) load about three times faster (idempotent).
+
+    ``RasaModel.load`` builds a model's variables by *training* it on one example with Keras'
+    ``fit`` — which traces the whole training graph into a ``tf.function`` (CRF decoding, losses,
+    the optimizer) only to throw it away — then loads the trained weights over them and traces
+    the prediction graph. Here that one training step runs eagerly: the same Python code creates
+    the same variables, without tracing; then the weights are loaded and the prediction graph is
+    traced exactly as before, so predictions are identical (``tests/test_brain_pool.py`` checks
+    it against the stock load). Loading for fine-tuning is left to the stock method.
+    """
+    global _STOCK_RASA_MODEL_LOAD
+    from rasa.utils.tensorflow import models
+
+    if _STOCK_RASA_MODEL_LOAD is not None:
+        return
+    stock = models.RasaModel.load.__func__  # type: ignore[attr-defined]
+
+    def load(
+        cls: Any, model_file_name: str, model_data_example: Any, predict_data_example: Any = None,
+        finetune_mode: bool = False, *args: Any, **kwargs: Any,
+    ) -> Any:
+        if finetune_mode:
+            return stock(cls, model_file_name, model_data_example, predict_data_example, finetune_mode,
+                         *args, **kwargs)
+        import tensorflow as tf
+        from rasa.utils.tensorflow.constants import LEARNING_RATE, RUN_EAGERLY
+        from rasa.utils.tensorflow.data_generator import RasaBatchDataGenerator
+
+        model = cls(*args, **kwargs)
+        config = kwargs.get("config", {})
+        model.compile(optimizer=tf.keras.optimizers.Adam(config.get(LEARNING_RATE, 0.001)), run_eagerly=True)
+        model.fit(RasaBatchDataGenerator(model_data_example, batch_size=1), verbose=False)
+        status = model.load_weights(model_file_name)
+        # The optimizer's slots are not needed for predictions: no warnings about them.
+        getattr(status, "expect_partial", lambda: None)()
+        model.run_eagerly = bool(config.get(RUN_EAGERLY))  # predictions in a traced graph again
+        if predict_data_example:
+            model.run_inference(predict_data_example)  # trace the prediction graph now
+        return model
+
+    _STOCK_RASA_MODEL_LOAD = stock
+    models.RasaModel.load = classmethod(load)  # type: ignore[assignment,method-assign]
+
+
 class RasaAgentBrain:
     """Rasa's ``Agent`` in this process. Call :meth:`load` (slow: TensorFlow) before use.
 
@@ -334,12 +383,18 @@ class RasaAgentBrain:
     :param action_endpoint: the rasa_sdk webhook URL, or ``None`` for no custom actions.
     :param tracker_store: a Rasa ``TrackerStore``, or a ``DATABASE_URL`` for a ``SQLTrackerStore``
         on that database, or ``None`` for an in-memory store.
+    :param fast_load: load the TensorFlow models without tracing a training graph
+        (:func:`install_fast_model_load`; same predictions, about a third of the time).
     """
 
-    def __init__(self, model_path: str, action_endpoint: str | None = None, tracker_store: Any = None):
+    def __init__(
+        self, model_path: str, action_endpoint: str | None = None, tracker_store: Any = None,
+        fast_load: bool = True,
+    ):
         self.model_path = model_path
         self.action_endpoint = action_endpoint
         self._tracker_store_arg = tracker_store
+        self.fast_load = fast_load
         self.agent: Any = None
 
     def _load(self) -> Any:
@@ -349,6 +404,8 @@ class RasaAgentBrain:
         # Unconfigured, Rasa's structlog prints every debug event (slot dumps, rule states) for
         # every message; `rasa run` configures it from its log level, and so does the hub.
         configure_structlog(max(logging.getLogger().getEffectiveLevel(), logging.INFO))
+        if self.fast_load:
+            install_fast_model_load()
         from rasa.core.tracker_store import SQLTrackerStore
         from rasa.utils.endpoints import EndpointConfig
 
@@ -362,8 +419,12 @@ class RasaAgentBrain:
         return agent
 
     async def load(self) -> None:
-        """Load the model (in a worker thread, so the event loop keeps serving)."""
-        self.agent = await asyncio.to_thread(self._load)
+        """Load the model (in a worker thread, so the event loop keeps serving), then parse two
+        messages so that the first customer's turn does not pay for lazy initialisation."""
+        agent = await asyncio.to_thread(self._load)
+        for text in WARM_UP:
+            await agent.parse_message(text)
+        self.agent = agent
         logger.info("model %s loaded", self.model_path)
 
     async def ready(self) -> bool:

@@ -361,3 +361,58 @@ async def test_a_rasa_worker_answers_with_the_trained_model(trained_model: Path,
         ).scalar_one()
     engine.dispose()
     assert users == 2
+
+
+_PREDICT = textwrap.dedent("""
+    import asyncio, json, sys
+    from bot.brain import install_fast_model_load
+    if sys.argv[2] == "fast":
+        install_fast_model_load()
+    from rasa.core.agent import Agent
+    from rasa.core.channels.channel import CollectingOutputChannel, UserMessage
+
+    TEXTS = ["hello", "你好", "I want to cancel my subscription", "我要投诉", "退款", "are you a bot?",
+             "我要真人客服", "my bill is wrong", "謝謝你喔", "訂單SO20261104 去咗邊"]
+
+    async def main():
+        agent = Agent.load(sys.argv[1])
+        out = {"parse": [], "actions": []}
+        for text in TEXTS:
+            r = await agent.parse_message(text)
+            out["parse"].append([r["intent"]["name"], r["intent"]["confidence"],
+                                 sorted((e["entity"], str(e["value"])) for e in r.get("entities", []))])
+        for i, text in enumerate(TEXTS):
+            channel = CollectingOutputChannel()
+            await agent.handle_message(UserMessage(text, channel, sender_id=f"s{i}"))
+            tracker = await agent.tracker_store.retrieve(f"s{i}")
+            out["actions"].append([e.as_dict().get("name") for e in tracker.events if e.type_name == "action"])
+        print("RESULT " + json.dumps(out))
+
+    asyncio.run(main())
+""")
+
+
+@pytest.mark.model
+@pytest.mark.slow
+def test_fast_model_load_predicts_exactly_like_the_stock_load(trained_model: Path, tmp_path: Path) -> None:
+    """The same intents, confidences, entities and next actions as Rasa's own ``RasaModel.load``
+    (each load in its own interpreter, both at once)."""
+    script = tmp_path / "predict.py"
+    script.write_text(_PREDICT)
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    procs = {
+        mode: subprocess.Popen([sys.executable, str(script), str(trained_model), mode], cwd=ROOT, env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        for mode in ("stock", "fast")
+    }
+    results = {}
+    for mode, proc in procs.items():
+        out, _ = proc.communicate(timeout=600)
+        assert proc.returncode == 0, (mode, out[-2000:])
+        line = next(ln for ln in out.splitlines() if ln.startswith("RESULT "))
+        results[mode] = json.loads(line[len("RESULT "):])
+    stock, fast = results["stock"], results["fast"]
+    assert fast["actions"] == stock["actions"]
+    assert [p[0] for p in fast["parse"]] == [p[0] for p in stock["parse"]]
+    assert [p[2] for p in fast["parse"]] == [p[2] for p in stock["parse"]]
+    assert [p[1] for p in fast["parse"]] == pytest.approx([p[1] for p in stock["parse"]], abs=1e-6)
