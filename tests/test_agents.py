@@ -286,3 +286,47 @@ async def test_case_work_over_the_agent_socket_is_authorised_and_audited(tmp_pat
         with srv.db.session() as s:
             actions = [a.action for a in s.execute(select(AuditEntry).order_by(AuditEntry.id)).scalars()]
         assert [a for a in actions if a.startswith("case_")] == ["case_stage", "case_progress", "case_extend"]
+
+
+async def test_an_open_agent_socket_ends_with_its_token(tmp_path: Path) -> None:
+    import websockets
+
+    with running_hub(tmp_path, GreeterBrain(), agent_token_ttl_s=2) as srv:
+        srv.create_agent("alice", skills=ALL)
+        alice = await _agent(srv, "alice")
+        err = await alice.wait_for(lambda f: f["type"] == "error", timeout=10)
+        assert err["code"] == "unauthorized" and "expired" in err["message"]
+        with pytest.raises(websockets.ConnectionClosed):
+            await alice.ws.recv()
+        assert alice.ws.close_code == 4001
+
+
+async def test_logout_revokes_the_token_and_closes_its_sockets(server: RunningHub) -> None:
+    import json
+    import urllib.request
+
+    import websockets
+
+    alice = await _agent(server, "alice")
+    bob = await _agent(server, "bob")
+
+    def logout(token: str) -> int:
+        req = urllib.request.Request(server.url + "/api/agents/logout", data=b"{}", method="POST",
+                                     headers={"Authorization": f"Bearer {token}"})
+        try:
+            with urllib.request.urlopen(req, timeout=10) as r:
+                return int(r.status) if json.loads(r.read())["status"] == "logged_out" else -1
+        except urllib.error.HTTPError as e:
+            return int(e.code)
+
+    assert await asyncio.to_thread(logout, alice.token) == 200
+    await alice.wait_for(lambda f: f["type"] == "error" and f["code"] == "unauthorized")
+    with pytest.raises(websockets.ConnectionClosed):
+        await alice.ws.recv()
+    assert await asyncio.to_thread(logout, alice.token) == 401  # already revoked
+    again = AgentClient(server.agent_ws_url, alice.token)
+    assert (await again.connect())["code"] == "unauthorized"
+    # Bob's session is untouched.
+    await bob.send({"type": "ping"})
+    assert (await bob.wait_for(lambda f: f["type"] == "pong"))["type"] == "pong"
+    await bob.close()

@@ -2,7 +2,8 @@
 
 The first frame must be ``{"type":"auth","token",...}`` with a login token from
 ``POST /api/agents/login``; a bad or expired token gets an ``unauthorized`` error and close code
-``4001`` (the console then asks for the password again). With ``last_event_id`` the agent gets,
+``4001`` (the console then asks for the password again); so does the end of the token's life, or
+a logout (``POST /api/agents/logout``), on a socket that is already open. With ``last_event_id`` the agent gets,
 after the ``ready`` snapshot, every event addressed to it since that id (see
 :mod:`bot.hub.events`). Every action is audited by the hub.
 """
@@ -17,6 +18,7 @@ from typing import Any
 from bot.hub.core import Hub, HubError
 from bot.hub.events import send_frame
 from bot.services.agents import AgentInfo
+from bot.store.models import utcnow
 
 logger = logging.getLogger(__name__)
 
@@ -111,12 +113,15 @@ async def serve_agent(hub: Hub, request: Any, ws: Any) -> None:
             await send_frame(ws, {"type": "error", "code": "unauthorized", "message": "send auth with a token first"})
             await ws.close(code=CLOSE_UNAUTHORIZED, reason="unauthorized")
             return
-        agent = await hub.run(hub.agents.authenticate, frame.get("token"))
-        if agent is None:
+        token = frame.get("token")
+        found = await hub.run(hub.agents.session_of, token)
+        if found is None:
             await send_frame(ws, {"type": "error", "code": "unauthorized", "message": "the token is not valid"})
             await ws.close(code=CLOSE_UNAUTHORIZED, reason="unauthorized")
             return
-        await hub.agent_connected(agent, ws)
+        agent, expires_at = found
+        assert isinstance(token, str)
+        await hub.agent_connected(agent, ws, token)
         await send_frame(ws, await hub.ready_frame(agent))
         last = frame.get("last_event_id")
         if isinstance(last, int) and not isinstance(last, bool):
@@ -129,7 +134,15 @@ async def serve_agent(hub: Hub, request: Any, ws: Any) -> None:
         hub.spawn(hub.broadcast_queues())
         session = AgentSession(hub, ws, agent)
         while True:
-            raw = await ws.recv()
+            # The session ends with its token: the socket does not outlive the login.
+            remaining = (expires_at - utcnow()).total_seconds()
+            try:
+                raw = await asyncio.wait_for(ws.recv(), timeout=max(0.0, remaining))
+            except asyncio.TimeoutError:
+                await send_frame(ws, {"type": "error", "code": "unauthorized",
+                                      "message": "the session has expired; log in again"})
+                await ws.close(code=CLOSE_UNAUTHORIZED, reason="session expired")
+                return
             if raw is not None:
                 await session.on_text(raw)
     except Exception as exc:  # noqa: BLE001

@@ -7,7 +7,10 @@ Routes:
   (503 otherwise);
 * ``WS /ws/chat`` — customers (:mod:`bot.hub.customer_ws`); ``WS /ws/agent`` — agents
   (:mod:`bot.hub.agent_ws`);
-* ``POST /api/agents/login`` — ``{username, password}`` → ``{token, expires_at, agent}`` or 401;
+* ``POST /api/agents/login`` — ``{username, password}`` → ``{token, expires_at, agent}`` or 401
+  (429 after repeated failures);
+* ``POST /api/agents/logout`` — ``Authorization: Bearer <token>``: revokes the token and closes
+  the agent sockets opened with it;
 * ``GET /api/supervisor/overview`` — queues, SLA breaches, satisfaction, recent audit (supervisors);
 * ``/``, ``/widget.js``, ``/console`` and the console's assets, from ``bot/web``.
 
@@ -101,6 +104,14 @@ def create_app(settings: Settings, brain: Brain | None = None, db: Database | No
             return json({"error": "unauthorized", "message": "Wrong username or password."}, status=401)
         token, expires, agent = result
         return json({"token": token, "expires_at": expires.isoformat(), "agent": agent.to_dict()})
+
+    @app.post("/api/agents/logout")
+    async def logout(request: Request) -> HTTPResponse:
+        auth = request.headers.get("authorization", "")
+        token = auth[7:] if auth.lower().startswith("bearer ") else None
+        if not token or not await hub.logout(token):
+            return json({"error": "unauthorized", "message": "not logged in"}, status=401)
+        return json({"status": "logged_out"})
 
     @app.get("/api/supervisor/overview")
     async def overview(request: Request) -> HTTPResponse:

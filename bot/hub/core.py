@@ -89,6 +89,7 @@ class Hub:
         self.customers = Registry()  # conversation id -> customer sockets
         self.agent_sockets = Registry()  # agent id -> agent sockets
         self.online: dict[int, AgentInfo] = {}  # agents with at least one socket
+        self._sockets_by_token: dict[str, set[Any]] = {}  # agent token -> its open sockets (logout)
         self.events = AgentEventLog()
         # Customer messages per visitor (all its sockets together), and agent logins: failures
         # per client address and per username, so a guessing client is slowed down and cannot
@@ -474,17 +475,32 @@ class Hub:
         numbered = self.events.add(agent_ids, frame)
         await asyncio.gather(*(self.agent_sockets.send(a, numbered) for a in agent_ids))
 
-    async def agent_connected(self, agent: AgentInfo, ws: Any) -> None:
+    async def agent_connected(self, agent: AgentInfo, ws: Any, token: str | None = None) -> None:
         self.agent_sockets.add(agent.id, ws)
         self.online[agent.id] = agent
+        if token is not None:
+            self._sockets_by_token.setdefault(token, set()).add(ws)
 
     async def agent_disconnected(self, agent: AgentInfo, ws: Any) -> None:
+        for token, sockets in list(self._sockets_by_token.items()):
+            sockets.discard(ws)
+            if not sockets:
+                del self._sockets_by_token[token]
         self.agent_sockets.discard(agent.id, ws)
         if not self.agent_sockets.has(agent.id):
             self.online.pop(agent.id, None)
             for queue in agent.skills:
                 if queue in self.config.queues:
                     await self.refresh_queue(queue)
+
+    async def logout(self, token: str) -> bool:
+        """Revoke an agent token and close the sockets opened with it (code 4001)."""
+        agent = await self.run(self.agents.logout, token)
+        for ws in list(self._sockets_by_token.pop(token, set())):
+            with contextlib.suppress(Exception):
+                await ws.send('{"type":"error","code":"unauthorized","message":"logged out"}')
+                await asyncio.wait_for(ws.close(code=4001, reason="logged out"), 2)
+        return agent is not None
 
     async def ready_frame(self, agent: AgentInfo) -> dict[str, Any]:
         snapshot = await self.run(self.queues.snapshot)

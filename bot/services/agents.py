@@ -170,6 +170,11 @@ class AgentService:
 
     def authenticate(self, token: object) -> AgentInfo | None:
         """The agent of a valid, unexpired token."""
+        found = self.session_of(token)
+        return found[0] if found else None
+
+    def session_of(self, token: object) -> tuple[AgentInfo, datetime] | None:
+        """The agent of a valid, unexpired token and when the token expires."""
         if not isinstance(token, str) or not token or len(token) > 256:
             return None
         with self.db.session() as s:
@@ -177,6 +182,20 @@ class AgentService:
             if row is None or row.expires_at <= utcnow():
                 return None
             a = s.get(Agent, row.agent_id)
+            return (_info(a), row.expires_at) if a else None
+
+    def logout(self, token: object) -> AgentInfo | None:
+        """Revoke a token; the agent it belonged to, or ``None`` for an unknown token."""
+        if not isinstance(token, str) or not token or len(token) > 256:
+            return None
+        with self.db.session() as s:
+            row = s.get(AgentToken, _token_hash(token))
+            if row is None:
+                return None
+            a = s.get(Agent, row.agent_id)
+            s.delete(row)
+            if a is not None:
+                audit(s, f"agent:{a.username}", "logout", None, None)
             return _info(a) if a else None
 
     def set_available(self, agent: AgentInfo, available: bool) -> AgentInfo:
