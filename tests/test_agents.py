@@ -330,3 +330,21 @@ async def test_logout_revokes_the_token_and_closes_its_sockets(server: RunningHu
     await bob.send({"type": "ping"})
     assert (await bob.wait_for(lambda f: f["type"] == "pong"))["type"] == "pong"
     await bob.close()
+
+
+async def test_automatic_assignment_picks_the_least_busy_agent_with_the_skill(tmp_path: Path) -> None:
+    with running_hub(tmp_path, GreeterBrain()) as srv:
+        srv.create_agent("alice", skills=("general",), display_name="Alice Chen")
+        srv.create_agent("bob", skills=("general",), display_name="Bob Li")
+        srv.create_agent("fay", skills=("finance_compliance",), display_name="Fay Finance")
+        fay = await _agent(srv, "fay", available=True)  # available, but not for "general"
+        alice = await _agent(srv, "alice", available=True)
+        first = await _queued_customer(srv)
+        assert (await alice.wait_for(lambda f: f["type"] == "assigned"))["conversation_id"] == first.conversation_id
+        bob = await _agent(srv, "bob", available=True)  # alice now holds one, bob none
+        second = await _queued_customer(srv)
+        assert (await bob.wait_for(lambda f: f["type"] == "assigned"))["conversation_id"] == second.conversation_id
+        await fay.drain(0.5)
+        assert not [f for f in fay.frames if f["type"] == "assigned"]
+        for client in (first, second, alice, bob, fay):
+            await client.close()

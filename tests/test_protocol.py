@@ -7,13 +7,14 @@ import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import websockets
 
 from bot.client import ChatClient
 from bot.hub.auth import identity_signature, sign_visitor
-from tests.hubtools import GreeterBrain, RunningHub, running_hub
+from tests.hubtools import GreeterBrain, RunningHub, ScriptedBrain, running_hub, turn
 
 
 @pytest.fixture
@@ -31,14 +32,51 @@ async def test_hello_creates_a_visitor_and_a_conversation(server: RunningHub) ->
         assert status["status"] == "bot"
 
 
-async def test_ack_comes_after_the_message_is_stored(server: RunningHub) -> None:
+async def test_ack_comes_after_the_message_is_stored(server: RunningHub, monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    conversations = server.hub.conversations
+    real_append = conversations.append
+    committed: list[float] = []
+
+    def slow_append(*args: Any, **kwargs: Any) -> Any:
+        time.sleep(0.3)  # a slow disk: the ack must wait for the commit, however long it takes
+        result = real_append(*args, **kwargs)
+        if args[1] == "customer":
+            committed.append(time.monotonic())
+        return result
+
+    monkeypatch.setattr(conversations, "append", slow_append)
     async with ChatClient(server.ws_url) as chat:
         ack = await chat.say_and_ack("hello")
+        acked = time.monotonic()
         assert ack["seq"] == 1
-        stored = server.hub.conversations.messages_after(chat.conversation_id, 0)
+        assert committed and committed[0] <= acked
+        stored = real_append.__self__.messages_after(chat.conversation_id, 0)
         assert [(m.seq, m.sender, m.text) for m in stored][:1] == [(1, "customer", "hello")]
         bot = await chat.wait_for(lambda f: f["type"] == "message" and f["sender"] == "bot")
         assert bot["seq"] == 2 and bot["text"].startswith("Hello!")
+
+
+async def test_a_message_that_could_not_be_stored_is_not_acknowledged(
+    server: RunningHub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    conversations = server.hub.conversations
+    real_append = conversations.append
+
+    def failing_append(*args: Any, **kwargs: Any) -> Any:
+        raise OSError("disk full")
+
+    async with ChatClient(server.ws_url) as chat:
+        monkeypatch.setattr(conversations, "append", failing_append)
+        await chat.say("important", client_msg_id="c-1")
+        err = await chat.wait_for(lambda f: f["type"] in ("error", "ack"))
+        assert err["type"] == "error" and err["code"] == "unavailable"
+        monkeypatch.setattr(conversations, "append", real_append)
+        # The client resends the same id once the store is back: stored once, acknowledged.
+        ack = await chat.say_and_ack("important", client_msg_id="c-1")
+        assert ack["seq"] == 1
+        assert [m.text for m in conversations.messages_after(chat.conversation_id, 0)][:1] == ["important"]
 
 
 async def test_resending_a_client_msg_id_gives_the_same_ack_and_no_duplicate(server: RunningHub) -> None:
@@ -106,8 +144,7 @@ async def test_message_before_hello_is_not_ready(server: RunningHub) -> None:
     await chat.say("too early", client_msg_id="e1")
     err = await chat.wait_for(lambda f: f["type"] == "error")
     assert err["code"] == "not_ready"
-    welcome = await chat.connect() if False else None  # noqa: SIM108 - same socket continues below
-    assert welcome is None
+    # The same socket goes on: hello now, and the early message's id is still free.
     await chat.send_frame({"type": "hello"})
     await chat.wait_for(lambda f: f["type"] == "welcome")
     assert (await chat.say_and_ack("now", client_msg_id="e1"))["seq"] == 1
@@ -242,3 +279,25 @@ async def test_healthz_and_static_files(server: RunningHub) -> None:
     assert status == 200
     status, body = await asyncio.to_thread(server.get, "/widget.js")
     assert status == 200 and b"HumanlineWidget" in body
+
+
+async def test_healthz_is_503_until_the_brain_is_ready_and_while_the_database_is_down(tmp_path: Path) -> None:
+    class SlowStartingBrain(ScriptedBrain):
+        loaded = False
+
+        async def ready(self) -> bool:
+            return self.loaded
+
+    brain = SlowStartingBrain(lambda text, n: turn("Hello!", intent="greet", resolved=True))
+    with running_hub(tmp_path, brain) as srv:
+        status, body = await asyncio.to_thread(srv.get, "/healthz")
+        assert status == 503 and json.loads(body)["status"] == "starting"
+        brain.loaded = True
+        assert (await asyncio.to_thread(srv.get, "/healthz"))[0] == 200
+        real_ping = srv.db.ping
+        srv.db.ping = lambda: False  # type: ignore[method-assign]
+        try:
+            assert (await asyncio.to_thread(srv.get, "/healthz"))[0] == 503
+        finally:
+            srv.db.ping = real_ping  # type: ignore[method-assign]
+        assert (await asyncio.to_thread(srv.get, "/healthz"))[0] == 200
