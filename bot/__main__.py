@@ -114,9 +114,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
     model = settings.model_path
     if model is None:
-        from bot.training import latest_model
+        from bot.training import current_model, latest_model
 
-        found = latest_model()
+        # The model of the current config, domain and data; an older one only with a warning
+        # (its answers may not match the domain the actions expect).
+        found = current_model()
+        if found is None and (found := latest_model()) is not None:
+            print(f"warning: no model for the current config and data; serving the newest one, {found.name} "
+                  "(run `make train`)", file=sys.stderr, flush=True)
         model = str(found) if found else None
     if model is None:
         print("no trained model in models/: run `python -m bot train` (or `make train`) first", file=sys.stderr)
