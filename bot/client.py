@@ -63,7 +63,9 @@ class ChatClient:
 
     async def open(self) -> None:
         """Open the socket without sending ``hello`` (for tests of the handshake)."""
-        kwargs: dict[str, Any] = {"open_timeout": 30, "max_size": 2**22}
+        # A closing handshake the server does not finish within 2 s is cut short (the default
+        # 10 s would make a client that leaves without closing linger that long).
+        kwargs: dict[str, Any] = {"open_timeout": 30, "max_size": 2**22, "close_timeout": 2}
         if self.origin:
             kwargs["origin"] = self.origin
         self._ws = await websockets.connect(self.url, **kwargs)  # type: ignore[attr-defined]

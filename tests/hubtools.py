@@ -271,7 +271,7 @@ class AgentClient:
         self.last_event_id = 0
 
     async def connect(self, last_event_id: int | None = None) -> Frame:
-        self.ws = await websockets.connect(self.url, open_timeout=30)
+        self.ws = await websockets.connect(self.url, open_timeout=30, close_timeout=1)
         self._pending = []
         auth: Frame = {"type": "auth", "token": self.token}
         if last_event_id is not None:
