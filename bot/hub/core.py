@@ -428,7 +428,8 @@ class Hub:
         frame: dict[str, Any] = {"type": "status", "status": conv.status}
         if conv.status == "agent" and conv.agent_id is not None:
             agent = await self.run(self.agents.get, conv.agent_id)
-            frame["agent_name"] = agent.display_name if agent else None
+            if agent is not None:  # optional string in the protocol: absent rather than null
+                frame["agent_name"] = agent.display_name
             frame["queue"] = conv.queue
         number = await self.run(self.conversations.case_number, conv.case_id)
         if number:
