@@ -193,8 +193,9 @@ class RunningHub:
 
 
 @contextmanager
-def running_hub(tmp_path: Path, brain: Any, **overrides: Any) -> Iterator[RunningHub]:
-    """Start a hub with ``brain`` on a fresh database; ``overrides`` are :class:`Settings` fields."""
+def running_hub(tmp_path: Path, brain: Any, db: Database | None = None, **overrides: Any) -> Iterator[RunningHub]:
+    """Start a hub with ``brain`` on ``db`` (default: a fresh SQLite file); ``overrides`` are
+    :class:`Settings` fields. A given ``db`` is migrated and left open for its owner."""
     from sanic import Sanic
 
     from bot.hub import create_app
@@ -202,12 +203,14 @@ def running_hub(tmp_path: Path, brain: Any, **overrides: Any) -> Iterator[Runnin
     # Several apps in one process: Sanic re-applies its method touch-ups only in test mode.
     Sanic.test_mode = True
     port = free_port()
-    database_url = f"sqlite:///{tmp_path / f'hub-{port}.db'}"
+    own_db = db is None
+    if db is None:
+        db = Database(f"sqlite:///{tmp_path / f'hub-{port}.db'}")
+    database_url = str(db.url)
     settings = replace(
         Settings(), host="127.0.0.1", port=port, database_url=database_url, action_endpoint=None,
         secret="test-secret", identity_secret="identity-secret", **overrides,
     )
-    db = Database(database_url)
     db.migrate()
     app = create_app(settings, brain=brain, db=db)
     app.config.GRACEFUL_SHUTDOWN_TIMEOUT = 0.5
@@ -252,7 +255,8 @@ def running_hub(tmp_path: Path, brain: Any, **overrides: Any) -> Iterator[Runnin
     finally:
         stop.set()
         thread.join(30)
-        db.dispose()
+        if own_db:
+            db.dispose()
 
 
 # ---- agent client --------------------------------------------------------------------------

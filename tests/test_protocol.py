@@ -301,3 +301,39 @@ async def test_healthz_is_503_until_the_brain_is_ready_and_while_the_database_is
         finally:
             srv.db.ping = real_ping  # type: ignore[method-assign]
         assert (await asyncio.to_thread(srv.get, "/healthz"))[0] == 200
+
+
+async def test_nothing_lost_nothing_doubled_on_both_databases(tmp_path: Path, db: Any) -> None:
+    """Promise 3 on SQLite and PostgreSQL: two sockets of one conversation sending at once get
+    distinct, gap-free seqs; resends are idempotent; a reconnect replays exactly what is missing."""
+    with running_hub(tmp_path, GreeterBrain(), db=db, rate_limit_per_10s=1000) as srv:
+        async with ChatClient(srv.ws_url) as first:
+            second = ChatClient(srv.ws_url, visitor_token=first.visitor_token, conversation_id=first.conversation_id)
+            await second.connect()
+            for i in range(5):  # interleaved, without waiting for acks in between
+                await first.say(f"a{i}", client_msg_id=f"a{i}")
+                await second.say(f"b{i}", client_msg_id=f"b{i}")
+
+            async def acks_of(chat: ChatClient, prefix: str) -> list[dict[str, Any]]:
+                return [
+                    await chat.wait_for(lambda f, i=i: f["type"] == "ack" and f["client_msg_id"] == f"{prefix}{i}")
+                    for i in range(5)
+                ]
+
+            acks = [*(await acks_of(first, "a")), *(await acks_of(second, "b"))]
+            again = await first.say_and_ack("a0", client_msg_id="a0")
+            assert again["seq"] == acks[0]["seq"]
+            await first.drain(1.0)
+            await second.close()
+            stored = srv.hub.conversations.messages_after(first.conversation_id, 0)
+            seqs = [m.seq for m in stored]
+            assert seqs == list(range(1, len(seqs) + 1))  # gap-free, each once
+            assert sorted(m.text for m in stored if m.sender == "customer") == sorted(
+                [f"a{i}" for i in range(5)] + [f"b{i}" for i in range(5)])
+            assert len({a["seq"] for a in acks}) == 10
+        late = ChatClient(srv.ws_url, visitor_token=first.visitor_token, conversation_id=first.conversation_id)
+        await late.connect(last_seq=4)
+        await late.drain(0.5)
+        replayed = [f["seq"] for f in late.frames if f["type"] == "message"]
+        assert replayed == seqs[4:]
+        await late.close()

@@ -27,6 +27,39 @@
     s = Math.max(0, Math.round(s)); var m = Math.floor(s / 60), r = s % 60;
     return m + ":" + (r < 10 ? "0" : "") + r;
   }
+  function ms(iso) {
+    var d = iso ? new Date(iso).getTime() : NaN;
+    return isNaN(d) ? null : d;
+  }
+  // "7 min", "45 s", "3 h 20 min", "2 d 4 h": a span of time in words, for SLA countdowns.
+  function span(secs, up) {
+    var round = up ? Math.ceil : Math.floor;
+    if (secs < 60) return round(secs) + " s";
+    var m = round(secs / 60);
+    if (m < 60) return m + " min";
+    var h = Math.floor(m / 60); m = m % 60;
+    if (h < 48) return h + " h" + (m ? " " + m + " min" : "");
+    return Math.floor(h / 24) + " d" + (h % 24 ? " " + (h % 24) + " h" : "");
+  }
+  // A node that counts down to data-deadline (ms since the epoch); the ticker below refreshes it.
+  function countdown(cls, deadline, prefix) {
+    var node = el("span", cls);
+    node.setAttribute("data-deadline", String(deadline));
+    node.setAttribute("data-prefix", prefix || "");
+    node.title = new Date(deadline).toLocaleString();
+    tick(node, Date.now());
+    return node;
+  }
+  function tick(node, now) {
+    var left = (parseFloat(node.getAttribute("data-deadline")) - now) / 1000;
+    var prefix = node.getAttribute("data-prefix");
+    if (node.getAttribute("data-style") === "queue") {
+      node.textContent = left < 0 ? " · SLA breached " + fmtSecs(-left) : " · SLA " + fmtSecs(left);
+    } else {
+      node.textContent = prefix + (left < 0 ? "overdue by " + span(-left, false) : "due in " + span(left, true));
+    }
+    node.classList.toggle("breach", left < 0);
+  }
   function when(iso) {
     if (!iso) return null;
     var d = new Date(iso);
@@ -93,12 +126,17 @@
     switch (f.type) {
       case "ready":
         $("conn").textContent = "connected";
+        // The snapshot replaces whatever this console had (conversations may have been released,
+        // claimed or resolved while it was away); missed events then replay on top of it.
         queues = f.queues || [];
+        waiting = {};
         (f.waiting || []).forEach(function (w) { waiting[w.conversation_id] = w; });
+        mine = {};
         (f.conversations || []).forEach(function (c) {
-          mine[c.conversation_id] = mine[c.conversation_id] || { transcript: c.transcript || [], case: c.case || null };
+          mine[c.conversation_id] = { transcript: sortedBySeq(c.transcript || []), case: c.case || null };
         });
-        renderQueues(); renderLists();
+        if (current && !mine[current]) current = null;
+        renderQueues(); renderLists(); renderCurrent();
         break;
       case "queue":
         queues = f.queues || queues;
@@ -110,7 +148,9 @@
         break;
       case "assigned":
         delete waiting[f.conversation_id];
-        mine[f.conversation_id] = { transcript: f.transcript || [], case: f.case || null };
+        var had = mine[f.conversation_id];   // a replayed event after a newer snapshot: merge
+        mine[f.conversation_id] = { transcript: sortedBySeq((had ? had.transcript : []).concat(f.transcript || [])),
+                                    case: f.case || (had && had.case) || null };
         current = f.conversation_id;
         renderLists(); renderCurrent();
         break;
@@ -118,11 +158,17 @@
         var conv = mine[f.conversation_id];
         if (!conv) break;
         if (f.seq && conv.transcript.some(function (m) { return m.seq === f.seq; })) break;
-        conv.transcript.push(f);
+        conv.transcript = sortedBySeq(conv.transcript.concat([f]));
+        // The hub records the first human answer on the case when it stores an agent's message
+        // (it sends no case event for it): stop the first-response countdown here too.
+        if (f.sender === "agent" && conv.case && !conv.case.first_responded_at) {
+          conv.case.first_responded_at = f.ts || new Date().toISOString();
+        }
         if (f.conversation_id === current) renderCurrent(); else renderLists();
         break;
       case "case":
         if (mine[f.conversation_id]) { mine[f.conversation_id].case = f.case; if (f.conversation_id === current) renderCase(); }
+        if (caseWait && caseWait.cid === f.conversation_id) { caseDone(caseWait, null); caseWait = null; }
         break;
       case "released":
         delete mine[f.conversation_id];
@@ -135,8 +181,19 @@
         break;
       case "error":
         $("conn").textContent = "error: " + (f.message || f.code);
+        if (caseWait && (!f.conversation_id || f.conversation_id === caseWait.cid)) {
+          caseDone(caseWait, f.message || f.code); caseWait = null;
+        }
         break;
     }
+  }
+
+  // Messages keyed by seq: no duplicates, in seq order whatever order they arrived in.
+  function sortedBySeq(list) {
+    var bySeq = {}, loose = [];
+    list.forEach(function (m) { if (m.seq) bySeq[m.seq] = m; else loose.push(m); });
+    return Object.keys(bySeq).map(Number).sort(function (a, b) { return a - b; })
+      .map(function (k) { return bySeq[k]; }).concat(loose);
   }
 
   // ---- rendering ---------------------------------------------------------------------------
@@ -150,8 +207,10 @@
       right.textContent = (q.waiting || 0) + " waiting";
       if (q.oldest_wait_s != null && q.waiting) {
         var due = (q.first_response_minutes || 10) * 60 - q.oldest_wait_s;
-        var sla = el("span", due < 0 ? "breach" : null, due < 0 ? " · SLA breached " + fmtSecs(-due) : " · SLA " + fmtSecs(due));
-        sla.setAttribute("data-due", String(Date.now() / 1000 + due));
+        var sla = el("span");
+        sla.setAttribute("data-style", "queue");
+        sla.setAttribute("data-deadline", String(Date.now() + due * 1000));
+        tick(sla, Date.now());
         right.appendChild(sla);
       }
       li.appendChild(right);
@@ -159,14 +218,10 @@
       var opt = el("option", null, queueName(q.name)); opt.value = q.name; sel.appendChild(opt);
     });
   }
-  // SLA countdowns tick locally between queue snapshots.
+  // SLA countdowns (queues, waiting conversations, the case panel) tick locally every second.
   setInterval(function () {
-    var nodes = document.querySelectorAll("#queue-list [data-due]");
-    for (var i = 0; i < nodes.length; i++) {
-      var due = parseFloat(nodes[i].getAttribute("data-due")) - Date.now() / 1000;
-      nodes[i].textContent = due < 0 ? " · SLA breached " + fmtSecs(-due) : " · SLA " + fmtSecs(due);
-      nodes[i].className = due < 0 ? "breach" : "";
-    }
+    var nodes = document.querySelectorAll("[data-deadline]"), now = Date.now();
+    for (var i = 0; i < nodes.length; i++) tick(nodes[i], now);
   }, 1000);
 
   function renderLists() {
@@ -178,6 +233,12 @@
       info.appendChild(el("span", null, queueName(w.queue)));
       info.appendChild(el("br"));
       info.appendChild(el("span", "meta", (w.reason || "") + (w.case_id ? " · " + w.case_id : "")));
+      var q = queues.filter(function (x) { return x.name === w.queue; })[0];
+      var since = ms(w.ts);
+      if (since != null) {
+        info.appendChild(el("br"));
+        info.appendChild(countdown("meta sla-due", since + ((q && q.first_response_minutes) || 10) * 60000, "first response "));
+      }
       li.appendChild(info);
       var b = el("button", null, "Claim");
       b.setAttribute("data-claim", id);
@@ -198,8 +259,10 @@
     });
   }
 
+  var shown = null;              // the conversation the case message line belongs to
   function renderCurrent() {
     var tr = $("transcript"); clear(tr);
+    if (shown !== current) { shown = current; caseWait = null; caseMsg(""); }
     if (!current || !mine[current]) { $("chat-title").textContent = "Conversation"; renderCase(); return; }
     $("chat-title").textContent = "Conversation " + current.slice(0, 8);
     mine[current].transcript.forEach(function (m) {
@@ -220,14 +283,25 @@
   function renderCase() {
     var panel = $("case-panel"); clear(panel);
     var c = current && mine[current] && mine[current].case;
+    $("case-actions").hidden = !c;
     if (!c) { panel.appendChild(el("p", "muted", "No case for this conversation.")); return; }
     var dl = el("dl");
-    [["Number", c.number], ["Category", c.category], ["Queue", queueName(c.queue)], ["Stage", c.stage],
-     ["First response due", when(c.first_response_due_at)], ["Next update due", when(c.next_update_due_at)],
-     ["Reopened", c.reopen_count]].forEach(function (row) {
-      if (row[1] == null) return;
-      dl.appendChild(el("dt", null, row[0])); dl.appendChild(el("dd", null, String(row[1])));
-    });
+    function row(label, value, id) {
+      if (value == null || value === "") return;
+      var dd = el("dd");
+      if (id) dd.id = id;
+      if (typeof value === "string" || typeof value === "number") dd.textContent = String(value); else dd.appendChild(value);
+      dl.appendChild(el("dt", null, label)); dl.appendChild(dd);
+    }
+    function clock(doneAt, doneWord, dueAt) {
+      if (doneAt) return doneWord + " " + when(doneAt);
+      var due = ms(dueAt);
+      return due == null ? null : countdown("countdown", due, "");
+    }
+    row("Number", c.number); row("Category", c.category); row("Queue", queueName(c.queue)); row("Stage", c.stage);
+    row("First response", clock(c.first_responded_at, "answered", c.first_response_due_at), "sla-first-response");
+    row("Progress update", clock(c.resolved_at, "resolved", c.next_update_due_at), "sla-next-update");
+    row("Reopened", c.reopen_count || null);
     panel.appendChild(dl);
     if (c.timeline && c.timeline.length) {
       panel.appendChild(el("strong", null, "Timeline"));
@@ -264,16 +338,48 @@
   $("available").addEventListener("change", function () {
     sendFrame({ type: "availability", available: $("available").checked });
   });
+  // Case actions are answered by a `case` event (saved: the form is cleared) or an `error` frame
+  // (shown beside the forms; what the agent typed stays for another try).
+  var caseWait = null;          // {form, what} of the case action waiting for its answer
+  function caseMsg(text, isError) {
+    var m = $("case-msg"); m.textContent = text || ""; m.className = "case-msg" + (isError ? " error" : "");
+  }
+  function caseAction(form, what, frame) {
+    var c = current && mine[current] && mine[current].case;
+    if (!c) { caseMsg("This conversation has no case.", true); return; }
+    frame.conversation_id = current; frame.case_number = c.number;
+    if (!ws || ws.readyState !== 1) { caseMsg("Not connected — try again in a moment.", true); return; }
+    caseWait = { form: form, what: what, cid: current };
+    caseMsg(what + "…", false);
+    sendFrame(frame);
+  }
+  function caseDone(wait, error) {
+    if (error) { caseMsg(wait.what + " failed: " + error, true); return; }
+    if (wait.form && wait.form.id !== "stage-form") wait.form.reset();
+    caseMsg(wait.what + " — saved.", false);
+  }
   $("stage-form").addEventListener("submit", function (e) {
     e.preventDefault();
-    var c = current && mine[current] && mine[current].case;
-    if (c) sendFrame({ type: "case_stage", conversation_id: current, case_number: c.number, stage: $("stage-select").value });
+    caseAction(this, "Stage change", { type: "case_stage", stage: $("stage-select").value });
   });
   $("note-form").addEventListener("submit", function (e) {
     e.preventDefault();
-    var c = current && mine[current] && mine[current].case;
     var text = $("note-text").value.trim();
-    if (c && text) { sendFrame({ type: "note", conversation_id: current, case_number: c.number, text: text }); $("note-text").value = ""; }
+    if (!text) { caseMsg("Write the note first.", true); $("note-text").focus(); return; }
+    caseAction(this, "Note", { type: "note", text: text });
+  });
+  $("progress-form").addEventListener("submit", function (e) {
+    e.preventDefault();
+    var text = $("progress-text").value.trim();
+    if (!text) { caseMsg("Describe the progress for the customer's case first.", true); $("progress-text").focus(); return; }
+    caseAction(this, "Progress update", { type: "case_progress", text: text });
+  });
+  $("extend-form").addEventListener("submit", function (e) {
+    e.preventDefault();
+    var reason = $("extend-reason").value.trim(), hours = parseFloat($("extend-hours").value);
+    if (!(hours > 0)) { caseMsg("Give the extension in hours (more than 0).", true); $("extend-hours").focus(); return; }
+    if (!reason) { caseMsg("A reason is required to extend the deadline.", true); $("extend-reason").focus(); return; }
+    caseAction(this, "Extension", { type: "case_extend", reason: reason, hours: hours });
   });
 
   // ---- supervisor --------------------------------------------------------------------------

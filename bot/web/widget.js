@@ -34,7 +34,10 @@
       eta: "estimated wait about {minutes} min", agent: "{name} has joined the conversation",
       with_agent: "Chatting with {name}", bot_status: "Automated assistant — ask for a person at any time",
       closed: "This conversation is closed", case: "Case {case}",
-      human: "Talk to a person", log: "Conversation"
+      human: "Talk to a person", log: "Conversation",
+      rule: "Rule: {rule}", online: "{n} agents online", online_one: "1 agent online", none_online: "No agent online now",
+      first_response: "answer within {minutes} min", suggestions: "Suggested replies",
+      fatal: "The chat cannot be started right now. Please reload the page later."
     },
     "zh-Hans": {
       open: "在线客服", close: "关闭对话", title: "客户服务",
@@ -44,7 +47,10 @@
       eta: "预计等待约 {minutes} 分钟", agent: "{name} 已加入对话",
       with_agent: "正在与 {name} 对话", bot_status: "智能助手 — 随时可以要求转人工",
       closed: "对话已结束", case: "案件编号 {case}",
-      human: "转人工", log: "对话记录"
+      human: "转人工", log: "对话记录",
+      rule: "分配规则：{rule}", online: "{n} 位客服在线", online_one: "1 位客服在线", none_online: "暂无客服在线",
+      first_response: "{minutes} 分钟内答复", suggestions: "建议回复",
+      fatal: "暂时无法开始对话，请稍后刷新页面。"
     },
     "zh-Hant": {
       open: "線上客服", close: "關閉對話", title: "客戶服務",
@@ -54,7 +60,10 @@
       eta: "預計等候約 {minutes} 分鐘", agent: "{name} 已加入對話",
       with_agent: "正在與 {name} 對話", bot_status: "智慧助理 — 隨時可以要求轉真人客服",
       closed: "對話已結束", case: "案件編號 {case}",
-      human: "轉真人客服", log: "對話紀錄"
+      human: "轉真人客服", log: "對話紀錄",
+      rule: "分配規則：{rule}", online: "{n} 位客服在線", online_one: "1 位客服在線", none_online: "暫無客服在線",
+      first_response: "{minutes} 分鐘內回覆", suggestions: "建議回覆",
+      fatal: "暫時無法開始對話，請稍後重新整理頁面。"
     }
   };
 
@@ -99,8 +108,12 @@
     ".hl-head h2{font-size:16px;margin:0;flex:1}",
     ".hl-x{background:transparent;border:0;color:#fff;font-size:22px;line-height:1;cursor:pointer;padding:2px 6px}",
     ".hl-status{background:#e8f3ee;color:#0b4f39;padding:8px 14px;font-size:13px;border-bottom:1px solid #d3e6dc}",
-    ".hl-status.hl-queued{background:#fff6db;color:#6b4e00;border-color:#f1e0a6}",
-    ".hl-status.hl-agent{background:#e6efff;color:#123b80;border-color:#c9dafc}",
+    ".hl-status.hl-st-queued{background:#fff6db;color:#6b4e00;border-color:#f1e0a6}",
+    ".hl-status.hl-st-agent{background:#e6efff;color:#123b80;border-color:#c9dafc}",
+    ".hl-status.hl-st-error{background:#fde8ea;color:#8a0016;border-color:#f5c2c8}",
+    ".hl-status-main{display:block;font-weight:600}",
+    ".hl-status-more{display:block;font-size:12px;margin-top:1px;overflow-wrap:anywhere}",
+    ".hl-nw{white-space:nowrap}",
     ".hl-log{flex:1;overflow-y:auto;padding:12px;display:flex;flex-direction:column;gap:8px;background:#f6f7f9}",
     ".hl-msg{max-width:82%;padding:8px 11px;border-radius:12px;white-space:pre-wrap;word-wrap:break-word}",
     ".hl-msg .hl-who{display:block;font-size:11px;opacity:.7;margin-bottom:2px}",
@@ -110,7 +123,11 @@
     ".hl-system{align-self:center;background:transparent;color:#5b6473;font-size:13px;text-align:center;max-width:95%}",
     ".hl-pending{opacity:.6}",
     ".hl-buttons{display:flex;flex-wrap:wrap;gap:6px;align-self:flex-start}",
-    ".hl-buttons button{border:1px solid #0b6e4f;background:#fff;color:#0b6e4f;border-radius:16px;padding:5px 12px;font:inherit;font-size:14px;cursor:pointer}",
+    ".hl-buttons{max-width:92%}",
+    ".hl-buttons button{border:1px solid #0b6e4f;background:#fff;color:#0b6e4f;border-radius:16px;padding:5px 12px;font:inherit;font-size:14px;cursor:pointer;min-height:32px}",
+    ".hl-buttons button:hover:not(:disabled){background:#e8f3ee}",
+    ".hl-buttons button:disabled{cursor:default;border-color:#c5ccd6;color:#5b6473}",
+    ".hl-buttons button[aria-pressed=true]{background:#0b6e4f;border-color:#0b6e4f;color:#fff}",
     ".hl-form{display:flex;gap:6px;padding:10px;border-top:1px solid #e3e6ea;background:#fff}",
     ".hl-input{flex:1;min-width:0;border:1px solid #c5ccd6;border-radius:8px;padding:9px 10px;font:inherit;resize:none}",
     ".hl-send{border:0;border-radius:8px;background:#0b6e4f;color:#fff;padding:0 16px;font:inherit;font-weight:600;cursor:pointer}",
@@ -164,74 +181,212 @@
   humanBtn.addEventListener("click", function () { sendText(t("human")); });
 
   // ---- rendering ---------------------------------------------------------------------------
-  var seen = {};          // seq -> true, so a replay never shows a message twice
-  var pendingNodes = {};  // client_msg_id -> node shown before the ack
+  // Messages are kept in seq order whatever order the frames arrive in (a live frame can come
+  // before the replay of older ones). Each item is {key, seq, nodes}: key = seq for stored
+  // messages; local notices sit just after the newest seq shown when they appeared; messages not
+  // yet acknowledged have no seq and stay last, in the order they were sent, until their ack.
+  var items = [];
+  var bySeq = {};         // seq -> item, so a replay never shows a message twice
+  var pendingItems = {};  // client_msg_id -> item shown before the ack
+  var payloadTitles = {}; // button payload -> its title, to show a replayed choice as the title
+  var maxSeq = 0;
 
-  function render(sender, text, opts) {
+  function clearLog() {
+    items = []; bySeq = {}; pendingItems = {}; maxSeq = 0;
+    log.textContent = "";
+  }
+
+  function place(item) {
+    var i = items.indexOf(item);
+    if (i >= 0) items.splice(i, 1);
+    var at = items.length;
+    for (var j = 0; j < items.length; j++) { if (items[j].key > item.key) { at = j; break; } }
+    items.splice(at, 0, item);
+    var before = at + 1 < items.length ? items[at + 1].nodes[0] : null;
+    item.nodes.forEach(function (n) { log.insertBefore(n, before); });
+    if (item.sender === "customer") disableButtonsBefore(item.key);
+    else if (item.row && items.some(function (it) { return it.sender === "customer" && it.key > item.key; })) disableRow(item.row);
+    log.scrollTop = log.scrollHeight;
+  }
+
+  function setSeq(item, seq) {
+    item.seq = seq; item.key = seq;
+    item.nodes[0].setAttribute("data-seq", String(seq));
+    item.nodes[0].classList.remove("hl-pending");
+    bySeq[seq] = item;
+    if (seq > maxSeq) maxSeq = seq;
+    place(item);
+  }
+
+  // A choice made (or any later customer message) answers the suggestions above it.
+  function disableButtonsBefore(key) {
+    items.forEach(function (it) {
+      if (it.row && it.key < key) disableRow(it.row);
+    });
+  }
+  function disableRow(row) {
+    var bs = row.getElementsByTagName("button");
+    for (var i = 0; i < bs.length; i++) bs[i].disabled = true;
+    row.setAttribute("aria-disabled", "true");
+  }
+
+  function makeItem(sender, text, opts) {
     opts = opts || {};
     var node = el("div", { "class": "hl-msg hl-" + sender, "data-sender": sender });
-    if (opts.seq) node.setAttribute("data-seq", String(opts.seq));
     var who = sender === "customer" ? t("you") : sender === "agent" ? (opts.agent_name || "Agent")
             : sender === "bot" ? t("bot") : t("system");
     node.appendChild(el("span", { "class": "hl-who" }, who));
     node.appendChild(document.createTextNode(text));
-    log.appendChild(node);
-    if (opts.buttons && opts.buttons.length) {
-      var row = el("div", { "class": "hl-buttons", role: "group" });
-      opts.buttons.forEach(function (b) {
-        var btn = el("button", { type: "button" }, b.title);
-        btn.addEventListener("click", function () { row.remove(); sendText(b.payload || b.title, b.title); });
+    var item = { sender: sender, seq: null, key: Infinity, nodes: [node], row: null };
+    var buttons = (opts.buttons || []).filter(function (b) { return b && (b.title || b.payload); });
+    if (buttons.length) {
+      var row = el("div", { "class": "hl-buttons", role: "group", "aria-label": t("suggestions") });
+      buttons.forEach(function (b) {
+        var title = String(b.title || b.payload), payload = String(b.payload || b.title);
+        payloadTitles[payload] = title;
+        var btn = el("button", { type: "button", "data-payload": payload }, title);
+        btn.addEventListener("click", function () {
+          if (btn.disabled) return;
+          btn.setAttribute("aria-pressed", "true");
+          disableRow(row);
+          sendText(payload, title);
+        });
         row.appendChild(btn);
       });
-      log.appendChild(row);
+      item.row = row;
+      item.nodes.push(row);
     }
-    log.scrollTop = log.scrollHeight;
-    return node;
+    return item;
   }
 
-  function showStatus(f) {
-    status.className = "hl-status hl-" + f.status;
-    var parts = [];
-    if (f.status === "queued") {
-      parts.push(t("queued", { queue: f.queue_display || f.queue || "" }));
-      if (f.position) parts.push(t("position", { position: f.position }));
-      if (f.eta_seconds != null) parts.push(t("eta", { minutes: Math.max(1, Math.round(f.eta_seconds / 60)) }));
-    } else if (f.status === "agent") {
-      parts.push(t("with_agent", { name: f.agent_name || "" }));
-    } else if (f.status === "closed") {
-      parts.push(t("closed"));
-    } else {
-      parts.push(t("bot_status"));
+  function addStored(f) {
+    if (!f.seq || bySeq[f.seq]) return;           // already shown (replay, second tab, ack)
+    if (f.sender === "customer" && f.client_msg_id && pendingItems[f.client_msg_id]) {
+      settle(f.client_msg_id, f.seq);              // our own message, stored before the ack was lost
+      return;
     }
-    if (f.case_id) parts.push(t("case", { "case": f.case_id }));
-    status.textContent = parts.join(" · ");
-    if (f.rule) status.title = f.rule;
+    var text = f.text;
+    if (f.sender === "customer" && payloadTitles[text]) text = payloadTitles[text];
+    var item = makeItem(f.sender, text, f);
+    setSeq(item, f.seq);
+  }
+
+  function addNotice(text) {
+    var item = makeItem("system", text);
+    item.key = maxSeq + 0.5;
+    place(item);
+  }
+
+  function addPending(p) {
+    var item = makeItem("customer", p.shown || p.text);
+    item.nodes[0].classList.add("hl-pending");
+    pendingItems[p.client_msg_id] = item;
+    place(item);
+  }
+
+  function settle(client_msg_id, seq) {
+    var item = pendingItems[client_msg_id];
+    delete pendingItems[client_msg_id];
+    state.pending = state.pending.filter(function (p) { return p.client_msg_id !== client_msg_id; });
+    if (item && !bySeq[seq]) setSeq(item, seq);
+    else if (item) { item.nodes.forEach(function (n) { n.remove(); }); items.splice(items.indexOf(item), 1); }
+    advance(seq);
+  }
+
+  // state.last_seq: the highest seq up to which every message has been received, so a
+  // reconnect asks for whatever is still missing even when a newer frame came first.
+  function advance(seq) {
+    if (seq > maxSeq) maxSeq = seq;
+    var n = state.last_seq;
+    while (bySeq[n + 1]) n++;
+    if (n !== state.last_seq) { state.last_seq = n; }
+    save();
+  }
+
+  function minutes(secs) { return Math.max(1, Math.round(secs / 60)); }
+
+  function showStatus(f) {
+    status.className = "hl-status hl-st-" + f.status;   // hl-st-*: not the bubbles' hl-bot/hl-agent
+    status.textContent = "";
+    var main = [], details = [];
+    if (f.status === "queued") {
+      main.push(t("queued", { queue: f.queue_display || f.queue || "" }));
+      if (f.position) main.push(t("position", { position: f.position }));
+      if (f.eta_seconds != null) main.push(t("eta", { minutes: minutes(f.eta_seconds) }));
+      if (f.rule) details.push(t("rule", { rule: f.rule }));
+      if (f.agents_online === 0) {
+        details.push(t("none_online") + (f.first_response_minutes ? " — " + t("first_response", { minutes: f.first_response_minutes }) : ""));
+      } else {
+        if (f.agents_online != null) details.push(t(f.agents_online === 1 ? "online_one" : "online", { n: f.agents_online }));
+        if (f.first_response_minutes) details.push(t("first_response", { minutes: f.first_response_minutes }));
+      }
+    } else if (f.status === "agent") {
+      main.push(t("with_agent", { name: f.agent_name || "" }));
+    } else if (f.status === "closed") {
+      main.push(t("closed"));
+    } else {
+      main.push(t("bot_status"));
+    }
+    if (f.case_id) details.push(t("case", { "case": f.case_id }));
+    status.appendChild(el("span", { "class": "hl-status-main" }, main.join(" · ")));
+    if (!details.length) return;
+    var more = el("span", { "class": "hl-status-more" });
+    details.forEach(function (d, i) {   // the rule may wrap; short parts (case number…) stay whole
+      if (i) more.appendChild(document.createTextNode(" · "));
+      more.appendChild(el("span", d.length < 40 ? { "class": "hl-nw" } : null, d));
+    });
+    status.appendChild(more);
+  }
+
+  function showFatal() {
+    status.className = "hl-status hl-st-error";
+    status.textContent = t("fatal");
+    addNotice(t("fatal"));
   }
 
   // ---- connection --------------------------------------------------------------------------
   var ws = null, ready = false, retry = 0, timer = null;
+  var fresh = false;      // this connection is the one fresh start after a rejected token
+  var stopped = false;    // rejected twice: no more attempts until the page is reloaded
 
   function connect() {
+    if (stopped) return;
     if (ws && (ws.readyState === 0 || ws.readyState === 1)) return;
-    ws = new WebSocket(wsUrl);
-    ws.onopen = function () {
+    var sock = ws = new WebSocket(wsUrl);
+    sock.onopen = function () {
       retry = 0;
       var hello = { type: "hello", lang: lang, last_seq: state.last_seq };
       if (state.visitor_token) hello.visitor_token = state.visitor_token;
       if (state.conversation_id) hello.conversation_id = state.conversation_id;
       if (window.HumanlineIdentity) hello.identity = window.HumanlineIdentity;
-      ws.send(JSON.stringify(hello));
+      sock.send(JSON.stringify(hello));
     };
-    ws.onmessage = function (ev) {
+    sock.onmessage = function (ev) {
+      if (sock !== ws) return;
       var f;
       try { f = JSON.parse(ev.data); } catch (e) { return; }
       handle(f);
     };
-    ws.onclose = function () {
+    sock.onclose = function (ev) {
+      if (sock !== ws) return;
       ready = false;
+      clearTimeout(timer);
+      if (ev.code === 4001 || ev.code === 4003) {
+        // The token, identity or conversation was refused (e.g. the server's secret changed):
+        // forget them and start a new conversation — once; refused again means stop.
+        if (fresh) { stopped = true; showFatal(); return; }
+        fresh = true;
+        delete state.visitor_token; delete state.conversation_id;
+        state.last_seq = 0; save();
+        clearLog();
+        state.pending.forEach(addPending);   // what the customer typed still goes out
+        status.className = "hl-status"; status.textContent = t("connecting");
+        // A closed widget starts its new conversation only when opened (or something waits to go).
+        if (root.classList.contains("hl-open") || state.pending.length) connect();
+        return;
+      }
       if (!root.classList.contains("hl-open") && !state.conversation_id) return;
       status.className = "hl-status"; status.textContent = t("offline");
-      clearTimeout(timer);
       timer = setTimeout(connect, Math.min(15000, 500 * Math.pow(2, retry++)));
     };
   }
@@ -241,8 +396,11 @@
       case "welcome":
         if (state.conversation_id && state.conversation_id !== f.conversation_id) {
           // a new conversation (the old one was unknown or closed): start a fresh log
-          state.last_seq = 0; seen = {}; log.textContent = "";
+          state.last_seq = 0;
+          clearLog();
+          state.pending.forEach(addPending);
         }
+        fresh = false;
         state.visitor_token = f.visitor_token;
         state.conversation_id = f.conversation_id;
         save();
@@ -251,34 +409,20 @@
         state.pending.forEach(function (p) { transmit(p); });   // resend what was never acked
         break;
       case "ack":
-        var node = pendingNodes[f.client_msg_id];
-        if (node) { node.classList.remove("hl-pending"); node.setAttribute("data-seq", String(f.seq)); }
-        delete pendingNodes[f.client_msg_id];
-        seen[f.seq] = true;
-        state.pending = state.pending.filter(function (p) { return p.client_msg_id !== f.client_msg_id; });
-        bump(f.seq);
+        settle(f.client_msg_id, f.seq);
         break;
       case "message":
-        if (f.seq && seen[f.seq]) break;
-        if (f.sender === "customer" && f.client_msg_id && pendingNodes[f.client_msg_id]) {
-          pendingNodes[f.client_msg_id].classList.remove("hl-pending");
-          delete pendingNodes[f.client_msg_id];
-        } else {
-          render(f.sender, f.text, f);
-        }
-        if (f.seq) { seen[f.seq] = true; bump(f.seq); }
+        addStored(f);
+        if (f.seq) advance(f.seq);
         break;
       case "status":
         showStatus(f);
         break;
       case "error":
-        render("system", f.message || f.code);
+        // refused credentials are handled when the socket closes (4001/4003)
+        if (f.code !== "unauthorized" && f.code !== "forbidden") addNotice(f.message || f.code);
         break;
     }
-  }
-
-  function bump(seq) {
-    if (seq > state.last_seq) { state.last_seq = seq; save(); }
   }
 
   function newId() {
@@ -296,10 +440,9 @@
     text = String(text || "").trim();
     if (!text) return;
     var p = { client_msg_id: newId(), text: text };
+    if (shown && shown !== text) p.shown = String(shown);
     state.pending.push(p); save();
-    var node = render("customer", shown || text);
-    node.classList.add("hl-pending");
-    pendingNodes[p.client_msg_id] = node;
+    addPending(p);
     connect();
     transmit(p);
   }
@@ -314,10 +457,9 @@
     if (e.key === "Enter" && !e.shiftKey && !e.isComposing) { e.preventDefault(); form.requestSubmit(); }
   });
 
-  // Messages that were still pending at the last unload are shown again until acknowledged.
-  state.pending.forEach(function (p) {
-    var node = render("customer", p.text); node.classList.add("hl-pending"); pendingNodes[p.client_msg_id] = node;
-  });
+  // Messages that were still pending at the last unload are shown again (last, below the
+  // replayed history) until acknowledged.
+  state.pending.forEach(addPending);
   // A returning visitor gets the history replayed from the start of the conversation.
   if (state.conversation_id) { state.last_seq = 0; }
   if (state.open || script.getAttribute("data-open") === "true") {
