@@ -229,7 +229,12 @@ async def test_a_reconnecting_agent_gets_the_events_it_missed(server: RunningHub
     await again.connect(last_event_id=last)
     handoff = await again.wait_for(lambda f: f["type"] == "handoff")
     assert handoff["conversation_id"] == chat.conversation_id and handoff["event_id"] > last
-    assert any(w["conversation_id"] == chat.conversation_id for w in again.ready["waiting"])
+    (waiting,) = [w for w in again.ready["waiting"] if w["conversation_id"] == chat.conversation_id]
+    # The SLA countdown's deadline: the queue's 10-minute first-response target from the handoff.
+    from datetime import datetime, timedelta
+
+    due = datetime.fromisoformat(waiting["due_at"]) - datetime.fromisoformat(waiting["ts"])
+    assert due == timedelta(minutes=10) or waiting["case_id"]
 
 
 async def test_supervisor_overview_needs_a_supervisor(server: RunningHub) -> None:
@@ -348,3 +353,16 @@ async def test_automatic_assignment_picks_the_least_busy_agent_with_the_skill(tm
         assert not [f for f in fay.frames if f["type"] == "assigned"]
         for client in (first, second, alice, bob, fay):
             await client.close()
+
+
+async def test_the_first_agent_reply_stops_the_first_response_clock_in_the_case_panel(server: RunningHub) -> None:
+    alice = await _agent(server, "alice")
+    chat = await _queued_customer(server)  # nobody available: the handoff opened a case
+    await alice.send({"type": "claim", "conversation_id": chat.conversation_id})
+    assigned = await alice.wait_for(lambda f: f["type"] == "assigned")
+    assert assigned["case"] and assigned["case"]["first_responded_at"] is None
+    await alice.send({"type": "message", "conversation_id": chat.conversation_id, "text": "Hi, Alice here."})
+    case = await alice.wait_for(lambda f: f["type"] == "case")
+    assert case["conversation_id"] == chat.conversation_id and case["case"]["first_responded_at"]
+    await alice.close()
+    await chat.close()

@@ -578,7 +578,11 @@ class Hub:
                 number = await self.run(self.conversations.case_number, conv.case_id)
                 if number:
                     with contextlib.suppress(CaseError, ValueError):
+                        before = await self.run(self.cases.get, number)
                         await self.run(self.cases.record_first_response, number, agent.actor)
+                        if before is not None and before.first_responded_at is None:
+                            # The first-response clock stopped: the case panel shows it at once.
+                            await self._push_case(agent, conv.case_id, cid)
                 await self.run(self.agents.record, agent, "message", cid, seq=appended.message.seq)
                 await self.send_customers(cid, appended.message.customer_frame())
             frame = appended.message.agent_frame()

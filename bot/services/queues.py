@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select
@@ -36,15 +36,19 @@ class WaitingEntry:
     reason: str
     case_number: str | None
     requested_at: datetime
+    #: when a person must have answered: the case's first-response deadline, or the queue's
+    #: first-response target counted from the handoff when there is no case
+    due_at: datetime | None = None
 
     def frame(self) -> dict[str, Any]:
-        """As in the agent ``handoff`` frame."""
+        """As in the agent ``handoff`` frame, plus ``due_at`` for the console's SLA countdown."""
         return {
             "conversation_id": self.conversation_id,
             "queue": self.queue,
             "reason": self.reason,
             "case_id": self.case_number,
             "ts": self.requested_at.isoformat(),
+            "due_at": self.due_at.isoformat() if self.due_at else None,
         }
 
 
@@ -80,7 +84,10 @@ class QueueService:
         """Queued conversations, oldest request first, optionally only in ``queues``."""
         with self.db.session() as s:
             q = (
-                select(Conversation.id, Handoff.queue, Handoff.reason, Case.number, Handoff.requested_at)
+                select(
+                    Conversation.id, Handoff.queue, Handoff.reason, Case.number, Handoff.requested_at,
+                    Case.first_response_due_at,
+                )
                 .join(Handoff, Handoff.conversation_id == Conversation.id)
                 .outerjoin(Case, Case.id == Handoff.case_id)
                 .where(Conversation.status == "queued", Handoff.ended_at.is_(None))
@@ -88,7 +95,11 @@ class QueueService:
             )
             if queues is not None:
                 q = q.where(Handoff.queue.in_(list(queues)))
-            return [WaitingEntry(*row) for row in s.execute(q)]
+            out = []
+            for cid, queue, reason, number, requested_at, case_due in s.execute(q):
+                due = case_due or requested_at + timedelta(minutes=self.first_response_minutes(queue))
+                out.append(WaitingEntry(cid, queue, reason, number, requested_at, due))
+            return out
 
     def with_agent_counts(self) -> dict[str, int]:
         with self.db.session() as s:
