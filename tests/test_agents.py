@@ -170,13 +170,19 @@ async def test_resolve_closes_the_conversation(server: RunningHub) -> None:
     await chat.wait_for(lambda f: f["type"] == "status" and f["status"] == "bot")
 
 
+async def _claimed_by_alice(srv: RunningHub) -> tuple[AgentClient, ChatClient]:
+    """A new agent alice who claimed a freshly queued customer."""
+    srv.create_agent("alice", skills=ALL, display_name="Alice Chen")
+    alice = await _agent(srv, "alice")
+    chat = await _queued_customer(srv)
+    await alice.send({"type": "claim", "conversation_id": chat.conversation_id})
+    await alice.wait_for(lambda f: f["type"] == "assigned")
+    return alice, chat
+
+
 async def test_an_agent_who_does_not_reply_loses_the_conversation(tmp_path: Path) -> None:
     with running_hub(tmp_path, GreeterBrain(), agent_reply_timeout_s=0.6) as srv:
-        srv.create_agent("alice", skills=ALL, display_name="Alice Chen")
-        alice = await _agent(srv, "alice")
-        chat = await _queued_customer(srv)
-        await alice.send({"type": "claim", "conversation_id": chat.conversation_id})
-        await alice.wait_for(lambda f: f["type"] == "assigned")
+        alice, chat = await _claimed_by_alice(srv)
         released = await alice.wait_for(lambda f: f["type"] == "released", timeout=10)
         assert released["reason"] == "reply_timeout"
         queued = await chat.wait_for(lambda f: f["type"] == "status" and f["status"] == "queued", timeout=10)
@@ -185,11 +191,7 @@ async def test_an_agent_who_does_not_reply_loses_the_conversation(tmp_path: Path
 
 async def test_an_agent_who_answered_once_then_went_silent_loses_the_conversation(tmp_path: Path) -> None:
     with running_hub(tmp_path, GreeterBrain(), agent_reply_timeout_s=0.8) as srv:
-        srv.create_agent("alice", skills=ALL, display_name="Alice Chen")
-        alice = await _agent(srv, "alice")
-        chat = await _queued_customer(srv)
-        await alice.send({"type": "claim", "conversation_id": chat.conversation_id})
-        await alice.wait_for(lambda f: f["type"] == "assigned")
+        alice, chat = await _claimed_by_alice(srv)
         await alice.send({"type": "message", "conversation_id": chat.conversation_id, "text": "Hello, Alice here."})
         await chat.wait_for(lambda f: f["type"] == "message" and f.get("sender") == "agent")
         # The agent has the last word: waiting longer than the timeout releases nothing.
