@@ -15,7 +15,7 @@ a time (Rasa awaits the action server over HTTP between inference steps).
       parent → worker  {"op": "init", "factory": "module:callable", "options": {…}, "index": i}
                        {"op": "handle", "id": n, "conversation_id": …, "text": …, "metadata": {…}}
                        {"op": "cancel", "id": n, "conversation_id": …}
-      worker → parent  {"event": "loaded", "pid": …, "load_s": …} | {"event": "load_failed", "error": …}
+      worker → parent  {"event": "loaded", "pid": …, "load_s": …, "cpu_s": …} | {"event": "load_failed", "error": …}
                        {"id": n, "turn": BrainTurn.to_dict()} | {"id": n, "error": "…"}
 
   The options travel in the ``init`` frame, not on the command line (``ps`` would show a
@@ -200,7 +200,9 @@ class BrainPool:
         env = {**os.environ, **self.env}
         cmd = [sys.executable, "-m", "bot.brain_pool", "worker", "--fd", str(child.fileno()), "--index", str(w.index)]
         try:
-            w.proc = subprocess.Popen(cmd, pass_fds=(child.fileno(),), cwd=_root(), env=env)
+            # A session of its own: a signal to the hub's process group (Ctrl-C, a supervisor's
+            # SIGTERM) reaches the hub, which then stops its workers in order.
+            w.proc = subprocess.Popen(cmd, pass_fds=(child.fileno(),), cwd=_root(), env=env, start_new_session=True)
         except BaseException:
             parent.close()
             raise
@@ -327,7 +329,8 @@ class BrainPool:
                 msg = json.loads(line)
                 if "event" in msg:
                     if msg["event"] == "loaded" and not loaded.done():
-                        logger.info("brain worker %d (pid %s) loaded in %.1f s", w.index, w.pid, msg.get("load_s", 0))
+                        logger.info("brain worker %d (pid %s) loaded in %.1f s (%.1f s of CPU since it started)",
+                                    w.index, w.pid, msg.get("load_s", 0), msg.get("cpu_s", 0))
                         loaded.set_result(float(msg.get("load_s") or 0.0))
                     elif msg["event"] == "load_failed" and not loaded.done():
                         loaded.set_exception(BrainWorkerError(f"brain worker {w.index}: {msg.get('error')}"))
@@ -462,7 +465,8 @@ async def serve_worker(fd: int) -> None:
             send({"event": "load_failed", "error": f"{type(e).__name__}: {e}"})
             await writer.drain()
             os._exit(3)
-        send({"event": "loaded", "pid": os.getpid(), "load_s": round(time.monotonic() - started, 2)})
+        send({"event": "loaded", "pid": os.getpid(), "load_s": round(time.monotonic() - started, 2),
+              "cpu_s": round(time.process_time(), 2)})
 
     async def turn(rid: int, cid: str, text: str, metadata: dict[str, Any]) -> None:
         try:
