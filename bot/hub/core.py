@@ -354,14 +354,17 @@ class Hub:
         return h
 
     async def _announce_queued(self, cid: str, h: HandoffInfo, lang: str | None, *, first: bool) -> None:
-        conv = await self.run(self.conversations.get, cid)
+        def reads() -> tuple[ConversationInfo | None, str | None, list[AgentInfo]]:
+            # One trip to a worker thread for the three reads the notification needs (three
+            # thread hops cost agents a measurable part of the notification latency under load).
+            return self.conversations.get(cid), self.conversations.case_number(h.case_id), self.agents.all()
+
+        conv, number, everyone = await self.run(reads)
         lang = lang or (conv.lang if conv else None) or "en"
-        number = await self.run(self.conversations.case_number, h.case_id)
         entry = {"conversation_id": cid, "queue": h.queue, "reason": h.reason, "case_id": number,
                  "ts": h.requested_at.isoformat()}
         # Agents first (the handoff is stored): every agent with the skill, online or not — one
         # who reconnects gets it from the ring.
-        everyone = await self.run(self.agents.all)
         recipients = [a.id for a in everyone if h.queue in a.skills or a.role == "supervisor"]
         await self.emit_many(recipients, {"type": "handoff", **entry})
         display = self.queues.display(h.queue, lang)
@@ -379,7 +382,8 @@ class Hub:
                          minutes=self.queues.first_response_minutes(h.queue))
             await self.system_message(cid, text)
         self._last_status.pop(cid, None)
-        await self.refresh_queue(h.queue)
+        # The positions just read (any later change to the queue refreshes it again itself).
+        await self.refresh_queue(h.queue, positions)
         # Not awaited here: the caller holds the conversation's lock, which a claim takes.
         self.spawn(self.auto_assign(h.queue))
 
@@ -401,11 +405,15 @@ class Hub:
             frame["case_id"] = number
         return frame
 
-    async def refresh_queue(self, queue: str) -> None:
-        """Push changed positions to the queue's customers and a snapshot to every agent."""
-        online = len(self.agents_for(queue, available_only=True))
-        positions = await self.run(self.queues.positions, queue, online)
-        for cid, pos in positions.items():
+    async def refresh_queue(self, queue: str, positions: dict[str, Any] | None = None) -> None:
+        """Push changed positions to the queue's customers and a snapshot to every agent
+        (``positions``: as just read by the caller, to save reading them twice)."""
+        if positions is None:
+            online = len(self.agents_for(queue, available_only=True))
+            current: dict[str, Any] = await self.run(self.queues.positions, queue, online)
+        else:
+            current = positions
+        for cid, pos in current.items():
             key = (pos.queue, pos.position, pos.eta_seconds, pos.agents_online, pos.entry.case_number)
             if self._last_status.get(cid) == key or not self.customers.has(cid):
                 self._last_status[cid] = key
@@ -713,27 +721,32 @@ class Hub:
         that then timed out (the customer was never told its number), and a second case for the
         same request would split the work.
         """
+        return await self.run(self._open_case_sync, cid, queue, reason, lang, intent)
+
+    def _open_case_sync(self, cid: str, queue: str, reason: str, lang: str, intent: str | None) -> int | None:
+        """:meth:`_open_case_for`'s store calls, in order, in one worker thread (it runs before
+        agents are notified of the handoff: one thread hop instead of five)."""
         from bot.services.routing import category_for
 
-        existing = await self.run(self.cases.open_for_conversation, cid)
+        existing = self.cases.open_for_conversation(cid)
         if existing is not None:
-            await self.run(self.conversations.set_case, cid, existing.id)
+            self.conversations.set_case(cid, existing.id)
             return int(existing.id)
         category = category_for(intent, queue, self.config)
-        conv = await self.run(self.conversations.get, cid)
+        conv = self.conversations.get(cid)
         if category is None or conv is None:
             return None
-        transcript = await self.run(self.conversations.messages_after, cid, 0)
+        transcript = self.conversations.messages_after(cid, 0)
         said = " / ".join(m.text for m in transcript if m.sender == "customer")[-1000:]
         try:
-            view = await self.run(
-                self.cases.open_case, category, visitor_id=conv.visitor_id, conversation_id=cid,
+            view = self.cases.open_case(
+                category, visitor_id=conv.visitor_id, conversation_id=cid,
                 description=said or reason, lang=lang, actor="hub",
             )
         except Exception:  # noqa: BLE001 - the handoff goes on without a case
             logger.exception("opening a case for conversation %s failed", cid)
             return None
-        await self.run(self.conversations.set_case, cid, view.id)
+        self.conversations.set_case(cid, view.id)
         return int(view.id)
 
     # ---- agent reply timeout --------------------------------------------------------------
