@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 import tempfile
 import time
@@ -85,7 +86,12 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="humanline-bench-"))
     hub_db = f"sqlite:///{workdir / 'hub.db'}"
     started: list[servers.Server] = []
-    report: dict[str, Any] = {"model": model.name, "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    report: dict[str, Any] = {
+        "model": model.name, "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        # The hub inherits the environment: HUMANLINE_BRAIN_WORKERS unset means one per CPU.
+        "brain_workers": os.environ.get("HUMANLINE_BRAIN_WORKERS") or f"auto ({os.cpu_count()} CPUs)",
+        "loadavg_start": [round(x, 2) for x in os.getloadavg()],
+    }
     try:
         _progress("migrating the hub database and creating a bench agent")
         servers.run_cli(["migrate"], hub_db)
@@ -153,6 +159,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         for s in reversed(started):
             s.stop()
+    report["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
+    report["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S")
 
     _print(report)
     RESULTS.mkdir(exist_ok=True)
@@ -208,7 +216,9 @@ def _print(report: dict[str, Any]) -> None:
             f"idle {idle['requested']:>6} sockets: opened {idle['opened']}, still open {idle['still_open']}, "
             f"{idle['kib_per_conn']} KiB each, probe answered {idle['probe_answered']}/{idle['probe']}"
         )
-    print(f"cold start to /healthz: {report['cold_start_s']} s\n")
+    print(f"cold start to /healthz: {report['cold_start_s']} s")
+    print(f"brain workers: {report.get('brain_workers')}; load average (1/5/15 min) at start "
+          f"{report.get('loadavg_start')}, at end {report.get('loadavg_end')}\n")
 
 
 def _bench_line(report: dict[str, Any]) -> str:
