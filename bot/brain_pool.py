@@ -268,12 +268,16 @@ class BrainPool:
             self._fail_pending(w, "the brain pool is closing")
 
     def terminate(self) -> None:
-        """Kill every worker now (synchronous; for ``atexit`` and error paths)."""
+        """Stop every worker now with SIGTERM, SIGKILL after 2 s (synchronous; for ``atexit``
+        and error paths, where the event loop may be gone)."""
         self._closing = True
         for w in self._workers:
             if w.sock is not None:
                 w.sock.close()
                 w.sock = None
+            if w.proc is not None and w.proc.poll() is None:
+                w.proc.terminate()
+        for w in self._workers:
             self._reap(w, 2.0)
 
     @staticmethod

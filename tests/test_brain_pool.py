@@ -416,3 +416,16 @@ def test_fast_model_load_predicts_exactly_like_the_stock_load(trained_model: Pat
     assert [p[0] for p in fast["parse"]] == [p[0] for p in stock["parse"]]
     assert [p[2] for p in fast["parse"]] == [p[2] for p in stock["parse"]]
     assert [p[1] for p in fast["parse"]] == pytest.approx([p[1] for p in stock["parse"]], abs=1e-6)
+
+
+async def test_terminate_stops_workers_without_the_event_loop() -> None:
+    """``terminate`` (atexit, `serve`'s last resort) works while the streams are still open."""
+    p = BrainPool({}, workers=2, factory=FAKE)
+    await p.load()
+    pids = [pid for pid in p.pids() if pid is not None]
+    start = time.monotonic()
+    p.terminate()
+    assert time.monotonic() - start < 2  # SIGTERM, not the 2 s grace then SIGKILL
+    assert _wait_gone(pids, 1) == []
+    assert not await p.ready()
+    await p.close()  # still safe afterwards
