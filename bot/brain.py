@@ -106,7 +106,12 @@ class BrainTurn:
 
 @runtime_checkable
 class Brain(Protocol):
-    """Anything that answers a customer message. ``conversation_id`` is the Rasa sender id."""
+    """Anything that answers a customer message. ``conversation_id`` is the Rasa sender id.
+
+    A brain may also offer ``async parse(text) -> (intent, confidence)``: the NLU alone, no
+    dialogue and no tracker. The hub uses it, when present, to label customer messages the bot
+    never handled (sent to a queue or an agent) in the agent's transcript.
+    """
 
     async def handle(self, conversation_id: str, text: str, metadata: dict[str, Any]) -> BrainTurn: ...
 
@@ -436,6 +441,15 @@ class RasaAgentBrain:
         forget = getattr(store, "forget", None)
         if forget is not None:
             forget(conversation_id)
+
+    async def parse(self, text: str) -> tuple[str | None, float | None]:
+        """The NLU's intent and confidence for ``text`` (no dialogue, nothing stored)."""
+        if self.agent is None:
+            raise RuntimeError("the model is not loaded")
+        parsed = await self.agent.parse_message(text)
+        intent = parsed.get("intent") or {}
+        confidence = intent.get("confidence")
+        return intent.get("name"), float(confidence) if confidence is not None else None
 
     async def handle(self, conversation_id: str, text: str, metadata: dict[str, Any]) -> BrainTurn:
         from rasa.core.channels.channel import CollectingOutputChannel, UserMessage

@@ -368,3 +368,30 @@ async def test_the_first_agent_reply_stops_the_first_response_clock_in_the_case_
     assert case["conversation_id"] == chat.conversation_id and case["case"]["first_responded_at"]
     await alice.close()
     await chat.close()
+
+
+async def test_messages_the_bot_never_saw_get_their_intent_for_the_agent(tmp_path: Path) -> None:
+    from tests.hubtools import ScriptedBrain, turn
+
+    class ParsingBrain(ScriptedBrain):
+        async def parse(self, text: str) -> tuple[str | None, float | None]:
+            return ("request_refund", 0.87) if "refund" in text else ("request_human", 0.95)
+
+    brain = ParsingBrain(lambda text, n: turn("Hello!", intent="greet", resolved=True))
+    with running_hub(tmp_path, brain) as srv:
+        srv.create_agent("alice", skills=ALL, display_name="Alice Chen")
+        alice = await _agent(srv, "alice")
+        chat = await _queued_customer(srv)  # "I want to talk to a human": the keyword rule, no brain turn
+        assert brain.calls == []
+        await asyncio.sleep(0.3)
+        await alice.send({"type": "claim", "conversation_id": chat.conversation_id})
+        assigned = await alice.wait_for(lambda f: f["type"] == "assigned")
+        first = [m for m in assigned["transcript"] if m["sender"] == "customer"][0]
+        assert (first["intent"], first["confidence"]) == ("request_human", 0.95)
+        await chat.say_and_ack("I also want a refund")
+        live = await alice.wait_for(lambda f: f["type"] == "message" and f["sender"] == "customer")
+        nlu = await alice.wait_for(lambda f: f["type"] == "nlu")
+        assert nlu["seq"] == live["seq"] and nlu["intent"] == "request_refund" and nlu["confidence"] == 0.87
+        assert brain.calls == []  # parsed only: the bot did not answer
+        await alice.close()
+        await chat.close()

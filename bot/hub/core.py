@@ -242,8 +242,31 @@ class Hub:
                 conv, state = got
             if conv.status == "agent" and conv.agent_id is not None:
                 await self.emit(conv.agent_id, message.agent_frame())
+                self.spawn(self._annotate(message))
             elif conv.status == "bot":
                 await self._bot_turn(conv, message, lang, state)
+            elif conv.status == "queued":
+                self.spawn(self._annotate(message))
+
+    async def _annotate(self, message: MessageRecord) -> None:
+        """Give a customer message the bot did not handle its intent and confidence, for the
+        agent's transcript: parsed by the NLU only (no dialogue, no tracker), when the brain
+        can do that. Best effort: a failure or a slow parse only leaves the fields empty."""
+        parse = getattr(self.brain, "parse", None)
+        if parse is None:
+            return
+        try:
+            intent, confidence = await asyncio.wait_for(parse(message.text), timeout=self.settings.brain_timeout_s)
+        except Exception:  # noqa: BLE001 - the transcript just shows no intent
+            logger.info("parsing a message for the agent's transcript failed", exc_info=True)
+            return
+        if intent is None:
+            return
+        await self.run(self.conversations.set_nlu, message.conversation_id, message.seq, intent, confidence)
+        conv = await self.run(self.conversations.get, message.conversation_id)
+        if conv is not None and conv.status == "agent" and conv.agent_id is not None:
+            await self.emit(conv.agent_id, {"type": "nlu", "conversation_id": conv.id, "seq": message.seq,
+                                            "intent": intent, "confidence": confidence})
 
     async def _bot_turn(self, conv: ConversationInfo, message: MessageRecord, lang: str, state: Any) -> None:
         g = _guard_module()
@@ -251,6 +274,7 @@ class Hub:
         if before.handoff:
             await self.run(self.conversations.save_guard_state, conv.id, before.state)
             await self.handoff(conv.id, self.config.default_queue, before.reason or "customer_request", lang=lang)
+            self.spawn(self._annotate(message))  # the brain never saw it: the transcript still gets its intent
             return
         turn, error = await self._call_brain(conv, message.text, lang)
         outcome = g.TurnOutcome(

@@ -159,12 +159,21 @@
         if (!conv) break;
         if (f.seq && conv.transcript.some(function (m) { return m.seq === f.seq; })) break;
         conv.transcript = sortedBySeq(conv.transcript.concat([f]));
-        // The hub records the first human answer on the case when it stores an agent's message
-        // (it sends no case event for it): stop the first-response countdown here too.
+        // The hub also pushes the case when the first human answer is recorded; stopping the
+        // first-response countdown here as well keeps the panel right without waiting for it.
         if (f.sender === "agent" && conv.case && !conv.case.first_responded_at) {
           conv.case.first_responded_at = f.ts || new Date().toISOString();
         }
         if (f.conversation_id === current) renderCurrent(); else renderLists();
+        break;
+      case "nlu":
+        // The intent of a customer message the bot never handled, parsed after it arrived.
+        var held = mine[f.conversation_id];
+        if (!held) break;
+        held.transcript.forEach(function (m) {
+          if (m.seq === f.seq && m.sender === "customer") { m.intent = f.intent; m.confidence = f.confidence; }
+        });
+        if (f.conversation_id === current) renderCurrent();
         break;
       case "case":
         if (mine[f.conversation_id]) { mine[f.conversation_id].case = f.case; if (f.conversation_id === current) renderCase(); }
