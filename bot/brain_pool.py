@@ -15,8 +15,10 @@ a time (Rasa awaits the action server over HTTP between inference steps).
       parent → worker  {"op": "init", "factory": "module:callable", "options": {…}, "index": i}
                        {"op": "handle", "id": n, "conversation_id": …, "text": …, "metadata": {…}}
                        {"op": "cancel", "id": n, "conversation_id": …}
+                       {"op": "parse", "id": n, "text": …}          (NLU only, no tracker)
       worker → parent  {"event": "loaded", "pid": …, "load_s": …, "cpu_s": …} | {"event": "load_failed", "error": …}
-                       {"id": n, "turn": BrainTurn.to_dict()} | {"id": n, "error": "…"}
+                       {"id": n, "turn": BrainTurn.to_dict()} | {"id": n, "parsed": {"intent", "confidence"}}
+                       | {"id": n, "error": "…"}
 
   The options travel in the ``init`` frame, not on the command line (``ps`` would show a
   database password).
@@ -171,6 +173,7 @@ class BrainPool:
         self.env = dict(env or {})
         self._workers = [_Worker(i) for i in range(max(1, workers if workers is not None else default_workers()))]
         self._ids = itertools.count(1)
+        self._parse_turn = itertools.count()
         self._closing = False
         self._restarts: set[asyncio.Task[None]] = set()
         self._atexit = False
@@ -320,6 +323,24 @@ class BrainPool:
             w.pending.pop(rid, None)
         return BrainTurn.from_dict(data)
 
+    async def parse(self, text: str) -> tuple[str | None, float | None]:
+        """The NLU's intent and confidence for ``text`` on one of the workers (no tracker is
+        read or written, so any loaded worker will do: the next one in turn)."""
+        ready = [w for w in self._workers if w.is_ready()]
+        if self._closing or not ready:
+            raise BrainWorkerError("no brain worker is ready")
+        w = ready[next(self._parse_turn) % len(ready)]
+        rid = next(self._ids)
+        fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        w.pending[rid] = fut
+        try:
+            w.write({"op": "parse", "id": rid, "text": text})
+            data = await fut
+        finally:
+            w.pending.pop(rid, None)
+        confidence = data.get("confidence")
+        return data.get("intent"), float(confidence) if confidence is not None else None
+
     # ---- the parent's reader --------------------------------------------------------------
 
     async def _read_loop(self, w: _Worker) -> None:
@@ -344,6 +365,8 @@ class BrainPool:
                     continue
                 if "turn" in msg:
                     fut.set_result(msg["turn"])
+                elif "parsed" in msg:
+                    fut.set_result(msg["parsed"])
                 else:
                     fut.set_exception(BrainWorkerError(f"brain worker {w.index}: {msg.get('error')}"))
         except asyncio.CancelledError:
@@ -484,6 +507,17 @@ async def serve_worker(fd: int) -> None:
         finally:
             tasks.pop(rid, None)
 
+    async def parse(rid: int, text: str) -> None:
+        try:
+            intent, confidence = await brain.parse(text)
+            send({"id": rid, "parsed": {"intent": intent, "confidence": confidence}})
+        except asyncio.CancelledError:
+            pass
+        except Exception as e:  # noqa: BLE001 - the hub leaves the transcript unlabelled
+            send({"id": rid, "error": f"{type(e).__name__}: {e}"})
+        finally:
+            tasks.pop(rid, None)
+
     loading = asyncio.ensure_future(load())
     while True:
         line = await reader.readline()
@@ -498,6 +532,11 @@ async def serve_worker(fd: int) -> None:
             tasks[rid] = asyncio.ensure_future(
                 turn(rid, str(msg["conversation_id"]), str(msg["text"]), dict(msg.get("metadata") or {}))
             )
+        elif op == "parse":
+            if not loading.done() or brain is None or getattr(brain, "parse", None) is None:
+                send({"id": rid, "error": "this brain cannot parse"})
+                continue
+            tasks[rid] = asyncio.ensure_future(parse(rid, str(msg["text"])))
         elif op == "cancel":
             task = tasks.get(rid)
             if task is not None:

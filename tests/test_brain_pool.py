@@ -64,6 +64,17 @@ class FakeBrain:
         )
 
 
+class ParsingFakeBrain(FakeBrain):
+    async def parse(self, text: str) -> tuple[str | None, float | None]:
+        if text == "raise":
+            raise ValueError("the NLU exploded")
+        return f"intent_of_{text}", 0.5
+
+
+def parsing_fake_brain(options: dict[str, Any]) -> ParsingFakeBrain:
+    return ParsingFakeBrain(options)
+
+
 def fake_brain(options: dict[str, Any]) -> FakeBrain:
     return FakeBrain(options)
 
@@ -349,6 +360,8 @@ async def test_a_rasa_worker_answers_with_the_trained_model(trained_model: Path,
         assert turn.intent == "greet" and turn.resolved and turn.replies
         again = await pool.handle("pool-conv", "你好", {"lang": "zh-Hans"})
         assert again.intent == "greet" and again.replies
+        intent, confidence = await pool.parse("hello")  # the NLU alone, as for the agent's transcript
+        assert intent == "greet" and confidence is not None and 0 < confidence <= 1
     finally:
         await pool.close()
     # The worker wrote the conversation to Rasa's tracker table on DATABASE_URL.
@@ -429,3 +442,23 @@ async def test_terminate_stops_workers_without_the_event_loop() -> None:
     assert _wait_gone(pids, 1) == []
     assert not await p.ready()
     await p.close()  # still safe afterwards
+
+
+async def test_parse_runs_the_nlu_alone_on_a_worker() -> None:
+    p = BrainPool({}, workers=2, factory=FAKE.replace("fake_brain", "parsing_fake_brain"))
+    await p.load()
+    try:
+        assert await p.parse("hello") == ("intent_of_hello", 0.5)
+        assert await asyncio.gather(*(p.parse(f"t{i}") for i in range(4))) == [
+            (f"intent_of_t{i}", 0.5) for i in range(4)]
+        with pytest.raises(BrainWorkerError):
+            await p.parse("raise")
+    finally:
+        await p.close()
+    plain = BrainPool({}, workers=1, factory=FAKE)  # a brain without parse says so
+    await plain.load()
+    try:
+        with pytest.raises(BrainWorkerError):
+            await plain.parse("hello")
+    finally:
+        await plain.close()
