@@ -84,11 +84,13 @@ async def test_a_case_opened_in_a_turn_that_timed_out_is_reused_not_doubled(tmp_
                 conversation_id=conversation_id, description=text, lang="en",
             )
             opened.append(view.number)
-            await asyncio.sleep(5)
+            await asyncio.sleep(30)
             raise AssertionError("the hub should have timed out")
 
     brain = SlowActionBrain()
-    with running_hub(tmp_path, brain, brain_timeout_s=0.5) as srv:
+    # The timeout leaves the case opening (a thread, a transaction) ample time even on a loaded
+    # machine: the turn must time out *after* the action opened its case.
+    with running_hub(tmp_path, brain, brain_timeout_s=3.0) as srv:
         brain.db = srv.db
         async with ChatClient(srv.ws_url, lang="en") as chat:
             await chat.say_and_ack("the network drops every evening")
