@@ -39,7 +39,6 @@ from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import func, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
@@ -47,7 +46,7 @@ from bot.services import sla
 from bot.services.config import HumanlineConfig
 from bot.services.notifications import Outbox
 from bot.services.routing import CATEGORIES
-from bot.store.db import Database
+from bot.store.db import Database, insert_unless_present
 from bot.store.models import Case, CaseCounter, CaseEvent, Visitor, utcnow
 
 logger = logging.getLogger(__name__)
@@ -459,16 +458,7 @@ class CaseService:
         """
         day = now.date()
         key = f"{day:%Y%m%d}"
-        dialect = session.get_bind().dialect.name
-        if dialect == "postgresql":
-            ins: Any = postgresql.insert(CaseCounter).values(day=key, value=0).on_conflict_do_nothing()
-        elif dialect == "sqlite":
-            ins = sqlite.insert(CaseCounter).values(day=key, value=0).on_conflict_do_nothing()
-        else:  # pragma: no cover - other backends: plain insert, a duplicate is retried by _run
-            exists = session.execute(select(CaseCounter.day).where(CaseCounter.day == key)).first()
-            ins = None if exists else CaseCounter.__table__.insert().values(day=key, value=0)
-        if ins is not None:
-            session.execute(ins)
+        insert_unless_present(session, CaseCounter, {"day": key, "value": 0})
         session.execute(
             update(CaseCounter)
             .where(CaseCounter.day == key)
@@ -479,14 +469,7 @@ class CaseService:
         return format_number(day, int(value))
 
     def _ensure_visitor(self, session: Session, visitor_id: str, lang: str, now: datetime) -> None:
-        dialect = session.get_bind().dialect.name
-        values = {"id": visitor_id, "lang": lang, "created_at": now}
-        if dialect == "postgresql":
-            session.execute(postgresql.insert(Visitor).values(**values).on_conflict_do_nothing())
-        elif dialect == "sqlite":
-            session.execute(sqlite.insert(Visitor).values(**values).on_conflict_do_nothing())
-        elif session.get(Visitor, visitor_id) is None:  # pragma: no cover
-            session.add(Visitor(**values))
+        insert_unless_present(session, Visitor, {"id": visitor_id, "lang": lang, "created_at": now})
 
     # -- commands ------------------------------------------------------------------------
 

@@ -150,20 +150,8 @@ class Database:
 
         from bot.store.models import HubSecret, utcnow
 
-        candidate = _secrets.token_hex(32)
-        values = {"name": name, "value": candidate, "created_at": utcnow()}
         with self.session() as s:
-            dialect = s.get_bind().dialect.name
-            if dialect == "postgresql":
-                from sqlalchemy.dialects import postgresql
-
-                s.execute(postgresql.insert(HubSecret).values(**values).on_conflict_do_nothing())
-            elif dialect == "sqlite":
-                from sqlalchemy.dialects import sqlite
-
-                s.execute(sqlite.insert(HubSecret).values(**values).on_conflict_do_nothing())
-            elif s.get(HubSecret, name) is None:  # pragma: no cover - other backends
-                s.add(HubSecret(**values))
+            insert_unless_present(s, HubSecret, {"name": name, "value": _secrets.token_hex(32), "created_at": utcnow()})
         with self.session() as s:
             return str(s.get(HubSecret, name).value)
 
@@ -175,6 +163,25 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def insert_unless_present(session: Session, model: Any, values: dict[str, Any]) -> None:
+    """``INSERT … ON CONFLICT DO NOTHING`` of one row of ``model`` in ``session``'s transaction:
+    concurrent callers inserting the same key do not fail, and the first row stays."""
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        from sqlalchemy.dialects import postgresql
+
+        session.execute(postgresql.insert(model).values(**values).on_conflict_do_nothing())
+    elif dialect == "sqlite":
+        from sqlalchemy.dialects import sqlite
+
+        session.execute(sqlite.insert(model).values(**values).on_conflict_do_nothing())
+    else:  # pragma: no cover - other backends: check, then insert (a race is retried by the caller)
+        key = [values[c.name] for c in model.__table__.primary_key.columns]
+        if session.get(model, key[0] if len(key) == 1 else tuple(key)) is None:
+            session.add(model(**values))
+            session.flush()
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
