@@ -298,7 +298,7 @@ async def test_case_work_over_the_agent_socket_is_authorised_and_audited(tmp_pat
 async def test_an_open_agent_socket_ends_with_its_token(tmp_path: Path) -> None:
     import websockets
 
-    with running_hub(tmp_path, GreeterBrain(), agent_token_ttl_s=2) as srv:
+    with running_hub(tmp_path, GreeterBrain(), agent_token_ttl_s=4) as srv:
         srv.create_agent("alice", skills=ALL)
         alice = await _agent(srv, "alice")
         err = await alice.wait_for(lambda f: f["type"] == "error", timeout=10)
