@@ -26,7 +26,59 @@ import websockets
 Frame = dict[str, Any]
 
 
-class ChatClient:
+class FrameStream:
+    """JSON frames of one WebSocket, received in order and kept: every frame is appended to
+    :attr:`frames`; :meth:`wait_for` consumes them and keeps the ones it skipped for later calls.
+    Subclasses see every received frame in :meth:`_track` and set ``_ws`` when they connect."""
+
+    def __init__(self) -> None:
+        self.frames: list[Frame] = []
+        self._pending: list[Frame] = []
+        self._ws: Any = None
+
+    def _track(self, frame: Frame) -> None:
+        """Called with every received frame (state such as the last seq seen)."""
+
+    async def _receive(self, timeout: float) -> Frame:
+        frame: Frame = json.loads(await asyncio.wait_for(self._ws.recv(), timeout))
+        self.frames.append(frame)
+        self._track(frame)
+        return frame
+
+    async def recv(self, timeout: float = 10) -> Frame:
+        """The next frame (one skipped by :meth:`wait_for` first)."""
+        if self._pending:
+            return self._pending.pop(0)
+        return await self._receive(timeout)
+
+    async def wait_for(self, predicate: Callable[[Frame], bool], timeout: float = 10) -> Frame:
+        """The first frame matching ``predicate``; earlier non-matching frames stay queued."""
+        for i, frame in enumerate(self._pending):
+            if predicate(frame):
+                return self._pending.pop(i)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise asyncio.TimeoutError(f"no matching frame within {timeout} s; got {self.frames[-5:]}")
+            frame = await self._receive(remaining)
+            if predicate(frame):
+                return frame
+            self._pending.append(frame)
+
+    async def drain(self, quiet: float = 0.3) -> list[Frame]:
+        """Every frame that arrives until nothing has come for ``quiet`` seconds."""
+        out = list(self._pending)
+        self._pending = []
+        while True:
+            try:
+                out.append(await self._receive(quiet))
+            except asyncio.TimeoutError:
+                return out
+
+
+class ChatClient(FrameStream):
     """One customer connection (and its resumable state)."""
 
     def __init__(
@@ -40,6 +92,7 @@ class ChatClient:
         origin: str | None = None,
         channel: str | None = None,
     ):
+        super().__init__()
         self.url = url
         self.lang = lang
         self.visitor_token = visitor_token
@@ -49,10 +102,7 @@ class ChatClient:
         self.channel = channel
         self.last_seq = 0
         self.status: str | None = None
-        self.frames: list[Frame] = []
         self.welcome: Frame | None = None
-        self._pending: list[Frame] = []
-        self._ws: Any = None
 
     async def __aenter__(self) -> ChatClient:
         await self.connect()
@@ -123,55 +173,12 @@ class ChatClient:
         cmid = await self.say(text, client_msg_id)
         return await self.wait_for(lambda f: f["type"] == "ack" and f["client_msg_id"] == cmid, timeout)
 
-    async def recv(self, timeout: float = 10) -> Frame:
-        """The next frame (one skipped by :meth:`wait_for` first)."""
-        if self._pending:
-            return self._pending.pop(0)
-        raw = await asyncio.wait_for(self._ws.recv(), timeout)
-        frame: Frame = json.loads(raw)
-        self.frames.append(frame)
-        self._track(frame)
-        return frame
-
     def _track(self, frame: Frame) -> None:
         seq = frame.get("seq")
         if frame.get("type") in ("message", "ack") and isinstance(seq, int) and seq > self.last_seq:
             self.last_seq = seq
         if frame.get("type") == "status":
             self.status = frame.get("status")
-
-    async def wait_for(self, predicate: Callable[[Frame], bool], timeout: float = 10) -> Frame:
-        """The first frame matching ``predicate``; earlier non-matching frames stay queued."""
-        for i, frame in enumerate(self._pending):
-            if predicate(frame):
-                return self._pending.pop(i)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while True:
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                raise asyncio.TimeoutError(f"no matching frame within {timeout} s; got {self.frames[-5:]}")
-            raw = await asyncio.wait_for(self._ws.recv(), remaining)
-            frame = json.loads(raw)
-            self.frames.append(frame)
-            self._track(frame)
-            if predicate(frame):
-                return frame
-            self._pending.append(frame)
-
-    async def drain(self, quiet: float = 0.3) -> list[Frame]:
-        """Every frame that arrives until nothing has come for ``quiet`` seconds."""
-        out = list(self._pending)
-        self._pending = []
-        while True:
-            try:
-                raw = await asyncio.wait_for(self._ws.recv(), quiet)
-            except asyncio.TimeoutError:
-                return out
-            frame = json.loads(raw)
-            self.frames.append(frame)
-            self._track(frame)
-            out.append(frame)
 
     def messages(self, sender: str | None = None) -> list[Frame]:
         """Message frames received so far (optionally from one sender)."""

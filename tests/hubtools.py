@@ -27,6 +27,7 @@ from typing import Any
 import websockets
 
 from bot.brain import BotReply, BrainTurn
+from bot.client import FrameStream
 from bot.settings import Settings
 from bot.store.db import Database
 
@@ -262,20 +263,27 @@ def running_hub(tmp_path: Path, brain: Any, db: Database | None = None, **overri
 # ---- agent client --------------------------------------------------------------------------
 
 
-class AgentClient:
+class AgentClient(FrameStream):
     """A console stand-in over ``/ws/agent``; frames are kept in order like :class:`ChatClient`."""
 
     def __init__(self, url: str, token: str):
+        super().__init__()
         self.url = url
         self.token = token
-        self.frames: list[Frame] = []
-        self._pending: list[Frame] = []
-        self.ws: Any = None
         self.ready: Frame | None = None
         self.last_event_id = 0
 
+    @property
+    def ws(self) -> Any:
+        """The socket (``None`` when closed)."""
+        return self._ws
+
+    def _track(self, frame: Frame) -> None:
+        if isinstance(frame.get("event_id"), int):
+            self.last_event_id = max(self.last_event_id, frame["event_id"])
+
     async def connect(self, last_event_id: int | None = None) -> Frame:
-        self.ws = await websockets.connect(self.url, open_timeout=30, close_timeout=1)
+        self._ws = await websockets.connect(self.url, open_timeout=30, close_timeout=1)
         self._pending = []
         auth: Frame = {"type": "auth", "token": self.token}
         if last_event_id is not None:
@@ -285,40 +293,9 @@ class AgentClient:
         return self.ready
 
     async def close(self) -> None:
-        if self.ws is not None:
-            await self.ws.close()
-            self.ws = None
+        if self._ws is not None:
+            await self._ws.close()
+            self._ws = None
 
     async def send(self, frame: Frame) -> None:
-        await self.ws.send(json.dumps(frame))
-
-    async def wait_for(self, predicate: Callable[[Frame], bool], timeout: float = 10) -> Frame:
-        for i, frame in enumerate(self._pending):
-            if predicate(frame):
-                return self._pending.pop(i)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while True:
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                raise asyncio.TimeoutError(f"no matching agent frame in {timeout} s; last: {self.frames[-5:]}")
-            frame = json.loads(await asyncio.wait_for(self.ws.recv(), remaining))
-            self.frames.append(frame)
-            if isinstance(frame.get("event_id"), int):
-                self.last_event_id = max(self.last_event_id, frame["event_id"])
-            if predicate(frame):
-                return frame
-            self._pending.append(frame)
-
-    async def drain(self, quiet: float = 0.3) -> list[Frame]:
-        out = list(self._pending)
-        self._pending = []
-        while True:
-            try:
-                frame = json.loads(await asyncio.wait_for(self.ws.recv(), quiet))
-            except asyncio.TimeoutError:
-                return out
-            self.frames.append(frame)
-            if isinstance(frame.get("event_id"), int):
-                self.last_event_id = max(self.last_event_id, frame["event_id"])
-            out.append(frame)
+        await self._ws.send(json.dumps(frame))
