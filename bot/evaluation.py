@@ -200,14 +200,18 @@ def accuracy(gold: list[str], pred: list[str]) -> float:
 
 def macro_f1(gold: list[str], pred: list[str]) -> float:
     """Unweighted mean F1 over every label in ``gold`` or ``pred``."""
-    labels = sorted(set(gold) | set(pred))
-    scores = []
-    for label in labels:
+    scores = f1_by_label(gold, pred)
+    return sum(scores.values()) / len(scores) if scores else 0.0
+
+
+def f1_by_label(gold: list[str], pred: list[str]) -> dict[str, float]:
+    """F1 of every label in ``gold`` or ``pred``: where :func:`macro_f1` loses its points."""
+    out = {}
+    for label in sorted(set(gold) | set(pred)):
         tp = sum(g == p == label for g, p in zip(gold, pred, strict=True))
-        fp = sum(p == label and g != label for g, p in zip(gold, pred, strict=True))
-        fn = sum(g == label and p != label for g, p in zip(gold, pred, strict=True))
-        scores.append(2 * tp / (2 * tp + fp + fn) if tp else 0.0)
-    return sum(scores) / len(scores) if scores else 0.0
+        wrong = sum((g == label) != (p == label) for g, p in zip(gold, pred, strict=True))
+        out[label] = 2 * tp / (2 * tp + wrong) if tp else 0.0
+    return out
 
 
 def confusions(gold: list[str], pred: list[str], n: int = 10) -> list[tuple[str, str, int]]:
@@ -265,6 +269,13 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
             entry[label] = {"accuracy": accuracy(gold, pred), "macro_f1": macro_f1(gold, pred)}
         ours = preds["ours"][offset : offset + len(gold)]
         entry["confusions_ours"] = confusions(gold, ours)
+        if es.kind == "heldout":
+            # kept in the JSON only: where the points go, and which messages to look at
+            entry["f1_by_intent_ours"] = f1_by_label(gold, ours)
+            entry["errors_ours"] = [
+                {"text": s.text, "gold": s.intent, "predicted": p}
+                for s, p in zip(es.samples, ours, strict=True) if s.intent != p
+            ]
         if es.kind == "heldout":
             gold_h += gold
             pred_h += ours
