@@ -154,6 +154,20 @@ def test_tokenizer_drops_whitespace_and_punctuation() -> None:
     assert [t.text for t in tok.tokenize(Message(data={"text": "？"}), "text")] == ["？"]
 
 
+def test_tokenizer_gives_english_words_their_stem_as_lemma() -> None:
+    pytest.importorskip("rasa")
+    from rasa.shared.nlu.training_data.message import Message
+
+    from bot.nlu.tokenizer import HumanlineJiebaTokenizer
+
+    tok = HumanlineJiebaTokenizer(HumanlineJiebaTokenizer.get_default_config(), None, None)  # type: ignore[arg-type]
+    tokens = tok.tokenize(Message(data={"text": "cancelled charges for so20261104 我被多收费"}), "text")
+    assert [(t.text, t.lemma) for t in tokens] == [
+        ("cancelled", "cancel"), ("charges", "charg"), ("for", "for"), ("so20261104", "so20261104"),
+        ("我", "我"), ("被", "被"), ("多", "多"), ("收费", "收费"),
+    ]
+
+
 _TINY_CONFIG = """\
 recipe: default.v1
 assistant_id: tiny
