@@ -276,7 +276,6 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
                 {"text": s.text, "gold": s.intent, "predicted": p}
                 for s, p in zip(es.samples, ours, strict=True) if s.intent != p
             ]
-        if es.kind == "heldout":
             gold_h += gold
             pred_h += ours
         else:

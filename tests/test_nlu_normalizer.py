@@ -166,6 +166,12 @@ def test_tokenizer_gives_english_words_their_stem_as_lemma() -> None:
         ("cancelled", "cancel"), ("charges", "charg"), ("for", "for"), ("so20261104", "so20261104"),
         ("我", "我"), ("被", "被"), ("多", "多"), ("收费", "收费"),
     ]
+    plain = HumanlineJiebaTokenizer(
+        {**HumanlineJiebaTokenizer.get_default_config(), "stem_english": False}, None, None  # type: ignore[arg-type]
+    )
+    assert [t.lemma for t in plain.tokenize(Message(data={"text": "cancelled charges"}), "text")] == [
+        "cancelled", "charges",
+    ]
 
 
 _TINY_CONFIG = """\
