@@ -1,0 +1,266 @@
+"""A second, calibrated opinion on the intent: logistic regression beside DIET.
+
+DIET learns the training data very well and is just as sure of itself on text unlike anything
+it has seen: a general assistant request ("set an alarm for six", "播放周杰伦的歌") often comes
+out as a complaint or a plan change with 0.8 confidence or more, above any sensible
+``FallbackClassifier`` threshold. A regularised linear model over tf-idf features makes other
+mistakes and, above all, spreads its probability when the words are unfamiliar. Averaging the
+two rankings keeps DIET's accuracy on in-scope messages and lets the fallback threshold see
+the linear model's doubt on out-of-scope ones (figures in ``docs/nlu.md``).
+
+``IntentEnsemble`` goes right after ``DIETClassifier`` (and before ``FallbackClassifier``). In
+training it fits a multinomial logistic regression on the *sentence-level* sparse features of
+every featurizer in the pipeline; each featurizer's block is turned into tf-idf (log-scaled
+counts, smoothed idf, L2-normalised) so that the few word features are not drowned by the many
+character n-grams. At parse time it replaces ``intent`` and ``intent_ranking`` with
+
+    p(intent) = diet_weight * p_DIET(intent) + (1 - diet_weight) * p_linear(intent)
+
+and keeps both inputs under the message key ``intent_ranking_parts`` for diagnosis (not part of
+the parse result). The model is stored as plain arrays (``.npz``) and JSON, never as a pickle.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+from rasa.engine.graph import ExecutionContext, GraphComponent
+from rasa.engine.recipes.default_recipe import DefaultV1Recipe
+from rasa.engine.storage.resource import Resource
+from rasa.engine.storage.storage import ModelStorage
+from rasa.nlu.classifiers.classifier import IntentClassifier
+from rasa.nlu.featurizers.featurizer import Featurizer
+from rasa.shared.nlu.constants import FEATURE_TYPE_SENTENCE, INTENT, INTENT_RANKING_KEY, TEXT
+from rasa.shared.nlu.training_data.message import Message
+from rasa.shared.nlu.training_data.training_data import TrainingData
+
+logger = logging.getLogger(__name__)
+
+PARTS_KEY = "intent_ranking_parts"
+_ARRAYS = "ensemble.npz"
+_META = "ensemble.json"
+
+
+def _source_fingerprint() -> str:
+    return hashlib.sha256(Path(__file__).read_bytes()).hexdigest()
+
+
+def sentence_blocks(message: Message) -> dict[str, sp.csr_matrix]:
+    """The message's sentence-level sparse text features, one 1×d row per featurizer."""
+    blocks: dict[str, sp.csr_matrix] = {}
+    for features in message.features:
+        if features.attribute == TEXT and features.type == FEATURE_TYPE_SENTENCE and features.is_sparse():
+            origin = features.origin if isinstance(features.origin, str) else "+".join(features.origin)
+            blocks[origin] = sp.csr_matrix(features.features, dtype=np.float64)
+    return blocks
+
+
+class TfidfBlocks:
+    """Per-featurizer tf-idf: ``log(1 + count) * idf``, each block L2-normalised, blocks side by side."""
+
+    def __init__(self, origins: list[str], dims: list[int], idf: list[np.ndarray]) -> None:
+        self.origins, self.dims, self.idf = origins, dims, idf
+
+    @classmethod
+    def fit(cls, rows: list[dict[str, sp.csr_matrix]]) -> TfidfBlocks:
+        origins = sorted({o for row in rows for o in row})
+        dims, idf = [], []
+        n = len(rows)
+        for origin in origins:
+            dim = max(row[origin].shape[1] for row in rows if origin in row)
+            df = np.zeros(dim)
+            for row in rows:
+                if origin in row:
+                    df[row[origin].indices] += 1
+            dims.append(dim)
+            idf.append(np.log((1.0 + n) / (1.0 + df)) + 1.0)  # scikit-learn's smooth idf
+        return cls(origins, dims, idf)
+
+    def transform(self, rows: list[dict[str, sp.csr_matrix]]) -> sp.csr_matrix:
+        parts = []
+        for origin, dim, idf in zip(self.origins, self.dims, self.idf, strict=True):
+            block = sp.vstack([self._row(row.get(origin), dim) for row in rows], format="csr")
+            block.data = np.log1p(np.abs(block.data))
+            block = block.multiply(idf).tocsr()
+            norms = np.sqrt(np.asarray(block.multiply(block).sum(axis=1)).ravel())
+            norms[norms == 0] = 1.0
+            parts.append(sp.diags(1.0 / norms) @ block)
+        return sp.hstack(parts, format="csr")
+
+    @staticmethod
+    def _row(row: sp.csr_matrix | None, dim: int) -> sp.csr_matrix:
+        if row is None:
+            return sp.csr_matrix((1, dim))
+        if row.shape[1] != dim:  # a vocabulary never changes after training; be safe anyway
+            row = row[:, :dim] if row.shape[1] > dim else sp.hstack([row, sp.csr_matrix((1, dim - row.shape[1]))])
+        return sp.csr_matrix(row)
+
+
+def softmax_rows(scores: np.ndarray) -> np.ndarray:
+    shifted = scores - scores.max(axis=1, keepdims=True)
+    exp = np.exp(shifted)
+    return exp / exp.sum(axis=1, keepdims=True)
+
+
+def combine(diet: dict[str, float], linear: dict[str, float], diet_weight: float) -> dict[str, float]:
+    """Weighted mean of two rankings; an intent missing from one ranking counts as 0 there."""
+    if not diet:
+        return dict(linear)
+    names = set(diet) | set(linear)
+    return {n: diet_weight * diet.get(n, 0.0) + (1.0 - diet_weight) * linear.get(n, 0.0) for n in names}
+
+
+@DefaultV1Recipe.register(DefaultV1Recipe.ComponentType.INTENT_CLASSIFIER, is_trainable=True)
+class IntentEnsemble(IntentClassifier, GraphComponent):
+    """DIET's intent ranking averaged with a tf-idf logistic regression's (see the module docstring)."""
+
+    @classmethod
+    def required_components(cls) -> list[type]:
+        return [Featurizer]
+
+    @staticmethod
+    def get_default_config() -> dict[str, Any]:
+        return {
+            # share of DIET in the mean; 0 = the linear model alone, 1 = DIET alone
+            "diet_weight": 0.5,
+            # inverse regularisation strength of the logistic regression
+            "C": 30.0,
+            "max_iter": 3000,
+            # weigh intents by their inverse frequency (out_of_scope has many more examples)
+            "class_weight": "balanced",
+            "random_seed": 42,
+            # intents listed in intent_ranking (0 = all)
+            "ranking_length": 10,
+        }
+
+    @classmethod
+    def fingerprint_addon(cls, config: dict[str, Any]) -> str | None:
+        return _source_fingerprint()
+
+    @classmethod
+    def validate_config(cls, config: dict[str, Any]) -> None:
+        weight = config.get("diet_weight", 0.5)
+        if not isinstance(weight, int | float) or not 0.0 <= float(weight) <= 1.0:
+            raise ValueError(f"IntentEnsemble: diet_weight must be between 0 and 1, not {weight!r}")
+        if float(config.get("C", 1.0)) <= 0:
+            raise ValueError("IntentEnsemble: C must be positive")
+
+    def __init__(self, config: dict[str, Any], model_storage: ModelStorage, resource: Resource) -> None:
+        self._config = {**self.get_default_config(), **config}
+        self.validate_config(self._config)
+        self._storage = model_storage
+        self._resource = resource
+        self.classes: list[str] = []
+        self.tfidf: TfidfBlocks | None = None
+        self.coef = np.zeros((0, 0))
+        self.intercept = np.zeros(0)
+
+    @classmethod
+    def create(
+        cls,
+        config: dict[str, Any],
+        model_storage: ModelStorage,
+        resource: Resource,
+        execution_context: ExecutionContext,
+    ) -> IntentEnsemble:
+        return cls(config, model_storage, resource)
+
+    # ---------------------------------------------------------------- training
+
+    def train(self, training_data: TrainingData) -> Resource:
+        from sklearn.linear_model import LogisticRegression
+
+        examples = [m for m in training_data.intent_examples if m.get(INTENT) and m.get(TEXT)]
+        rows = [sentence_blocks(m) for m in examples]
+        labels = [str(m.get(INTENT)) for m in examples]
+        if len(set(labels)) < 2 or not any(rows):
+            logger.warning("IntentEnsemble: fewer than two intents or no sparse features; DIET alone decides")
+            self._persist()
+            return self._resource
+        self.tfidf = TfidfBlocks.fit(rows)
+        clf = LogisticRegression(
+            C=float(self._config["C"]),
+            max_iter=int(self._config["max_iter"]),
+            class_weight=self._config["class_weight"],
+            random_state=self._config["random_seed"],
+            solver="lbfgs",
+        )
+        clf.fit(self.tfidf.transform(rows), labels)
+        self.classes = [str(c) for c in clf.classes_]
+        coef, intercept = clf.coef_, clf.intercept_
+        if len(self.classes) == 2:  # binary: scikit-learn keeps one row; as softmax it is (-z/2, z/2)
+            coef = np.vstack([-coef[0] / 2, coef[0] / 2])
+            intercept = np.array([-intercept[0] / 2, intercept[0] / 2])
+        self.coef, self.intercept = coef, intercept
+        self._persist()
+        return self._resource
+
+    def _persist(self) -> None:
+        with self._storage.write_to(self._resource) as directory:
+            meta = {
+                "classes": self.classes,
+                "origins": self.tfidf.origins if self.tfidf else [],
+                "dims": self.tfidf.dims if self.tfidf else [],
+            }
+            (directory / _META).write_text(json.dumps(meta, ensure_ascii=False), encoding="utf-8")
+            idf = {f"idf_{i}": v for i, v in enumerate(self.tfidf.idf)} if self.tfidf else {}
+            np.savez_compressed(directory / _ARRAYS, coef=self.coef, intercept=self.intercept, **idf)
+
+    @classmethod
+    def load(
+        cls,
+        config: dict[str, Any],
+        model_storage: ModelStorage,
+        resource: Resource,
+        execution_context: ExecutionContext,
+        **kwargs: Any,
+    ) -> IntentEnsemble:
+        component = cls(config, model_storage, resource)
+        try:
+            with model_storage.read_from(resource) as directory:
+                meta = json.loads((directory / _META).read_text(encoding="utf-8"))
+                with np.load(directory / _ARRAYS, allow_pickle=False) as arrays:
+                    component.coef = arrays["coef"]
+                    component.intercept = arrays["intercept"]
+                    idf = [arrays[f"idf_{i}"] for i in range(len(meta["origins"]))]
+        except (ValueError, FileNotFoundError) as exc:
+            logger.warning(f"IntentEnsemble: no trained model in {resource.name} ({exc}); DIET alone decides")
+            return component
+        component.classes = list(meta["classes"])
+        if meta["origins"]:
+            component.tfidf = TfidfBlocks(list(meta["origins"]), list(meta["dims"]), idf)
+        return component
+
+    # ---------------------------------------------------------------- parsing
+
+    def linear_rankings(self, messages: list[Message]) -> list[dict[str, float]]:
+        """The logistic regression's probabilities for each message (empty when untrained)."""
+        if self.tfidf is None or not self.classes:
+            return [{} for _ in messages]
+        x = self.tfidf.transform([sentence_blocks(m) for m in messages])
+        probs = softmax_rows(np.asarray(x @ self.coef.T) + self.intercept)
+        return [dict(zip(self.classes, row.tolist(), strict=True)) for row in probs]
+
+    def process(self, messages: list[Message]) -> list[Message]:
+        weight = float(self._config["diet_weight"])
+        length = int(self._config["ranking_length"])
+        for message, linear in zip(messages, self.linear_rankings(messages), strict=True):
+            diet = {
+                str(r["name"]): float(r["confidence"])
+                for r in message.get(INTENT_RANKING_KEY) or []
+                if r.get("name") is not None
+            }
+            if not linear:
+                continue
+            ordered = sorted(combine(diet, linear, weight).items(), key=lambda item: -item[1])
+            ranking = [{"name": name, "confidence": confidence} for name, confidence in ordered]
+            message.set(INTENT, ranking[0], add_to_output=True)
+            message.set(INTENT_RANKING_KEY, ranking[:length] if length > 0 else ranking, add_to_output=True)
+            message.set(PARTS_KEY, {"diet": diet, "linear": linear})
+        return messages
