@@ -7,7 +7,10 @@
 - every ``../shared/benchmarks/external/*.jsonl`` (fields ``text``, ``intent``, ``lang``), which is
   only ever parsed, never trained on.
 
-A predicted ``nlu_fallback`` counts as ``out_of_scope``. The table is printed and the figures are
+A predicted ``nlu_fallback`` counts as ``out_of_scope``. When our pipeline has an
+``IntentEnsemble``, the same parse also gives the figures of its two members alone (DIET's ranking,
+the linear model's), each under the pipeline's ``FallbackClassifier`` rule, so every run shows
+what the averaging adds. The table is printed and the figures are
 written to ``results/eval.json``. With ``--check`` the exit status is 1 when a target is missed:
 macro-F1 >= 0.90 per language on the held-out split, accuracy >= 0.85 per external file.
 """
@@ -158,37 +161,90 @@ def train_nlu(label: str, config_text: str, with_code: bool, force: bool = False
 # ---------------------------------------------------------------- parsing
 
 
-def _parse_all(model: Path, texts: list[str], label: str, chunk: int = 200) -> list[str]:
-    """Intent names for ``texts``: the model is loaded once, messages go through the graph in chunks."""
+@dataclass
+class Parsed:
+    """One message's predicted intent and, from ``IntentEnsemble``, the rankings it averaged."""
+
+    intent: str
+    parts: dict[str, dict[str, float]] | None = None
+
+
+def _parse_all(model: Path, texts: list[str], label: str, chunk: int = 200) -> list[Parsed]:
+    """Parses ``texts``: the model is loaded once, messages go through the graph in chunks."""
     from rasa.core.agent import Agent
     from rasa.core.channels.channel import UserMessage
     from rasa.engine.constants import PLACEHOLDER_MESSAGE, PLACEHOLDER_TRACKER
     from rasa.shared.core.trackers import DialogueStateTracker
 
+    from bot.nlu.ensemble import PARTS_KEY
+
     agent = Agent.load(str(model))
     processor = agent.processor
     assert processor is not None
     target = processor.model_metadata.nlu_target
-    out: list[str] = []
+    out: list[Parsed] = []
     started = time.monotonic()
     for i in range(0, len(texts), chunk):
         batch = texts[i : i + chunk]
         tracker = DialogueStateTracker("eval", [])
+        parts: list[Any] = [None] * len(batch)
         try:
             results = processor.graph_runner.run(
                 inputs={PLACEHOLDER_MESSAGE: [UserMessage(t) for t in batch], PLACEHOLDER_TRACKER: tracker},
                 targets=[target],
             )
             intents = [(m.get("intent") or {}).get("name") for m in results[target]]
+            parts = [m.get(PARTS_KEY) for m in results[target]]
         except Exception as exc:  # noqa: BLE001 - fall back to one message at a time
             _progress(f"{label}: batch parse failed ({exc!r}); parsing one message at a time")
             intents = []
             for t in batch:
                 parsed = asyncio.run(agent.parse_message(t))
                 intents.append((parsed.get("intent") or {}).get("name"))
-        out += [OUT_OF_SCOPE if x is None or x == FALLBACK else str(x) for x in intents]
+        out += [
+            Parsed(OUT_OF_SCOPE if x is None or x == FALLBACK else str(x), p)
+            for x, p in zip(intents, parts, strict=True)
+        ]
         _progress(f"{label}: parsed {len(out)}/{len(texts)} ({time.monotonic() - started:.0f} s)")
     return out
+
+
+# ---------------------------------------------------------------- the ensemble's members alone
+
+
+def fallback_settings(config_text: str) -> tuple[float, float]:
+    """``threshold`` and ``ambiguity_threshold`` of the pipeline's ``FallbackClassifier`` (Rasa's defaults)."""
+    import yaml
+
+    for step in (yaml.safe_load(config_text) or {}).get("pipeline") or []:
+        if isinstance(step, dict) and step.get("name") == "FallbackClassifier":
+            return float(step.get("threshold", 0.3)), float(step.get("ambiguity_threshold", 0.1))
+    return 0.0, 0.0
+
+
+def decide(ranking: dict[str, float], threshold: float, ambiguity: float) -> str:
+    """The intent the ``FallbackClassifier`` would let through for ``ranking``, else ``out_of_scope``."""
+    if not ranking:
+        return OUT_OF_SCOPE
+    ordered = sorted(ranking.values(), reverse=True)
+    best = max(ranking, key=lambda name: ranking[name])
+    if ordered[0] < threshold or (len(ordered) > 1 and ordered[0] - ordered[1] < ambiguity):
+        return OUT_OF_SCOPE
+    return best
+
+
+def member_predictions(parsed: list[Parsed], config_text: str) -> dict[str, list[str]]:
+    """What DIET alone and the linear model alone would have predicted, under the same fallback rule.
+
+    Empty when the model has no ``IntentEnsemble`` (or a message went through without one).
+    """
+    if not parsed or any(p.parts is None for p in parsed):
+        return {}
+    threshold, ambiguity = fallback_settings(config_text)
+    return {
+        f"ours:{member}": [decide((p.parts or {}).get(member) or {}, threshold, ambiguity) for p in parsed]
+        for member in ("diet", "linear")
+    }
 
 
 # ---------------------------------------------------------------- metrics
@@ -253,9 +309,18 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     texts = [s.text for es in sets for s in es.samples]
     preds: dict[str, list[str]] = {}
     for label, model in models.items():
-        preds[label] = _parse_all(model, texts, label)
+        parsed = _parse_all(model, texts, label)
+        preds[label] = [p.intent for p in parsed]
+        if label == "ours":
+            # the ensemble's members, each under the same fallback rule: what the averaging adds
+            preds.update(member_predictions(parsed, our_config))
 
-    report: dict[str, Any] = {"models": {k: v.name for k, v in models.items()}, "heldout": {}, "external": {}}
+    report: dict[str, Any] = {
+        "models": {k: v.name for k, v in models.items()},
+        "members": [k for k in preds if k.startswith("ours:")],
+        "heldout": {},
+        "external": {},
+    }
     offset = 0
     gold_h: list[str] = []
     pred_h: list[str] = []
@@ -264,7 +329,7 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     for es in sets:
         gold = [s.intent for s in es.samples]
         entry: dict[str, Any] = {"n": len(gold)}
-        for label in models:
+        for label in preds:
             pred = preds[label][offset : offset + len(gold)]
             entry[label] = {"accuracy": accuracy(gold, pred), "macro_f1": macro_f1(gold, pred)}
         ours = preds["ours"][offset : offset + len(gold)]
@@ -300,23 +365,33 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
 
 def print_report(report: dict[str, Any]) -> None:
     has_base = "baseline" in report["models"]
+    members = report.get("members") or []
+    member_titles = [m.replace("ours:", "") + " alone" for m in members]
 
     def pair(entry: dict[str, Any], key: str) -> list[Any]:
         return [entry["ours"][key], entry["baseline"][key] if has_base else "-"]
 
+    def alone(entry: dict[str, Any], key: str) -> list[Any]:
+        return [entry[m][key] for m in members]
+
     print()
     print("Held-out split (tests/nlu/<lang>)")
     print(_table(
-        ["lang", "n", "acc ours", "acc base", "macro-F1 ours", "macro-F1 base"],
-        [[k, e["n"], *pair(e, "accuracy"), *pair(e, "macro_f1")] for k, e in report["heldout"].items()],
+        ["lang", "n", "acc ours", "acc base", "macro-F1 ours", "macro-F1 base", *(f"F1 {t}" for t in member_titles)],
+        [[k, e["n"], *pair(e, "accuracy"), *pair(e, "macro_f1"), *alone(e, "macro_f1")]
+         for k, e in report["heldout"].items()],
     ))
     if report["external"]:
         print()
         print("External benchmarks (never trained on; nlu_fallback counts as out_of_scope)")
         print(_table(
-            ["file", "n", "acc ours", "acc base"],
-            [[k, e["n"], *pair(e, "accuracy")] for k, e in report["external"].items()],
+            ["file", "n", "acc ours", "acc base", *(f"acc {t}" for t in member_titles)],
+            [[k, e["n"], *pair(e, "accuracy"), *alone(e, "accuracy")] for k, e in report["external"].items()],
         ))
+    if members:
+        print()
+        print("(DIET alone / linear alone: the two rankings IntentEnsemble averages, each under the same "
+              "FallbackClassifier rule; from the same parse, not separately trained models)")
     for key, title in (("confusions_heldout_ours", "held-out"), ("confusions_external_ours", "external")):
         if report[key]:
             print()
