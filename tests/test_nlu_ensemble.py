@@ -13,7 +13,7 @@ import scipy.sparse as sp
 from bot.nlu.ensemble import IntentEnsemble, TfidfBlocks, combine, softmax_rows
 
 
-def _row(values: list[float]) -> sp.csr_matrix:
+def _row(values: list[float]) -> sp.spmatrix:
     return sp.csr_matrix(np.array([values]))
 
 

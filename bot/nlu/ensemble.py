@@ -51,13 +51,13 @@ def _source_fingerprint() -> str:
     return hashlib.sha256(Path(__file__).read_bytes()).hexdigest()
 
 
-def sentence_blocks(message: Message) -> dict[str, sp.csr_matrix]:
+def sentence_blocks(message: Message) -> dict[str, sp.coo_matrix]:
     """The message's sentence-level sparse text features, one 1×d row per featurizer."""
-    blocks: dict[str, sp.csr_matrix] = {}
+    blocks: dict[str, sp.coo_matrix] = {}
     for features in message.features:
         if features.attribute == TEXT and features.type == FEATURE_TYPE_SENTENCE and features.is_sparse():
             origin = features.origin if isinstance(features.origin, str) else "+".join(features.origin)
-            blocks[origin] = sp.csr_matrix(features.features, dtype=np.float64)
+            blocks[origin] = features.features.tocoo()  # Rasa keeps them as COO already: no copy
     return blocks
 
 
@@ -68,7 +68,7 @@ class TfidfBlocks:
         self.origins, self.dims, self.idf = origins, dims, idf
 
     @classmethod
-    def fit(cls, rows: list[dict[str, sp.csr_matrix]]) -> TfidfBlocks:
+    def fit(cls, rows: list[dict[str, sp.coo_matrix]]) -> TfidfBlocks:
         origins = sorted({o for row in rows for o in row})
         dims, idf = [], []
         n = len(rows)
@@ -77,29 +77,39 @@ class TfidfBlocks:
             df = np.zeros(dim)
             for row in rows:
                 if origin in row:
-                    df[row[origin].indices] += 1
+                    df[np.unique(row[origin].tocoo().col)] += 1
             dims.append(dim)
             idf.append(np.log((1.0 + n) / (1.0 + df)) + 1.0)  # scikit-learn's smooth idf
         return cls(origins, dims, idf)
 
-    def transform(self, rows: list[dict[str, sp.csr_matrix]]) -> sp.csr_matrix:
-        parts = []
+    def transform(self, rows: list[dict[str, sp.coo_matrix]]) -> sp.csr_matrix:
+        """One CSR matrix for ``rows``, built with numpy in one pass (a parse is one message: keep it cheap)."""
+        n = len(rows)
+        all_indices: list[np.ndarray] = []
+        all_data: list[np.ndarray] = []
+        all_rows: list[np.ndarray] = []
+        offset = 0
         for origin, dim, idf in zip(self.origins, self.dims, self.idf, strict=True):
-            block = sp.vstack([self._row(row.get(origin), dim) for row in rows], format="csr")
-            block.data = np.log1p(np.abs(block.data))
-            block = block.multiply(idf).tocsr()
-            norms = np.sqrt(np.asarray(block.multiply(block).sum(axis=1)).ravel())
-            norms[norms == 0] = 1.0
-            parts.append(sp.diags(1.0 / norms) @ block)
-        return sp.hstack(parts, format="csr")
-
-    @staticmethod
-    def _row(row: sp.csr_matrix | None, dim: int) -> sp.csr_matrix:
-        if row is None:
-            return sp.csr_matrix((1, dim))
-        if row.shape[1] != dim:  # a vocabulary never changes after training; be safe anyway
-            row = row[:, :dim] if row.shape[1] > dim else sp.hstack([row, sp.csr_matrix((1, dim - row.shape[1]))])
-        return sp.csr_matrix(row)
+            for i, row in enumerate(rows):
+                block = row.get(origin)
+                if block is None or block.nnz == 0:
+                    continue
+                block = block.tocoo()  # a no-op for Rasa's features
+                keep = block.col < dim  # a vocabulary never grows after training; be safe anyway
+                indices = block.col[keep]
+                data = np.log1p(np.abs(block.data[keep])) * idf[indices]
+                norm = np.sqrt(np.dot(data, data))
+                if norm == 0:
+                    continue
+                all_indices.append(indices + offset)
+                all_data.append(data / norm)
+                all_rows.append(np.full(len(indices), i))
+            offset += dim
+        if not all_data:
+            return sp.csr_matrix((n, offset))
+        return sp.csr_matrix(
+            (np.concatenate(all_data), (np.concatenate(all_rows), np.concatenate(all_indices))), shape=(n, offset)
+        )
 
 
 def softmax_rows(scores: np.ndarray) -> np.ndarray:
@@ -158,8 +168,7 @@ class IntentEnsemble(IntentClassifier, GraphComponent):
         self._resource = resource
         self.classes: list[str] = []
         self.tfidf: TfidfBlocks | None = None
-        self.coef = np.zeros((0, 0))
-        self.intercept = np.zeros(0)
+        self._set_weights(np.zeros((0, 0)), np.zeros(0))
 
     @classmethod
     def create(
@@ -170,6 +179,11 @@ class IntentEnsemble(IntentClassifier, GraphComponent):
         execution_context: ExecutionContext,
     ) -> IntentEnsemble:
         return cls(config, model_storage, resource)
+
+    def _set_weights(self, coef: np.ndarray, intercept: np.ndarray) -> None:
+        self.coef, self.intercept = coef, intercept
+        # features × intents, contiguous: a sparse row times it is one pass, with no copy per parse
+        self._coef_t = np.ascontiguousarray(coef.T)
 
     # ---------------------------------------------------------------- training
 
@@ -197,7 +211,7 @@ class IntentEnsemble(IntentClassifier, GraphComponent):
         if len(self.classes) == 2:  # binary: scikit-learn keeps one row; as softmax it is (-z/2, z/2)
             coef = np.vstack([-coef[0] / 2, coef[0] / 2])
             intercept = np.array([-intercept[0] / 2, intercept[0] / 2])
-        self.coef, self.intercept = coef, intercept
+        self._set_weights(coef, intercept)
         self._persist()
         return self._resource
 
@@ -226,8 +240,7 @@ class IntentEnsemble(IntentClassifier, GraphComponent):
             with model_storage.read_from(resource) as directory:
                 meta = json.loads((directory / _META).read_text(encoding="utf-8"))
                 with np.load(directory / _ARRAYS, allow_pickle=False) as arrays:
-                    component.coef = arrays["coef"]
-                    component.intercept = arrays["intercept"]
+                    component._set_weights(arrays["coef"], arrays["intercept"])
                     idf = [arrays[f"idf_{i}"] for i in range(len(meta["origins"]))]
         except (ValueError, FileNotFoundError) as exc:
             logger.warning(f"IntentEnsemble: no trained model in {resource.name} ({exc}); DIET alone decides")
@@ -244,7 +257,7 @@ class IntentEnsemble(IntentClassifier, GraphComponent):
         if self.tfidf is None or not self.classes:
             return [{} for _ in messages]
         x = self.tfidf.transform([sentence_blocks(m) for m in messages])
-        probs = softmax_rows(np.asarray(x @ self.coef.T) + self.intercept)
+        probs = softmax_rows(np.asarray(x @ self._coef_t) + self.intercept)
         return [dict(zip(self.classes, row.tolist(), strict=True)) for row in probs]
 
     def process(self, messages: list[Message]) -> list[Message]:
