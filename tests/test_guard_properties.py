@@ -461,5 +461,9 @@ def test_check_log_catches_a_broken_guard(factory: GuardFactory, prop: str, even
 @pytest.mark.parametrize("factory", [b[0] for b in BROKEN], ids=lambda v: v.__name__)
 def test_the_property_search_finds_a_broken_guard(factory: GuardFactory) -> None:
     with pytest.raises(AssertionError):
-        # no shrinking: finding the bug is the point, not its smallest example
-        conversation_property(factory, max_examples=500, phases=[Phase.generate], report_multiple_bugs=False)()
+        # no shrinking: finding the bug is the point, not its smallest example. Derandomised: a
+        # random search of 500 examples missed IgnoresBudget once in a full run; a fixed search
+        # that finds every broken guard cannot pass one day and fail the next.
+        conversation_property(
+            factory, max_examples=500, phases=[Phase.generate], report_multiple_bugs=False, derandomize=True
+        )()
