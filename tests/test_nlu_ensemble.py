@@ -164,3 +164,34 @@ def test_weight_zero_is_the_linear_model_alone(tmp_path: Path) -> None:
     assert parsed["intent"]["name"] == "out_of_scope"
     ranking = {r["name"]: r["confidence"] for r in parsed["intent_ranking"]}
     assert set(ranking) == {"request_refund", "check_case_status", "out_of_scope"}
+
+
+# ---- the shipped model ----------------------------------------------------------------------
+
+
+@pytest.mark.model
+@pytest.mark.slow
+def test_the_shipped_model_keeps_general_requests_out_and_our_requests_in(trained_model: Path) -> None:
+    """Sentences written for this test (in no training or evaluation file), through the real pipeline."""
+    from rasa.core.agent import Agent
+
+    agent = Agent.load(str(trained_model))
+    expected = {
+        "set a timer for twenty minutes": "out_of_scope",
+        "what's the weather like in Lisbon this weekend": "out_of_scope",
+        "播放一首周杰伦的稻香": "out_of_scope",
+        "明天台北會唔會落雨": "out_of_scope",
+        "幫我訂今晚七點四個人嘅枱": "out_of_scope",
+        "my internet has been down for three days and nobody came to fix it": "complaint_service",
+        "我要投诉，你们多扣了我两次月费": "complaint_billing",
+        "我想將個plan降返做基本版": "downgrade_plan",
+    }
+    got = {}
+    for text in expected:
+        parsed = asyncio.run(agent.parse_message(text))
+        name = parsed["intent"]["name"]
+        got[text] = "out_of_scope" if name == "nlu_fallback" else name
+        ranking = parsed["intent_ranking"]
+        # the ensemble's ranking: a probability distribution over the intents, best first
+        assert [r["confidence"] for r in ranking] == sorted((r["confidence"] for r in ranking), reverse=True)
+    assert got == expected
