@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -25,3 +26,11 @@ def trained_model() -> Path:
     if model is None:
         pytest.fail("no trained model for the current config and data: run `make train` (`make test` does)")
     return model
+
+
+@pytest.fixture(scope="session")
+def shipped_agent(trained_model: Path) -> Any:
+    """The shipped model loaded once as a ``rasa.core.agent.Agent`` (a load takes seconds)."""
+    from rasa.core.agent import Agent
+
+    return Agent.load(str(trained_model))

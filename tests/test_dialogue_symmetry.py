@@ -15,8 +15,6 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.model_fixture import trained_model  # noqa: F401 - the fixture, used by name
-
 ROOT = Path(__file__).resolve().parent.parent
 PLAN_INTENTS = ("upgrade_plan", "downgrade_plan", "cancel_subscription")
 LANGS = ("en", "zh-Hans", "zh-Hant")
@@ -94,13 +92,6 @@ def test_conversation_tests_take_the_same_bot_turns(lang: str) -> None:
 # ----------------------------------------------------------------------------- with the trained model
 
 
-@pytest.fixture(scope="module")
-def agent(trained_model: Path):  # noqa: F811 - pytest fixture injection
-    from rasa.core.agent import Agent
-
-    return Agent.load(str(trained_model))
-
-
 def _predicted_actions(agent: Any, steps: list[dict[str, Any]], tmp_path: Path) -> list[str]:
     """The actions the model's policies predict for one conversation (the story's user turns)."""
     from rasa.core.test import test as rasa_test
@@ -113,11 +104,11 @@ def _predicted_actions(agent: Any, steps: list[dict[str, Any]], tmp_path: Path) 
 
 @pytest.mark.model
 @pytest.mark.parametrize("lang", LANGS)
-def test_model_predicts_the_same_turns_for_downgrade_and_upgrade(agent, lang: str, tmp_path: Path) -> None:
+def test_model_predicts_the_same_turns_for_downgrade_and_upgrade(shipped_agent, lang: str, tmp_path: Path) -> None:
     stories = _test_plan_stories()[lang]
-    down = _predicted_actions(agent, stories["downgrade, plan asked"], tmp_path)
-    up = _predicted_actions(agent, stories["upgrade, plan asked"], tmp_path)
-    cancel = _predicted_actions(agent, stories["cancel"], tmp_path)
+    down = _predicted_actions(shipped_agent, stories["downgrade, plan asked"], tmp_path)
+    up = _predicted_actions(shipped_agent, stories["upgrade, plan asked"], tmp_path)
+    cancel = _predicted_actions(shipped_agent, stories["cancel"], tmp_path)
     assert down == up, (down, up)
     assert len(cancel) <= len(up)
     assert "action_change_plan" in down and "action_change_plan" in cancel
@@ -125,9 +116,9 @@ def test_model_predicts_the_same_turns_for_downgrade_and_upgrade(agent, lang: st
 
 @pytest.mark.model
 @pytest.mark.parametrize("lang", LANGS)
-def test_model_understands_the_plan_requests(agent, lang: str) -> None:
+def test_model_understands_the_plan_requests(shipped_agent, lang: str) -> None:
     stories = _test_plan_stories()[lang]
     for title in ("downgrade, plan asked", "upgrade, plan asked", "cancel"):
         first = stories[title][0]
-        parsed = asyncio.run(agent.parse_message(first["user"].strip()))
+        parsed = asyncio.run(shipped_agent.parse_message(first["user"].strip()))
         assert parsed["intent"]["name"] == first["intent"], (first["user"], parsed["intent"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -171,11 +172,8 @@ def test_weight_zero_is_the_linear_model_alone(tmp_path: Path) -> None:
 
 @pytest.mark.model
 @pytest.mark.slow
-def test_the_shipped_model_keeps_general_requests_out_and_our_requests_in(trained_model: Path) -> None:
+def test_the_shipped_model_keeps_general_requests_out_and_our_requests_in(shipped_agent: Any) -> None:
     """Sentences written for this test (in no training or evaluation file), through the real pipeline."""
-    from rasa.core.agent import Agent
-
-    agent = Agent.load(str(trained_model))
     expected = {
         "set a timer for twenty minutes": "out_of_scope",
         "what's the weather like in Lisbon this weekend": "out_of_scope",
@@ -188,7 +186,7 @@ def test_the_shipped_model_keeps_general_requests_out_and_our_requests_in(traine
     }
     got = {}
     for text in expected:
-        parsed = asyncio.run(agent.parse_message(text))
+        parsed = asyncio.run(shipped_agent.parse_message(text))
         name = parsed["intent"]["name"]
         got[text] = "out_of_scope" if name == "nlu_fallback" else name
         ranking = parsed["intent_ranking"]
