@@ -86,7 +86,7 @@ def test_defaults_match_the_architecture() -> None:
     assert (state.unresolved_turns, state.fallbacks, state.unresolved_intents, state.sent_replies) == (0, 0, (), ())
     assert state.handed_off is False
     assert set(REASONS) == {
-        "customer_request", "frustration", "repeated_request", "repeated_fallback", "repeated_reply",
+        "danger", "customer_request", "frustration", "repeated_request", "repeated_fallback", "repeated_reply",
         "turn_budget", "brain_error", "timeout", "action_request",
     }
     assert HandoffGuard().config == GuardConfig()
@@ -178,7 +178,8 @@ def test_resolved_turns_do_not_consume_the_budget() -> None:
     guard = HandoffGuard()
     state = GuardState()
     for i in range(30):
-        outcome = resolved("check_case_status", f"Case HL-20260101-{i:04d} is being verified.")
+        intent = ("check_case_status", "complaint_billing", "downgrade_plan")[i % 3]
+        outcome = resolved(intent, f"Case HL-20260101-{i:04d} is being verified.")
         d = turn(guard, state, "status?", outcome)
         assert_delivers(d, outcome)
         state = d.state
@@ -400,7 +401,7 @@ def test_keyword_rule_recognises_requests_for_a_person(text: str) -> None:
 @pytest.mark.parametrize("text", NOT_REQUESTS)
 def test_keyword_rule_leaves_other_messages_to_the_brain(text: str) -> None:
     assert not asks_for_human(text)
-    d = HandoffGuard().before_turn(GuardState(), text)
+    d = HandoffGuard(GuardConfig(signals=False)).before_turn(GuardState(), text)
     assert d == Decision(deliver=(), handoff=False, reason=None, state=GuardState())
 
 
