@@ -231,7 +231,9 @@ class GuardState:
             :attr:`handed_off` is set. An addition to the architecture contract.
         last_intent: The intent of the previous turn the brain handled since the start or the
             last hand-back; ``""`` when that intent was unknown, ``None`` before the first turn.
-        last_resolved: That previous turn counted as resolved (:meth:`HandoffGuard.resolves`).
+        last_resolved: The brain claimed that previous turn resolved (:attr:`TurnOutcome.resolved`,
+            without an error) — whether or not the guard counted it: a re-ask of a re-ask is
+            still a re-ask, and an answer after a claimed resolution answers no open question.
         small_talk_turns: Small-talk turns counted as resolved since the last turn that an action
             resolved (or the start, or the last hand-back).
     """
@@ -637,10 +639,12 @@ class HandoffGuard:
 
         * it failed (``outcome.error``), or the brain does not claim it resolved;
         * its intent is a fallback intent (a fallback reply resolves nothing);
-        * the customer re-asks: the previous turn was resolved with the same intent (an unknown
-          intent counts as the same unknown intent) — the answer evidently did not do;
+        * the customer re-asks: the brain claimed the previous turn resolved, with the same
+          intent (an unknown intent counts as the same unknown intent) — the answer evidently did
+          not do;
         * it is an answer intent (``affirm``/``deny``) that answers nothing: no previous turn,
-          or the previous turn was resolved or a fallback (no question was left open);
+          or the brain claimed the previous turn resolved, or it was a fallback (no question was
+          left open);
         * it is small talk beyond ``config.max_small_talk_turns`` in a row without a turn that an
           action resolved in between — so a brain that answers everything as small talk still
           reaches the turn budget.
@@ -717,7 +721,7 @@ class HandoffGuard:
             unresolved_intents=state.unresolved_intents
             + ((intent,) if tracked and intent and not repeated_request else ()),
             last_intent=intent or "",
-            last_resolved=resolved,
+            last_resolved=outcome.error is None and outcome.resolved,
             small_talk_turns=(state.small_talk_turns + 1 if small_talk else 0) if resolved else state.small_talk_turns,
         )
         seen = set(state.sent_replies)
