@@ -84,6 +84,8 @@ STRONG: Final[tuple[str, ...]] = (
     r"\bfurious\b", r"\bangry\b", r"\bfed up\b", r"\bsick (?:and tired )?of\b", r"\bhad enough\b",
     r"\bfrustrat(?:ed|ing)\b", r"\bannoy(?:ed|ing)\b", r"\bhate (?:this|you|it)\b", r"\bworst\b",
     r"\bscam(?:mers?)?\b", r"\b(?:is|are|what) a (?:joke|farce|disgrace)\b", r"\bare you (?:even )?listening\b",
+    r"\bwhat(?:'s| is) wrong with (?:you|this|your)\b", r"\bignor(?:e|es|ed|ing) (?:me|my|us|what)\b",
+    r"\bdisgrace\w*", r"\bi'?m done with\b", r"\bhad it with\b",
     r"\b(?:nobody|no one|no-one|noone)\b(?: \w+){0,3}? (?:helps?|helping|answers?|answering|cares?|listens?|"
     r"replies|responds?|does anything)\b",
     r"\bno(?:body|one)? (?:ever )?(?:help|answer|reply|response)s?\b(?! me with)",
@@ -93,7 +95,8 @@ STRONG: Final[tuple[str, ...]] = (
     r"\b(?:not|un)helpful\b", r"\byou(?:'re| are) not (?:helping|listening)\b", r"\bdoesn'?t help\b",
     r"\byou (?:don'?t|do not|never) (?:understand|listen)\b", r"\bcan'?t you (?:understand|read)\b",
     # Chinese (Simplified / Traditional): insults, swearing, anger, "nobody helps", "useless".
-    r"垃圾", r"[废廢]物", r"[废廢][柴材]", r"[气氣]死", r"[气氣]人", r"搞什[么麼]", r"什[么麼]破",
+    r"垃圾", r"[废廢]物", r"[废廢][柴材]", r"[气氣]死", r"急死", r"有病|[神][经經]病", r"服了你|服咗你",
+    r"[烂爛](?:公司|服[务務]|系[统統]|客服|机器人|機器人|透|到|死)", r"[气氣]人", r"搞什[么麼]", r"什[么麼]破",
     r"破(?:机器人|機器人|系[统統]|客服|公司|玩意)",
     r"[烂爛]透", r"坑人", r"[骗騙]子", r"[骗騙][钱錢]", r"太差", r"差[劲勁]", r"[恶噁]心", r"[无無][语語]",
     r"受[够夠]", r"忍[无無]可忍", r"[没沒]人(?:管|理|[帮幫]|回|[应應]|接)", r"[没沒]有?用(?![过過户戶到着著])",
@@ -117,8 +120,14 @@ MILD: Final[tuple[str, ...]] = (
     r"\bagain\b", r"\bstill\b", r"\bseriously\b", r"\bcome on\b", r"\bugh+\b", r"\bargh+\b", r"\bwhy can'?t\b",
     r"\bwhat the\b", r"\bnot working\b", r"\bunbelievable\b", r"\bterrible\b", r"\bawful\b", r"\bhorrible\b",
     r"\bjoke\b", r"\bforever\b", r"\bages\b", r"\bnothing happens\b", r"\banyone\b.*\?", r"\bupset\b",
-    r"[又]|[还還][没沒]|[一]直|到底|[为為]什[么麼][还還]|[怎][么麼][还還]|[多][久]|[烦煩]|[郁鬱][闷悶]|失望|不[满滿]|[离離][谱譜]",
-    r"[仲]未|[点點][解]|[成]日|[搞]掂[未]|[又]係|[失]望",
+    r"\bkeeps? (?:sending|giving|saying|asking|repeating|telling)\b",
+    r"\bsame (?:answer|reply|message|thing|response)\b",
+    r"\bstop (?:sending|saying|repeating|giving)\b",
+    # Chinese, one weight per group: still not / why still / dissatisfied / again, the same.
+    r"[还還][没沒]|一直|仲未|成日|多久|[几幾]耐",
+    r"到底|究竟|[为為]什[么麼][还還]|[怎][么麼][还還]|怎[么麼]回事|[点點]解|搞掂[未]",
+    r"(?<![麻])[烦煩]|[郁鬱][闷悶]|失望|不[满滿]|[离離][谱譜]",
+    r"又|再也不|以后不会再|以後唔會再|唔會再用|[别別]再|唔好再|一[样樣]的(?:回[复覆]|答[复覆]|[话話])|同一句|同一[个個](?:答案|回)",
 )
 ANGER_EMOJI: Final = frozenset("😤😡🤬💢👿🖕😠👎🙄😒")
 MILD_EMOJI: Final = frozenset("🙄😒👎")  # eye-roll, unamused, thumbs down: half an anger emoji
@@ -137,16 +146,16 @@ def _normalise(text: str) -> str:
     return re.sub(r"\s+", " ", unicodedata.normalize("NFKC", text)).strip()
 
 
-def _shouting(text: str) -> bool:
-    """Capital letters in most of a message with at least two real words (ids such as
-    ``HL-20260101-0001`` and short words such as ``OK`` do not count)."""
+def _shouting(text: str) -> int:
+    """The number of words of a message written mostly in capitals, or 0 when it is not (fewer
+    than two real words or eight letters; ids such as ``HL-20260101-0001`` do not count)."""
     words = [w for w in text.split() if not any(c.isdigit() for c in w)]
     letters = [c for w in words for c in w if c.isalpha() and c.isascii()]
     long_words = [w for w in _WORD.findall(" ".join(words)) if len(w) >= 2 and w.isascii()]
     if len(letters) < 8 or len(long_words) < 2:
-        return False
+        return 0
     upper = sum(1 for c in letters if c.isupper())
-    return upper / len(letters) >= 0.8
+    return len(long_words) if upper / len(letters) >= 0.8 else 0
 
 
 def _frustration(text: str, folded: str) -> tuple[float, list[str]]:
@@ -173,8 +182,10 @@ def _frustration(text: str, folded: str) -> tuple[float, list[str]]:
         else:
             score += sum(EMOJI_WEIGHT / 2 if c in MILD_EMOJI else EMOJI_WEIGHT for c in emoji)
             cues.append("emoji")
-    if _shouting(text):
-        score += STYLE_WEIGHT
+    shouting = _shouting(text)
+    if shouting:
+        # A whole sentence in capitals is shouting; two or three words may be emphasis.
+        score += 2 * STYLE_WEIGHT if shouting >= 4 else STYLE_WEIGHT
         cues.append("caps")
     if _BANGS.search(text):
         score += STYLE_WEIGHT
@@ -203,35 +214,46 @@ DANGER: Final[dict[str, tuple[str, ...]]] = {
         r"\b(?:don'?t|do not) want to (?:live|be alive|exist)\b", r"\bwant(?:ed)? to die\b",
         r"\bwish i (?:was|were) dead\b",
         r"\b(?:hurt|harm|cut)(?:ing)? my ?self\b", r"\bself[- ]?harm\w*", r"\bno reason to live\b",
-        r"\bbetter off dead\b", r"\btake my (?:own )?life\b", r"\boverdos\w*",
+        r"\bbetter off dead\b", r"\b(?:too many|a lot of|all (?:my|the)|bunch of) (?:pills|tablets|sleeping pills)\b",
+        r"\bcan'?t go on\b", r"\b(?:want|wish) (?:it|everything) (?:all )?to end\b", r"安眠[药藥]", r"一了百了",
+        r"[撑撐]不下去", r"[顶頂]唔住(?:[啦喇]|了)?.{0,6}(?:死|了[结結]|一了百了)", r"\btake my (?:own )?life\b",
+        r"\boverdos\w*",
         r"自[杀殺]", r"[轻輕]生", r"不想活", r"想死", r"活不下去", r"[了][结結](?:自己|生命)", r"跳[楼樓]", r"割腕",
         r"[结結]束(?:自己的?)?生命", r"唔想(?:再)?(?:生存|活|做人)", r"[冇]意思(?:再)?活", r"去死算", r"寻死|尋死",
         r"吃安眠[药藥]|食安眠[药藥]", r"伤害自己|傷害自己",
     ),
     MEDICAL: (
-        r"\bheart attack\b", r"\bcan'?t breathe\b", r"\bcannot breathe\b", r"\bnot breathing\b", r"\bchest pains?\b",
+        r"\bheart attack\b", r"\b(?:stopped|isn'?t|is not|not) breathing\b", r"\bbreathing (?:properly|normally)\b",
+        r"呼吸(?:不|唔)(?:正常|[顺順])", r"\bcan'?t breathe\b", r"\bcannot breathe\b", r"\bnot breathing\b",
+        r"\bchest pains?\b",
         r"\bunconscious\b", r"\bstroke\b", r"\bseizure\b", r"\bbleeding\b", r"\bambulance\b", r"\bmedical emergency\b",
         r"\bpassed out\b", r"\bfainted\b", r"\ballergic reaction\b", r"\bpoison\w*", r"\bcollapsed\b",
         r"\bchok(?:e|ing)\b",
-        r"\bon fire\b", r"\bcaught fire\b", r"\b(?:a|the) fire (?:in|at|broke)\b", r"\bgas leak\b",
+        r"\bfire\b(?! (?:stick|tv|tablet|you|him|her|them|the|your|my|his|this|that))", r"\bsmoke\b", r"\bsmoking\b",
+        r"\bgas leak\b",
         r"\belectric shock\b", r"\belectrocut\w*",
         r"救[护護][车車]", r"心[脏臟]病", r"喘不[过過][气氣]", r"呼吸困[难難]", r"[昏][迷]", r"[晕暈]倒", r"[晕暈]低",
-        r"流血", r"中毒", r"急救", r"休克", r"抽搐", r"胸口(?:很|好)?(?:痛|疼)", r"白[车車]", r"着火|著火|火[灾災]",
+        r"流血", r"中毒", r"急救", r"休克", r"抽搐", r"胸口(?:很|好)?(?:痛|疼)", r"白[车車]",
+        r"着火|著火|火[灾災]|起火|冒[烟煙]|燒着|烧着",
+        r"[没沒冇]有?反[应應]|叫不醒|叫唔醒|倒在地|[瞓躺][咗了]?(?:喺|在)地|倒地",
         r"煤[气氣]泄漏|燃[气氣]泄漏|漏[气氣]", r"触电|觸電", r"[唞]唔到[气氣]|[透]不[过過][气氣]", r"送院|送[医醫]院",
     ),
     VIOLENCE: (
         r"\b(?:hit|hits|hitting|beat|beats|beating|punch\w*|slap\w*|kick(?:s|ed|ing)?|shov\w*|chok\w*|strangl\w*)"
         r" (?:me|us|her|him|them)\b",
         r"\battack\w*", r"\bassault\w*", r"\bweapon\w*", r"\bknife\b", r"\bknives\b", r"\bgun\b", r"\bstab\w*",
+        r"\bpushed (?:me|us|her|him)\b", r"\bgrabb?(?:ed|ing)? (?:me|us|her|him|my (?:arm|hand|wrist|neck|hair))\b",
         r"\bhurt (?:me|us|my (?:wife|husband|partner|son|daughter|child|children|kids?|mother|father|mum|mom|dad|"
         r"family))\b",
         r"\bviolen\w*", r"\babus\w*", r"\bbeaten\b", r"\brap(?:e|ed)\b",
         r"打(?:我|人|伤|傷|了我)", r"[殴毆]打", r"[动動]手(?:打|了)|[动動]手[动動]脚|[動动]手[動动]腳", r"家暴",
         r"[刀]", r"[枪槍]",
         r"[砍](?![价價])", r"[伤傷]害(?:我|了我)",
-        r"[暴]力", r"[揍]", r"[强強][奸姦]", r"[虐]待", r"[扑撲]我|推我|掐我", r"[郁]手|[打]到我",
+        r"[暴]力", r"[揍]", r"[强強][奸姦]", r"[虐]待",
+        r"[扑撲]我|推(?:了|咗)?我|掐我|抓(?:住|着|著)?我|捉(?:住)?我", r"[郁]手|[打]到我",
     ),
     THREAT: (
+        r"\bknows? where (?:i|we|my|our|she|he)\b", r"知道我.{0,8}(?:[在住]|喺)", r"知道我[家屋]",
         r"\bthreat\w*", r"\bblackmail\w*", r"\bextort\w*", r"\bkill (?:me|you|us|him|her)\b",
         r"\b(?:frighten|terrif|scar)(?:y|ied|ying|ing|ed)\b", r"\bafraid (?:for|of) (?:my|our|him|her|them|the)\b",
         r"\bin danger\b", r"\bnot safe\b", r"\bunsafe\b", r"\bfear(?:ful)? for\b", r"\bintimidat\w*", r"\bfear\b",

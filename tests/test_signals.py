@@ -1,0 +1,133 @@
+"""bot/signals.py: frustration and danger read from the raw text, in three scripts, and measured.
+
+The lexicon is measured on three labelled sets of our own, none of them NLU training data: calm
+requests with trap words, frustration inside requests and in emoji, danger of every kind.
+
+* ``signals_labelled.yml`` (46-47 messages per script) and ``signals_dev2.yml`` (26 per script):
+  development sets — the lexicon was tuned on them, so their perfect figures say little;
+* ``signals_heldout.yml`` (26 per script): written after the last change to the frustration
+  lexicon and never tuned on: the figures to expect (docs/guard.md). Only danger phrases were
+  added after measuring it (self-harm and breathing), for safety; its danger figures before that
+  are in docs/guard.md too.
+
+The floors asserted here are the measured figures, rounded down: a change to the word lists that
+loses recall or precision fails this test.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+
+from bot.guard import GuardConfig
+from bot.signals import DANGER_KINDS, Signals, read_signals
+
+LABELLED = Path(__file__).parent / "data" / "signals_labelled.yml"
+THRESHOLD = GuardConfig().frustration_threshold
+
+
+@dataclass(frozen=True)
+class Scores:
+    precision: float
+    recall: float
+    n: int
+
+
+def _score(pairs: list[tuple[bool, bool]]) -> Scores:
+    tp = sum(1 for predicted, gold in pairs if predicted and gold)
+    fp = sum(1 for predicted, gold in pairs if predicted and not gold)
+    fn = sum(1 for predicted, gold in pairs if gold and not predicted)
+    return Scores(tp / (tp + fp) if tp + fp else 1.0, tp / (tp + fn) if tp + fn else 1.0, len(pairs))
+
+
+def _labelled(name: str = "signals_labelled") -> dict[str, list[dict]]:
+    return yaml.safe_load((LABELLED.parent / f"{name}.yml").read_text(encoding="utf-8"))
+
+
+def measure(script: str, name: str = "signals_labelled") -> tuple[Scores, Scores]:
+    """(frustration, danger) precision and recall of the lexicon on one script's messages of the
+    labelled set ``name``."""
+    frustration, danger = [], []
+    for item in _labelled(name)[script]:
+        s = read_signals(item["t"])
+        frustration.append((s.frustration >= THRESHOLD, bool(item.get("f"))))
+        danger.append((s.danger is not None, item.get("d") is not None))
+    return _score(frustration), _score(danger)
+
+
+SETS = ("signals_labelled", "signals_dev2", "signals_heldout")
+
+
+@pytest.mark.parametrize("name", SETS)
+def test_the_labelled_sets_are_large_enough_and_well_formed(name: str) -> None:
+    data = _labelled(name)
+    assert set(data) == {"en", "zh-Hans", "zh-Hant"}
+    for items in data.values():
+        assert len(items) >= 26
+        assert sum(1 for i in items if i.get("f")) >= 8 and sum(1 for i in items if i.get("d")) >= 6
+        assert all(set(i) <= {"t", "f", "d"} and i.get("d", DANGER_KINDS[0]) in DANGER_KINDS for i in items)
+    assert sum(len(items) for items in data.values()) >= 78
+    if name == "signals_labelled":
+        assert all(len(items) >= 40 for items in data.values())
+
+
+# Floors: (precision, recall) as measured (docs/guard.md), rounded down. The development sets were
+# tuned on; the held-out set says what to expect on new phrasing.
+DEV = {"frustration": (0.95, 0.95), "danger": (0.95, 0.95)}
+FLOORS = {
+    ("signals_labelled", "en"): DEV, ("signals_labelled", "zh-Hans"): DEV, ("signals_labelled", "zh-Hant"): DEV,
+    ("signals_dev2", "en"): DEV, ("signals_dev2", "zh-Hans"): DEV, ("signals_dev2", "zh-Hant"): DEV,
+    ("signals_heldout", "en"): {"frustration": (0.95, 0.37), "danger": (0.95, 0.8)},
+    ("signals_heldout", "zh-Hans"): {"frustration": (0.95, 0.25), "danger": (0.95, 0.8)},
+    ("signals_heldout", "zh-Hant"): {"frustration": (0.66, 0.25), "danger": (0.95, 0.8)},
+}
+
+
+@pytest.mark.parametrize(("name", "script"), sorted(FLOORS))
+def test_lexicon_precision_and_recall(name: str, script: str) -> None:
+    frustration, danger = measure(script, name)
+    p, r = FLOORS[name, script]["frustration"]
+    assert frustration.precision >= p and frustration.recall >= r, frustration
+    p, r = FLOORS[name, script]["danger"]
+    assert danger.precision >= p and danger.recall >= r, danger
+
+
+@pytest.mark.parametrize(("text", "kind"), [
+    ("I want to kill myself", "self_harm"), ("我想死", "self_harm"), ("我唔想活", "self_harm"),
+    ("my dad is having a heart attack", "medical"), ("他昏迷了", "medical"), ("要叫白車", "medical"),
+    ("the installer hit me", "violence"), ("他拿刀", "violence"), ("佢打我", "violence"),
+    ("your courier threatened me", "threat"), ("有人恐吓我", "threat"), ("有人恐嚇我", "threat"),
+    ("the technician keeps texting me", "harassment"), ("维修师傅跟踪我", "harassment"), ("佢騷擾我", "harassment"),
+])
+def test_danger_kinds(text: str, kind: str) -> None:
+    assert read_signals(text).danger == kind
+
+
+@pytest.mark.parametrize("text", [
+    "I'm afraid my bill is wrong", "the agent never called me back", "I'd like to kill my subscription",
+    "the technician came yesterday and fixed it", "电话一直打不通", "能砍价吗", "有什么套餐", "我妈的手机号要改",
+    "please cancel", "HL-20260101-0001", "",
+])
+def test_calm_messages_carry_no_signal_worth_a_handoff(text: str) -> None:
+    s = read_signals(text)
+    assert s.danger is None and s.frustration < THRESHOLD, s
+
+
+def test_frustration_cues_add_up_and_are_capped() -> None:
+    assert read_signals("hello").frustration == 0.0
+    assert read_signals("😤😤") == Signals(1.0, None, ("emoji_only",))
+    assert read_signals("still waiting").frustration == pytest.approx(0.4)
+    assert read_signals("still waiting!!!").frustration == pytest.approx(0.7)
+    assert read_signals("WHERE IS MY REFUND").cues == ("caps",)
+    assert "repetition" in read_signals("hello? hello? hello?").cues
+    assert "repetition" in read_signals("人呢人呢人呢").cues
+    assert read_signals("useless garbage 🤬🤬 WTF!!!").frustration == 1.0
+    assert read_signals("ok 🙄").frustration == pytest.approx(0.3)  # an eye-roll alone is not anger
+
+
+def test_signals_ignore_width_and_case() -> None:
+    assert read_signals("ＵＳＥＬＥＳＳ bot").frustration >= THRESHOLD
+    assert read_signals("I WANT TO KILL MYSELF").danger == "self_harm"
