@@ -228,6 +228,9 @@ async def test_danger_goes_to_the_safety_queue_with_the_emergency_number_in_the_
             system = [_frame_text(m) for m in chat.messages("system")]
             assert any(all(e in s for e in expected) for s in system), system
             assert brain.calls == []
+            # nobody of the safety queue is online: a safety case is opened all the same (P4)
+            case = srv.hub.cases.open_for_conversation(chat.conversation_id)
+            assert case is not None and case.category == "safety" and case.queue == "safety"
 
 
 async def test_danger_reported_while_waiting_moves_the_customer_to_the_safety_queue(tmp_path: Path) -> None:
