@@ -562,8 +562,9 @@ def test_calm_messages_go_to_the_brain_with_their_signals(text: str) -> None:
 
 
 def test_frustration_threshold_and_signals_are_configurable() -> None:
-    assert not HandoffGuard(GuardConfig(frustration_threshold=1.0)).before_turn(GuardState(), "HELLO THERE!!!").handoff
-    assert_handoff(HandoffGuard().before_turn(GuardState(), "HELLO THERE!!!"), FRUSTRATION)
+    lenient = HandoffGuard(GuardConfig(frustration_threshold=1.0))
+    assert not lenient.before_turn(GuardState(), "WHERE IS MY ORDER").handoff
+    assert_handoff(HandoffGuard().before_turn(GuardState(), "WHERE IS MY ORDER"), FRUSTRATION)
     off = HandoffGuard(GuardConfig(signals=False)).before_turn(GuardState(), "😤😤 I want to end my life")
     assert not off.handoff and off.signals is None
     for bad in (0, -0.1, 1.5, True, "0.5"):

@@ -556,7 +556,7 @@ ANGRY = TurnOutcome("express_frustration", 0.9, ("I understand.",), resolved=Fal
 BROKEN: list[tuple[GuardFactory, str, list[Event]]] = [
     (IgnoresBudget, "(a)", [Message(f"m{i}", _unresolved(i)) for i in range(5)]),
     (ForgetsHandoffBeforeTurn, "(d)", [Message("m0", _unresolved(0))] * 4),
-    (SpeaksAfterHandoff, "(b)", [Pair(Message("ugh", ANGRY), Message("hello?", LOOP))]),
+    (SpeaksAfterHandoff, "(b)", [Pair(Message("so?", ANGRY), Message("hello?", LOOP))]),
     (SpeaksWhileHandingOff, "(b)", [Message(f"m{i}", _unresolved(i)) for i in range(5)]),
     (ForgetsSentReplies, "(c)", [Message("downgrade", LOOP), Message("downgrade!", LOOP)]),
     (TrustsTheBrain, "(a)", [Message(f"m{i}", TurnOutcome("thank", 0.9, (f"welcome {i}",), True)) for i in range(8)]),

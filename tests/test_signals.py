@@ -74,16 +74,19 @@ def test_the_labelled_sets_are_large_enough_and_well_formed(name: str) -> None:
         assert all(len(items) >= 40 for items in data.values())
 
 
-# Floors: (precision, recall) as measured (docs/guard.md), rounded down. The development sets were
-# tuned on; the held-out set says what to expect on new phrasing.
+# Floors: (precision, recall) as measured with the lexicon and the classifier together (docs/guard.md),
+# rounded down. The development sets were tuned on; the held-out set says what to expect.
 DEV = {"frustration": (0.95, 0.95), "danger": (0.95, 0.95)}
 FLOORS = {
-    ("signals_labelled", "en"): DEV, ("signals_labelled", "zh-Hans"): DEV, ("signals_labelled", "zh-Hant"): DEV,
+    ("signals_labelled", "en"): {"frustration": (0.87, 0.95), "danger": (0.95, 0.95)},
+    ("signals_labelled", "zh-Hans"): DEV, ("signals_labelled", "zh-Hant"): DEV,
     ("signals_dev2", "en"): DEV, ("signals_dev2", "zh-Hans"): DEV, ("signals_dev2", "zh-Hant"): DEV,
-    ("signals_heldout", "en"): {"frustration": (0.95, 0.37), "danger": (0.95, 0.8)},
-    ("signals_heldout", "zh-Hans"): {"frustration": (0.95, 0.25), "danger": (0.95, 0.8)},
-    ("signals_heldout", "zh-Hant"): {"frustration": (0.66, 0.25), "danger": (0.95, 0.8)},
+    ("signals_heldout", "en"): {"frustration": (0.85, 0.75), "danger": (0.95, 0.8)},
+    ("signals_heldout", "zh-Hans"): {"frustration": (0.95, 0.62), "danger": (0.95, 0.8)},
+    ("signals_heldout", "zh-Hant"): {"frustration": (0.8, 0.5), "danger": (0.95, 0.8)},
 }
+# The lexicon alone on the held-out set (docs/guard.md): what the classifier adds.
+LEXICON_ONLY_HELDOUT_RECALL = {"en": 0.375, "zh-Hans": 0.25, "zh-Hant": 0.25}
 
 
 @pytest.mark.parametrize(("name", "script"), sorted(FLOORS))
@@ -93,6 +96,24 @@ def test_lexicon_precision_and_recall(name: str, script: str) -> None:
     assert frustration.precision >= p and frustration.recall >= r, frustration
     p, r = FLOORS[name, script]["danger"]
     assert danger.precision >= p and danger.recall >= r, danger
+
+
+@pytest.mark.parametrize("script", sorted(LEXICON_ONLY_HELDOUT_RECALL))
+def test_the_classifier_adds_recall_on_new_phrasing(script: str) -> None:
+    items = _labelled("signals_heldout")[script]
+    frustrated = [i["t"] for i in items if i.get("f")]
+    lexicon = sum(read_signals(t, classifier=False).frustration >= THRESHOLD for t in frustrated) / len(frustrated)
+    both = sum(read_signals(t).frustration >= THRESHOLD for t in frustrated) / len(frustrated)
+    assert lexicon == pytest.approx(LEXICON_ONLY_HELDOUT_RECALL[script])
+    assert both > lexicon
+
+
+def test_the_classifier_table_scores_like_a_probability() -> None:
+    from bot.signals import frustration_probability
+
+    assert frustration_probability("this is absolutely unacceptable, you are useless") > 0.5
+    assert frustration_probability("I would like to change my plan to basic") < 0.2
+    assert 0.0 < frustration_probability("") < 1.0
 
 
 @pytest.mark.parametrize(("text", "kind"), [
@@ -120,7 +141,8 @@ def test_frustration_cues_add_up_and_are_capped() -> None:
     assert read_signals("hello").frustration == 0.0
     assert read_signals("😤😤") == Signals(1.0, None, ("emoji_only",))
     assert read_signals("still waiting").frustration == pytest.approx(0.4)
-    assert read_signals("still waiting!!!").frustration == pytest.approx(0.7)
+    assert read_signals("still waiting!!!", classifier=False).frustration == pytest.approx(0.7)
+    assert read_signals("still waiting!!!").cues[0] == "classifier"
     assert read_signals("WHERE IS MY REFUND").cues == ("caps",)
     assert "repetition" in read_signals("hello? hello? hello?").cues
     assert "repetition" in read_signals("人呢人呢人呢").cues
