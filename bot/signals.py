@@ -6,22 +6,28 @@ signals do not depend on which intent wins: :func:`read_signals` reads them from
 the handoff guard (:mod:`bot.guard`) consults them before the brain sees the message.
 
 * **Frustration** is a score in ``[0, 1]``: the sum of the weights of the cues found, capped at 1.
-  Cues: a lexicon of insults to the bot and complaints that nobody helps, in English, Simplified
-  and Traditional Chinese and Cantonese (:data:`STRONG` weighs 1.0, :data:`MILD` 0.4); anger emoji
-  (0.6 each; a message made only of anger emoji scores 1.0); SHOUTING in capitals (0.3); a run of
-  three or more exclamation marks (0.3); the same word or phrase three times in one message
-  (``"hello? hello? hello?"``, 0.3). The guard hands off at ``GuardConfig.frustration_threshold``
-  (0.6): one strong word, one anger emoji, or two weaker cues together.
+  Cues: a second classifier, :func:`frustration_probability` (a character n-gram logistic
+  regression trained on the NLU data, ``bot/frustration_model.py``), at or above 0.5 (1.0); a
+  lexicon of insults to the bot and complaints that nobody helps, in English, Simplified and
+  Traditional Chinese and Cantonese (:data:`STRONG` weighs 1.0, :data:`MILD` 0.4, each Chinese
+  mild group once); anger emoji (0.6 each, eye-roll/unamused/thumbs-down 0.3; a message made only
+  of anger emoji scores 1.0); SHOUTING in capitals (0.6 for a sentence of four words or more, else
+  0.3); a run of three or more exclamation marks (0.3); the same word or phrase three times in one
+  message (``"hello? hello? hello?"``, 0.3). The guard hands off at
+  ``GuardConfig.frustration_threshold`` (0.6): the classifier, one strong word, one anger emoji, or
+  two weaker cues together. Lexicon and classifier together catch more than either alone.
 * **Danger** is one of :data:`DANGER_KINDS` or ``None``: a threat, harassment or stalking (also by
   staff — a technician who visited and now sends messages), violence, self-harm, a medical
   emergency. The keyword lists favour recall: a false alarm costs a priority agent a look, a miss
   can cost much more. Negation and quotation are deliberately not handled.
 
-The figures on a labelled set of our own (``tests/signals_labelled.yml``) are asserted by
-``tests/test_signals.py`` and reported in ``docs/guard.md``.
+The figures on labelled sets of our own (``tests/data/signals_*.yml``) are asserted by
+``tests/test_signals.py`` and reported in ``docs/guard.md``; ``eval/signals_compare.py`` compares
+lexicon, classifier and both.
 
-Pure: no I/O, no clock, no Rasa import. Matching is on the NFKC-normalised, case-folded text;
-Chinese entries are written in both scripts (``[气氣]``) rather than converted, so nothing is loaded.
+Pure: no I/O, no clock, no Rasa import (the classifier is a Python table, scored without
+scikit-learn). Matching is on the NFKC-normalised, case-folded text; Chinese entries are written in
+both scripts (``[气氣]``) rather than converted, so nothing is loaded. About 3 ms per message.
 """
 
 from __future__ import annotations
