@@ -153,3 +153,34 @@ def test_frustration_cues_add_up_and_are_capped() -> None:
 def test_signals_ignore_width_and_case() -> None:
     assert read_signals("ＵＳＥＬＥＳＳ bot").frustration >= THRESHOLD
     assert read_signals("I WANT TO KILL MYSELF").danger == "self_harm"
+
+
+# ---- properties -----------------------------------------------------------------------------------
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+PHRASES = ["he is stalking me", "I want to kill myself", "我不想活了", "有人威胁我", "我阿媽暈低咗", "佢打我"]
+AROUND = st.text(alphabet=st.sampled_from(list("abc xyz，。!?我的你們")), max_size=30)
+
+
+@settings(max_examples=200, deadline=None)
+@given(before=AROUND, phrase=st.sampled_from(PHRASES), after=AROUND)
+def test_danger_is_found_whatever_surrounds_it(before: str, phrase: str, after: str) -> None:
+    assert read_signals(f"{before} {phrase} {after}").danger is not None
+
+
+@settings(max_examples=200, deadline=None)
+@given(text=st.text(max_size=60), emoji=st.sampled_from(["😤", "😡", "🤬", "💢", "👿", "🖕", "😠"]))
+def test_an_anger_emoji_is_enough_and_never_lowers_the_lexicons_score(text: str, emoji: str) -> None:
+    assert read_signals(f"{text} {emoji}").frustration >= THRESHOLD
+    # (the classifier's probability may move either way with an extra character; the lexicon's not)
+    lexicon = read_signals(text, classifier=False).frustration
+    assert read_signals(f"{text} {emoji}", classifier=False).frustration >= lexicon
+
+
+@settings(max_examples=200, deadline=None)
+@given(text=st.text(max_size=200))
+def test_any_text_gives_a_score_in_range(text: str) -> None:
+    s = read_signals(text)
+    assert 0.0 <= s.frustration <= 1.0 and (s.danger is None or s.danger in DANGER_KINDS)
