@@ -1,7 +1,7 @@
 """The business configuration (``config/humanline.yml``) as typed, immutable dataclasses.
 
-Queues and their display names, category → queue routing, SLA defaults and the plan
-catalogue. The hub and the action server both load it through :meth:`HumanlineConfig.load`;
+Queues and their display names, category → queue routing, SLA defaults, agent defaults and
+the plan catalogue. The hub and the action server both load it through :meth:`HumanlineConfig.load`;
 nothing else reads the YAML file.
 """
 
@@ -46,6 +46,14 @@ class SlaConfig:
 
 
 @dataclass(frozen=True)
+class AgentsConfig:
+    """Agent defaults: how many conversations an agent holds at once unless a supervisor set
+    another limit for that agent."""
+
+    max_concurrent_default: int = 3
+
+
+@dataclass(frozen=True)
 class PlanConfig:
     """One plan of the catalogue. ``rank`` orders plans: higher is bigger."""
 
@@ -79,6 +87,7 @@ class HumanlineConfig:
     sla: SlaConfig = field(default_factory=SlaConfig)
     plans: PlansConfig | None = None
     path: str | None = None
+    agents: AgentsConfig = field(default_factory=AgentsConfig)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str] | None = None) -> HumanlineConfig:
@@ -127,7 +136,14 @@ class HumanlineConfig:
         if sla.first_response_minutes <= 0 or sla.progress_update_hours <= 0 or sla.follow_up_days < 0:
             raise ConfigError(f"{where}: SLA durations must be positive")
         plans = _plans(raw.get("plans"), where) if raw.get("plans") else None
-        return cls(queues=queues, routing=routing, default_queue=default_queue, sla=sla, plans=plans, path=path)
+        agents_raw = raw.get("agents") or {}
+        if not isinstance(agents_raw, dict):
+            raise ConfigError(f"{where}: 'agents' must be a mapping")
+        agents = AgentsConfig(max_concurrent_default=int(agents_raw.get("max_concurrent_default", 3)))
+        if agents.max_concurrent_default < 1:
+            raise ConfigError(f"{where}: agents.max_concurrent_default must be at least 1")
+        return cls(queues=queues, routing=routing, default_queue=default_queue, sla=sla, plans=plans, path=path,
+                   agents=agents)
 
     def queue_for(self, category: str) -> str:
         """The specialist queue of a case category.
@@ -168,6 +184,7 @@ def _plans(raw: Any, where: str) -> PlansConfig:
 
 
 __all__ = [
+    "AgentsConfig",
     "DEFAULT_CONFIG_PATH",
     "ConfigError",
     "HumanlineConfig",
