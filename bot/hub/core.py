@@ -25,6 +25,7 @@ import contextlib
 import logging
 import weakref
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any, TypeVar
 
 from bot.brain import BotReply, Brain, BrainTurn
@@ -102,6 +103,9 @@ class Hub:
         self._workers: dict[str, asyncio.Task[None]] = {}
         self._last_status: dict[str, tuple[Any, ...]] = {}
         self._timed_out: dict[str, set[int]] = {}
+        # Per agent: its load check and the assignment happen under this lock, so two claims for
+        # different conversations cannot both see room for one more.
+        self._agent_locks: dict[int, asyncio.Lock] = {}
         self._background: set[asyncio.Task[Any]] = set()
         self._watcher: asyncio.Task[None] | None = None
 
@@ -392,8 +396,8 @@ class Hub:
         recipients = [a.id for a in everyone if h.queue in a.skills or a.role == "supervisor"]
         await self.emit_many(recipients, {"type": "handoff", **entry})
         display = self.queues.display(h.queue, lang)
-        online = len(self.agents_for(h.queue, available_only=True))
-        positions = await self.run(self.queues.positions, h.queue, online)
+        online, slots, free = await self.queue_capacity(h.queue)
+        positions = await self.run(self.queues.positions, h.queue, online, slots, free)
         pos = positions.get(cid)
         if first:
             if online:
@@ -433,8 +437,8 @@ class Hub:
         """Push changed positions to the queue's customers and a snapshot to every agent
         (``positions``: as just read by the caller, to save reading them twice)."""
         if positions is None:
-            online = len(self.agents_for(queue, available_only=True))
-            current: dict[str, Any] = await self.run(self.queues.positions, queue, online)
+            online, slots, free = await self.queue_capacity(queue)
+            current: dict[str, Any] = await self.run(self.queues.positions, queue, online, slots, free)
         else:
             current = positions
         for cid, pos in current.items():
@@ -452,8 +456,8 @@ class Hub:
         """The current ``status`` frame of a conversation (sent after ``welcome``)."""
         lang = conv.lang or "en"
         if conv.status == "queued" and conv.queue:
-            online = len(self.agents_for(conv.queue, available_only=True))
-            positions = await self.run(self.queues.positions, conv.queue, online)
+            online, slots, free = await self.queue_capacity(conv.queue)
+            positions = await self.run(self.queues.positions, conv.queue, online, slots, free)
             if conv.id in positions:
                 pos = positions[conv.id]
                 return self._status_frame(pos, lang, pos.entry.case_number)
@@ -473,27 +477,118 @@ class Hub:
             return
         snapshot = await self.run(self.queues.snapshot)
         waiting = await self.run(self.queues.waiting)
+        agents = await self.agents_load()
         for agent in list(self.online.values()):
             mine = [w.frame() for w in waiting if w.queue in agent.skills or agent.role == "supervisor"]
-            await self.emit(agent.id, {"type": "queue", "queues": snapshot, "waiting": mine})
+            await self.emit(agent.id, {"type": "queue", "queues": snapshot, "waiting": mine, "agents": agents})
+
+    def capacity_of(self, agent: AgentInfo) -> int:
+        """How many conversations ``agent`` may hold at once (its own limit or the default)."""
+        return agent.capacity(self.config.agents.max_concurrent_default)
+
+    def _agent_lock(self, agent_id: int) -> asyncio.Lock:
+        lock = self._agent_locks.get(agent_id)
+        if lock is None:
+            lock = self._agent_locks[agent_id] = asyncio.Lock()
+        return lock
+
+    async def queue_capacity(self, queue: str) -> tuple[int, int, int]:
+        """``(agents, places, free places)`` of the available agents online with the skill for
+        ``queue``: the queue estimate counts places, not heads."""
+        pool = self.agents_for(queue, available_only=True)
+        if not pool:
+            return 0, 0, 0
+        loads = await self.run(self.agents.loads, [a.id for a in pool])
+        caps = {a.id: self.capacity_of(a) for a in pool}
+        return len(pool), sum(caps.values()), sum(max(0, caps[a] - loads[a]) for a in caps)
+
+    async def agents_load(self) -> list[dict[str, Any]]:
+        """Every agent with its load for the console: ``{id, display_name, role, online,
+        available, load, max_concurrent (the limit in force), own_max_concurrent (``None``: the
+        default), allow_overflow}``; online agents first."""
+        def read() -> tuple[list[AgentInfo], dict[int, int]]:
+            return self.agents.all(), self.agents.loads()
+
+        everyone, loads = await self.run(read)
+        rows: list[dict[str, Any]] = []
+        for a in everyone:
+            current = self.online.get(a.id)
+            rows.append({
+                "id": a.id, "display_name": a.display_name, "role": a.role, "online": current is not None,
+                "available": (current or a).available, "load": loads.get(a.id, 0),
+                "max_concurrent": self.capacity_of(a), "own_max_concurrent": a.max_concurrent,
+                "allow_overflow": a.allow_overflow,
+            })
+        rows.sort(key=lambda r: (not r["online"], str(r["display_name"]).lower()))
+        return rows
 
     async def auto_assign(self, queue: str) -> None:
-        """Give waiting conversations of ``queue``, oldest first, to the least busy available agent
-        online with the skill (an agent who let the conversation time out is skipped for it)."""
+        """Give waiting conversations of ``queue``, oldest first, to the least loaded available
+        agent online with the skill who has room for one more (fewest conversations, then most
+        free places); an agent who let the conversation time out is skipped for it. Stops when
+        nobody has room."""
         candidates = self.agents_for(queue, available_only=True)
         if not candidates:
             return
+        loads = await self.run(self.agents.loads, [a.id for a in candidates])
         for entry in await self.run(self.queues.waiting, [queue]):
+            # The hub's current view: availability, skills or limits may have changed meanwhile.
+            pool = [a for a in self.agents_for(queue, available_only=True) if a.id in loads]
+            room = [a for a in pool if loads[a.id] < self.capacity_of(a)]
+            if not room:
+                return
             skip = self._timed_out.get(entry.conversation_id, set())
-            pool = [a for a in self.agents_for(queue, available_only=True) if a.id not in skip]
-            if not pool:
+            room = [a for a in room if a.id not in skip]
+            if not room:
                 continue
-            loads = {a.id: await self.run(self.agents.load, a.id) for a in pool}
-            agent = min(pool, key=lambda a: (loads[a.id], a.id))
+            agent = min(room, key=lambda a: (loads[a.id], loads[a.id] - self.capacity_of(a), a.id))
             try:
                 await self.claim(agent, entry.conversation_id, automatic=True)
-            except HubError:
+            except HubError as e:
+                if e.code == "at_capacity":  # it took conversations elsewhere meanwhile
+                    loads[agent.id] = self.capacity_of(agent)
                 continue
+            loads[agent.id] += 1
+
+    def _refill(self, agent_id: int | None) -> None:
+        """An agent has room again (released a conversation, got a higher limit): offer it the
+        waiting conversations of its queues."""
+        agent = self.online.get(agent_id) if agent_id is not None else None
+        if agent is None or not agent.available:
+            return
+        queues = self.config.queues if agent.role == "supervisor" else agent.skills
+        for queue in queues:
+            if queue in self.config.queues:
+                self.spawn(self.auto_assign(queue))
+
+    async def set_capacity(
+        self, supervisor: AgentInfo, agent_id: Any, max_concurrent: Any, allow_overflow: Any = None
+    ) -> dict[str, Any]:
+        """A supervisor sets an agent's limit (``None``: the configured default) and, when given,
+        whether the agent may claim by hand above it. Audited; every console gets the new load
+        table; a raised limit fills the agent from its queues."""
+        if supervisor.role != "supervisor":
+            raise HubError("forbidden", "only a supervisor can change an agent's capacity")
+        if isinstance(agent_id, bool) or not isinstance(agent_id, int):
+            raise HubError("invalid_field", "agent_id must be an agent's id")
+        if max_concurrent is not None and (
+            isinstance(max_concurrent, bool) or not isinstance(max_concurrent, int) or not 1 <= max_concurrent <= 100
+        ):
+            raise HubError("invalid_field", "max_concurrent must be a whole number from 1 to 100, or null")
+        if allow_overflow is not None and not isinstance(allow_overflow, bool):
+            raise HubError("invalid_field", "allow_overflow must be true or false")
+        updated = await self.run(
+            self.agents.set_capacity, agent_id, supervisor.actor, max_concurrent=max_concurrent,
+            allow_overflow=allow_overflow,
+        )
+        if updated is None:
+            raise HubError("not_found", "no such agent")
+        if updated.id in self.online:
+            self.online[updated.id] = replace(self.online[updated.id], max_concurrent=updated.max_concurrent,
+                                              allow_overflow=updated.allow_overflow)
+        await self.broadcast_queues()
+        self._refill(updated.id)
+        return updated.to_dict()
 
     # ---- agents ---------------------------------------------------------------------------
 
@@ -547,6 +642,7 @@ class Hub:
             "queues": snapshot,
             "waiting": [w.frame() for w in waiting if w.queue in agent.skills or agent.role == "supervisor"],
             "conversations": mine,
+            "agents": await self.agents_load(),
             "last_event_id": self.events.oldest_id(),
         }
 
@@ -571,7 +667,8 @@ class Hub:
         return conv
 
     async def claim(self, agent: AgentInfo, cid: str, *, automatic: bool = False) -> None:
-        """Take a queued conversation. Of racing claims exactly one wins."""
+        """Take a queued conversation. Of racing claims exactly one wins. An agent at its limit
+        gets ``at_capacity`` (by hand: unless a supervisor allowed it to overflow)."""
         async with self.lock(cid):
             conv = await self.run(self.conversations.get, cid)
             if conv is None:
@@ -580,7 +677,14 @@ class Hub:
                 raise HubError("already_claimed", "this conversation is not waiting any more")
             if conv.queue not in agent.skills and agent.role != "supervisor":
                 raise HubError("forbidden", "this conversation is in a queue you do not serve")
-            h = await self.run(self.conversations.assign, cid, agent.id)
+            async with self._agent_lock(agent.id):
+                # Capacity: automatic assignment never goes above the limit; a claim by hand only
+                # when a supervisor allowed this agent to overflow.
+                load = await self.run(self.agents.load, agent.id)
+                if load >= self.capacity_of(agent) and (automatic or not agent.allow_overflow):
+                    raise HubError("at_capacity", f"you already hold {load} conversations (your limit is "
+                                                  f"{self.capacity_of(agent)}); resolve one or ask a supervisor")
+                h = await self.run(self.conversations.assign, cid, agent.id)
             if h is None:
                 raise HubError("already_claimed", "another agent took this conversation")
             await self.run(self.agents.record, agent, "auto_assigned" if automatic else "claim", cid, queue=h.queue)
@@ -642,6 +746,7 @@ class Hub:
             await self._announce_queued(cid, h, lang, first=False)
         if conv.queue and conv.queue != queue:
             await self.refresh_queue(conv.queue)
+        self._refill(agent.id)
 
     async def hand_back(self, agent: AgentInfo, cid: str) -> None:
         """The agent returns the conversation to the bot; the guard's budget starts afresh."""
@@ -657,6 +762,7 @@ class Hub:
             await self.system_message(cid, t("handed_back", conv.lang or "en"))
             await self.send_customers(cid, {"type": "status", "status": "bot"})
         await self.broadcast_queues()
+        self._refill(agent.id)
 
     async def resolve(self, agent: AgentInfo, cid: str) -> None:
         """The agent closes the conversation (status ``closed``; a new customer message reopens
@@ -674,6 +780,7 @@ class Hub:
                 frame["case_id"] = number
             await self.send_customers(cid, frame)
         await self.broadcast_queues()
+        self._refill(agent.id)
 
     async def set_availability(self, agent: AgentInfo, available: bool) -> AgentInfo:
         updated = await self.run(self.agents.set_available, agent, available)
@@ -808,3 +915,4 @@ class Hub:
             lang = conv.lang or "en"
             await self.system_message(cid, t("requeued", lang, queue=self.queues.display(h.queue, lang)))
             await self._announce_queued(cid, new, lang, first=False)
+        self._refill(h.agent_id)
