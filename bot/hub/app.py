@@ -11,7 +11,10 @@ Routes:
   (429 after repeated failures);
 * ``POST /api/agents/logout`` — ``Authorization: Bearer <token>``: revokes the token and closes
   the agent sockets opened with it;
-* ``GET /api/supervisor/overview`` — queues, SLA breaches, satisfaction, recent audit (supervisors);
+* ``GET /api/supervisor/overview`` — queues, SLA breaches, satisfaction, recent audit, agents' load
+  (supervisors);
+* ``POST /api/supervisor/agents/<id>/capacity`` — ``{max_concurrent, allow_overflow?}``: an
+  agent's limit of conversations at once (supervisors; audited);
 * ``/``, ``/widget.js``, ``/console`` and the console's assets, from ``bot/web``.
 
 A brain with an async ``load()`` that is not ready yet is loaded in the background after the
@@ -33,8 +36,9 @@ from sanic.response import HTTPResponse, file, json
 
 from bot.brain import Brain
 from bot.hub.agent_ws import serve_agent
-from bot.hub.core import Hub
+from bot.hub.core import Hub, HubError
 from bot.hub.customer_ws import serve_customer
+from bot.services.agents import AgentInfo
 from bot.settings import Settings
 from bot.store.db import Database
 
@@ -113,8 +117,8 @@ def create_app(settings: Settings, brain: Brain | None = None, db: Database | No
             return json({"error": "unauthorized", "message": "not logged in"}, status=401)
         return json({"status": "logged_out"})
 
-    @app.get("/api/supervisor/overview")
-    async def overview(request: Request) -> HTTPResponse:
+    async def supervisor(request: Request) -> AgentInfo | HTTPResponse:
+        """The supervisor of the request's bearer token, or the 401/403 answer."""
         auth = request.headers.get("authorization", "")
         token = auth[7:] if auth.lower().startswith("bearer ") else None
         agent = await hub.run(hub.agents.authenticate, token)
@@ -122,7 +126,29 @@ def create_app(settings: Settings, brain: Brain | None = None, db: Database | No
             return json({"error": "unauthorized", "message": "log in first"}, status=401)
         if agent.role != "supervisor":
             return json({"error": "forbidden", "message": "supervisors only"}, status=403)
-        return json(await hub.run(_overview, hub))
+        return agent
+
+    @app.get("/api/supervisor/overview")
+    async def overview(request: Request) -> HTTPResponse:
+        agent = await supervisor(request)
+        if isinstance(agent, HTTPResponse):
+            return agent
+        return json({**await hub.run(_overview, hub), "agents": await hub.agents_load()})
+
+    @app.post("/api/supervisor/agents/<agent_id:int>/capacity")
+    async def set_capacity(request: Request, agent_id: int) -> HTTPResponse:
+        agent = await supervisor(request)
+        if isinstance(agent, HTTPResponse):
+            return agent
+        body = request.json if request.body else None
+        if not isinstance(body, dict) or "max_concurrent" not in body:
+            return json({"error": "bad_request", "message": "max_concurrent (a number, or null) is required"},
+                        status=400)
+        try:
+            updated = await hub.set_capacity(agent, agent_id, body["max_concurrent"], body.get("allow_overflow"))
+        except HubError as e:
+            return json({"error": e.code, "message": e.message}, status=404 if e.code == "not_found" else 400)
+        return json({"agent": updated})
 
     @app.websocket("/ws/chat")
     async def ws_chat(request: Request, ws: Any) -> None:
