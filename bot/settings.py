@@ -45,6 +45,8 @@ class Settings:
     sla_check_interval_s: float = 60.0
     #: brain worker processes: ``None`` one per CPU, ``0`` the model in the hub's own process
     brain_workers: int | None = None
+    #: bearer token of ``GET /metrics``; ``None``: the route answers 404
+    metrics_token: str | None = None
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -72,6 +74,7 @@ class Settings:
             outbox_interval_s=float(_env("HUMANLINE_OUTBOX_INTERVAL", "5")),
             sla_check_interval_s=float(_env("HUMANLINE_SLA_CHECK_INTERVAL", "60")),
             brain_workers=_workers(_env("HUMANLINE_BRAIN_WORKERS", "")),
+            metrics_token=os.environ.get("HUMANLINE_METRICS_TOKEN") or None,
         )
 
 

@@ -15,6 +15,8 @@ Routes:
   (supervisors);
 * ``POST /api/supervisor/agents/<id>/capacity`` — ``{max_concurrent, allow_overflow?}``: an
   agent's limit of conversations at once (supervisors; audited);
+* ``GET /metrics`` — Prometheus text format (:mod:`bot.hub.metrics`) with
+  ``Authorization: Bearer $HUMANLINE_METRICS_TOKEN``; 404 when no token is configured, 401 without it;
 * ``/``, ``/widget.js``, ``/console`` and the console's assets, from ``bot/web``.
 
 A brain with an async ``load()`` that is not ready yet is loaded in the background after the
@@ -24,6 +26,7 @@ server starts, so ``/healthz`` answers 503 until the model is in; a brain with a
 
 from __future__ import annotations
 
+import hmac
 import itertools
 import logging
 from dataclasses import replace
@@ -32,7 +35,7 @@ from typing import Any
 
 from sanic import Sanic
 from sanic.request import Request
-from sanic.response import HTTPResponse, file, json
+from sanic.response import HTTPResponse, file, json, text
 
 from bot.brain import Brain
 from bot.hub.agent_ws import serve_agent
@@ -150,6 +153,17 @@ def create_app(settings: Settings, brain: Brain | None = None, db: Database | No
             return json({"error": e.code, "message": e.message}, status=404 if e.code == "not_found" else 400)
         return json({"agent": updated})
 
+    @app.get("/metrics")
+    async def metrics(request: Request) -> HTTPResponse:
+        expected = settings.metrics_token
+        if not expected:  # not configured: the route does not exist
+            return text("not found\n", status=404)
+        auth = request.headers.get("authorization", "")
+        given = auth[7:] if auth.lower().startswith("bearer ") else ""
+        if not hmac.compare_digest(given.encode(), expected.encode()):
+            return text("unauthorized\n", status=401, headers={"WWW-Authenticate": 'Bearer realm="metrics"'})
+        return text(await hub.run(_metrics, hub), content_type="text/plain; version=0.0.4; charset=utf-8")
+
     @app.websocket("/ws/chat")
     async def ws_chat(request: Request, ws: Any) -> None:
         await serve_customer(hub, request, ws)
@@ -209,3 +223,17 @@ def _overview(hub: Hub) -> dict[str, Any]:
         "audit": audit,
         "agents_online": [a.to_dict() for a in hub.online.values()],
     }
+
+
+def _metrics(hub: Hub) -> str:
+    """The ``/metrics`` text: the hub's counters plus gauges read now (in a worker thread)."""
+    breaches: dict[str, int] = {"first_response": 0, "progress_update": 0}
+    for b in hub.cases.breaches():
+        breaches[b.kind] = breaches.get(b.kind, 0) + 1
+    queues = [(q["name"], int(q["waiting"]), int(q["with_agent"])) for q in hub.queues.snapshot()]
+    return hub.metrics.render(
+        queues=queues,
+        sla_breaches=breaches,
+        sockets={"customer": hub.customers.count(), "agent": hub.agent_sockets.count()},
+        agents_online=len(hub.online),
+    )

@@ -17,6 +17,7 @@ All methods are synchronous and short; the hub calls them from worker threads.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -168,8 +169,11 @@ def _open_handoff(s: Session, conversation_id: str) -> Handoff | None:
 class ConversationService:
     """Visitors, conversations, messages, guard state and handoffs over one :class:`Database`."""
 
-    def __init__(self, db: Database):
+    def __init__(self, db: Database, on_stored: Callable[[str], None] | None = None):
+        """``on_stored(sender)`` is called for every message :meth:`append` stores (the hub's
+        message counter)."""
         self.db = db
+        self.on_stored = on_stored
 
     # ---- visitors and conversations --------------------------------------------------------
 
@@ -237,6 +241,28 @@ class ConversationService:
     # ---- messages ----------------------------------------------------------------------------
 
     def append(
+        self,
+        conversation_id: str,
+        sender: str,
+        text: str,
+        *,
+        client_msg_id: str | None = None,
+        agent_id: int | None = None,
+        intent: str | None = None,
+        confidence: float | None = None,
+        buttons: list[dict[str, str]] | None = None,
+        only_if_status: str | None = None,
+    ) -> Appended | None:
+        """:meth:`_append` (below), then ``on_stored`` for a message it created (committed)."""
+        appended = self._append(
+            conversation_id, sender, text, client_msg_id=client_msg_id, agent_id=agent_id, intent=intent,
+            confidence=confidence, buttons=buttons, only_if_status=only_if_status,
+        )
+        if appended is not None and appended.created and self.on_stored is not None:
+            self.on_stored(sender)
+        return appended
+
+    def _append(
         self,
         conversation_id: str,
         sender: str,
