@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import weakref
 from collections.abc import Callable
 from dataclasses import replace
@@ -30,6 +31,7 @@ from typing import Any, TypeVar
 
 from bot.brain import BotReply, Brain, BrainTurn
 from bot.hub.events import AgentEventLog, Registry
+from bot.hub.metrics import Metrics
 from bot.hub.ratelimit import RateLimiter
 from bot.i18n import detect_script, resolve_script, t
 from bot.services.agents import AgentInfo, AgentService
@@ -83,7 +85,8 @@ class Hub:
         self.guard = guard or g.HandoffGuard(
             g.GuardConfig(max_unresolved_turns=settings.max_unresolved_turns, brain_timeout_s=settings.brain_timeout_s)
         )
-        self.conversations = ConversationService(db)
+        self.metrics = Metrics()
+        self.conversations = ConversationService(db, on_stored=self.metrics.message_stored)
         self.agents = AgentService(db, settings.agent_token_ttl_s)
         self.queues = QueueService(db, self.config)
         self.cases = CaseService(db, self.config)
@@ -318,15 +321,19 @@ class Hub:
         if self.brain is None:
             return None, "brain_error"
         metadata = {"visitor_id": conv.visitor_id, "lang": lang, "conversation_id": conv.id}
+        started = time.perf_counter()
         try:
             turn = await asyncio.wait_for(
                 self.brain.handle(conv.id, text, metadata), timeout=self.settings.brain_timeout_s
             )
+            self.metrics.bot_turn("ok", time.perf_counter() - started)
             return turn, None
         except asyncio.TimeoutError:
+            self.metrics.bot_turn("timeout", time.perf_counter() - started)
             logger.warning("brain timed out on conversation %s", conv.id)
             return None, "timeout"
         except Exception:  # noqa: BLE001 - any brain failure hands off (P1)
+            self.metrics.bot_turn("brain_error", time.perf_counter() - started)
             logger.exception("brain failed on conversation %s", conv.id)
             return None, "brain_error"
 
@@ -399,7 +406,8 @@ class Hub:
         online, slots, free = await self.queue_capacity(h.queue)
         positions = await self.run(self.queues.positions, h.queue, online, slots, free)
         pos = positions.get(cid)
-        if first:
+        if first:  # a handoff (a transfer or a requeue announces again with first=False)
+            self.metrics.handoff(h.reason)
             if online:
                 minutes = max(1, round((pos.eta_seconds if pos else 0) / 60))
                 text = t("queued", lang, queue=display, position=pos.position if pos else 1, minutes=minutes,
