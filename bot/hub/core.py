@@ -45,6 +45,9 @@ from bot.store.db import Database
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
+# At most one typing signal a side relays per conversation in this many seconds.
+TYPING_INTERVAL_S = 2.0
+
 # Failed agent logins allowed per window before login answers 429 (see bot/hub/app.py).
 LOGIN_WINDOW_S = 300.0
 LOGIN_FAILURES_PER_ADDRESS = 20
@@ -109,6 +112,7 @@ class Hub:
         # Per agent: its load check and the assignment happen under this lock, so two claims for
         # different conversations cannot both see room for one more.
         self._agent_locks: dict[int, asyncio.Lock] = {}
+        self._typing_relayed: dict[tuple[str, str], float] = {}  # (conversation, side) -> last relay
         self._background: set[asyncio.Task[Any]] = set()
         self._watcher: asyncio.Task[None] | None = None
 
@@ -597,6 +601,42 @@ class Hub:
         await self.broadcast_queues()
         self._refill(updated.id)
         return updated.to_dict()
+
+    # ---- typing indicators ----------------------------------------------------------------
+
+    def _typing_due(self, cid: str, side: str) -> bool:
+        """Whether a typing signal of ``side`` in ``cid`` may be relayed now (at most one per
+        :data:`TYPING_INTERVAL_S`); the rest are dropped without an error."""
+        now = time.monotonic()
+        key = (cid, side)
+        if now - self._typing_relayed.get(key, -TYPING_INTERVAL_S) < TYPING_INTERVAL_S:
+            return False
+        if len(self._typing_relayed) > 10_000:  # forget conversations nobody types in any more
+            self._typing_relayed = {k: v for k, v in self._typing_relayed.items() if now - v < TYPING_INTERVAL_S}
+        self._typing_relayed[key] = now
+        return True
+
+    async def customer_typing(self, cid: str) -> None:
+        """The customer is typing: tell the agent holding the conversation (not stored, not put
+        in the agent's event ring: a replayed "typing…" would be stale)."""
+        if not self._typing_due(cid, "customer"):
+            return
+        conv = await self.run(self.conversations.get, cid)
+        if conv is None or conv.status != "agent" or conv.agent_id is None:
+            return
+        await self.agent_sockets.send(conv.agent_id, {"type": "typing", "conversation_id": cid, "sender": "customer"})
+        self.metrics.typing_relayed("customer")
+
+    async def agent_typing(self, agent: AgentInfo, cid: str) -> None:
+        """The agent is typing in a conversation it holds: tell the customer (never stored).
+        Ignored for a conversation the agent does not hold (it may just have been released)."""
+        if not self._typing_due(cid, f"agent:{agent.id}"):
+            return
+        conv = await self.run(self.conversations.get, cid)
+        if conv is None or conv.status != "agent" or conv.agent_id != agent.id:
+            return
+        await self.send_customers(cid, {"type": "typing", "sender": "agent", "agent_name": agent.display_name})
+        self.metrics.typing_relayed("agent")
 
     # ---- agents ---------------------------------------------------------------------------
 
