@@ -94,6 +94,8 @@ class AgentSession:
                 raise HubError("invalid_field", "hours must be a number above 0 and at most 720")
             await hub.case_extend(self.agent, _str(frame, "case_number"), _str(frame, "reason"), float(hours),
                                   frame.get("conversation_id"))
+        elif kind == "typing":
+            await hub.agent_typing(self.agent, _str(frame, "conversation_id"))
         elif kind == "set_capacity":
             if "max_concurrent" not in frame:
                 raise HubError("missing_field", "max_concurrent (a number, or null for the default) is required")
