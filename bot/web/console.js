@@ -15,6 +15,8 @@
   var waiting = {};             // conversation_id -> handoff frame
   var mine = {};                // conversation_id -> {transcript:[], case:{}, customer}
   var current = null;           // conversation_id shown
+  var agents = [];              // every agent's load: [{id, display_name, online, load, max_concurrent, …}]
+  var typingUntil = {};         // conversation_id -> when its "customer is typing…" ends (ms)
 
   function el(tag, cls, text) {
     var e = document.createElement(tag);
@@ -136,12 +138,26 @@
           mine[c.conversation_id] = { transcript: sortedBySeq(c.transcript || []), case: c.case || null };
         });
         if (current && !mine[current]) current = null;
-        renderQueues(); renderLists(); renderCurrent();
+        if (f.agents) agents = f.agents;
+        renderQueues(); renderLists(); renderCurrent(); renderAgents();
         break;
       case "queue":
         queues = f.queues || queues;
         if (f.waiting) { waiting = {}; f.waiting.forEach(function (w) { waiting[w.conversation_id] = w; }); }
+        if (f.agents) { agents = f.agents; renderAgents(); }
         renderQueues(); renderLists();
+        break;
+      case "typing":
+        if (f.sender !== "customer" || !mine[f.conversation_id]) break;
+        typingUntil[f.conversation_id] = Date.now() + 4000;
+        renderTyping();
+        setTimeout(renderTyping, 4100);
+        break;
+      case "agent_capacity":
+        $("capacity-msg").className = "case-msg";
+        $("capacity-msg").textContent = "Saved: " + f.agent.display_name + " — " +
+          (f.agent.max_concurrent == null ? "default limit" : "limit " + f.agent.max_concurrent) +
+          (f.agent.allow_overflow ? ", may claim above it" : "");
         break;
       case "handoff":
         waiting[f.conversation_id] = f; renderLists();
@@ -159,6 +175,7 @@
         if (!conv) break;
         if (f.seq && conv.transcript.some(function (m) { return m.seq === f.seq; })) break;
         conv.transcript = sortedBySeq(conv.transcript.concat([f]));
+        if (f.sender === "customer") { delete typingUntil[f.conversation_id]; renderTyping(); }
         // The hub also pushes the case when the first human answer is recorded; stopping the
         // first-response countdown here as well keeps the panel right without waiting for it.
         if (f.sender === "agent" && conv.case && !conv.case.first_responded_at) {
@@ -190,6 +207,10 @@
         break;
       case "error":
         $("conn").textContent = "error: " + (f.message || f.code);
+        if (f.code === "at_capacity" || capacityWait) {
+          $("capacity-msg").className = "case-msg error"; $("capacity-msg").textContent = f.message || f.code;
+          capacityWait = false;
+        }
         if (caseWait && (!f.conversation_id || f.conversation_id === caseWait.cid)) {
           caseDone(caseWait, f.message || f.code); caseWait = null;
         }
@@ -268,11 +289,56 @@
     });
   }
 
+  // Each agent's load (held / limit); supervisors can change an agent's limit and overflow here.
+  var capacityWait = false;
+  function renderAgents() {
+    var list = $("agent-list"); clear(list);
+    var me = session && session.agent, sup = me && me.role === "supervisor";
+    agents.forEach(function (a) {
+      var li = el("li");
+      li.setAttribute("data-agent", String(a.id));
+      li.appendChild(el("span", "name" + (a.online ? "" : " offline"),
+                        a.display_name + (a.online ? (a.available ? "" : " (away)") : " (offline)")));
+      var load = el("span", "load" + (a.load >= a.max_concurrent ? " full" : ""), a.load + " / " + a.max_concurrent);
+      load.title = a.load + " conversations held, limit " + a.max_concurrent;
+      li.appendChild(load);
+      if (sup) {
+        var form = el("form");
+        var limit = el("input"); limit.type = "number"; limit.min = "1"; limit.max = "100";
+        limit.value = a.own_max_concurrent == null ? "" : String(a.own_max_concurrent);
+        limit.placeholder = "default";
+        limit.setAttribute("aria-label", "Limit for " + a.display_name);
+        var over = el("input"); over.type = "checkbox"; over.checked = !!a.allow_overflow;
+        over.setAttribute("aria-label", a.display_name + " may claim above the limit");
+        var overLabel = el("label"); overLabel.appendChild(over); overLabel.appendChild(document.createTextNode(" may exceed"));
+        var save = el("button", null, "Set"); save.type = "submit";
+        form.appendChild(el("span", null, "Limit")); form.appendChild(limit); form.appendChild(overLabel); form.appendChild(save);
+        form.addEventListener("submit", function (e) {
+          e.preventDefault();
+          var n = limit.value.trim() === "" ? null : parseInt(limit.value, 10);
+          capacityWait = true;
+          sendFrame({ type: "set_capacity", agent_id: a.id, max_concurrent: n, allow_overflow: over.checked });
+        });
+        li.appendChild(form);
+      }
+      list.appendChild(li);
+      if (me && a.id === me.id) {
+        $("my-load").textContent = a.load + " / " + a.max_concurrent + " conversations";
+        $("my-load").classList.toggle("full", a.load >= a.max_concurrent);
+      }
+    });
+  }
+
+  function renderTyping() {
+    var until = current && typingUntil[current];
+    $("typing").hidden = !(until && until > Date.now());
+  }
+
   var shown = null;              // the conversation the case message line belongs to
   function renderCurrent() {
     var tr = $("transcript"); clear(tr);
     if (shown !== current) { shown = current; caseWait = null; caseMsg(""); }
-    if (!current || !mine[current]) { $("chat-title").textContent = "Conversation"; renderCase(); return; }
+    if (!current || !mine[current]) { $("chat-title").textContent = "Conversation"; renderTyping(); renderCase(); return; }
     $("chat-title").textContent = "Conversation " + current.slice(0, 8);
     mine[current].transcript.forEach(function (m) {
       var node = el("div", "msg " + m.sender);
@@ -286,6 +352,7 @@
       tr.appendChild(node);
     });
     tr.scrollTop = tr.scrollHeight;
+    renderTyping();
     renderCase();
   }
 
@@ -331,6 +398,14 @@
     if (!text || !current) return;
     sendFrame({ type: "message", conversation_id: current, text: text, client_msg_id: "a" + Date.now() + "-" + (counter++) });
     $("reply-text").value = "";
+  });
+  // The customer sees "… is typing": at most one signal every 2 s per conversation.
+  var typingSentAt = {};
+  $("reply-text").addEventListener("input", function () {
+    var now = Date.now();
+    if (!current || !$("reply-text").value.trim() || now - (typingSentAt[current] || 0) < 2000) return;
+    typingSentAt[current] = now;
+    sendFrame({ type: "typing", conversation_id: current });
   });
   $("reply-text").addEventListener("keydown", function (e) {
     if (e.key === "Enter" && !e.shiftKey && !e.isComposing) { e.preventDefault(); $("reply-form").requestSubmit(); }
@@ -395,7 +470,8 @@
   $("supervisor-toggle").addEventListener("click", function () {
     var view = $("supervisor-view");
     view.hidden = !view.hidden;
-    if (!view.hidden) loadOverview();
+    // The view opens below the columns: bring it on screen, or the click seems to do nothing.
+    if (!view.hidden) { loadOverview(); view.scrollIntoView({ block: "start" }); }
   });
   function table(node, headers, rows) {
     clear(node);
