@@ -128,6 +128,8 @@
     switch (f.type) {
       case "ready":
         $("conn").textContent = "connected";
+        // The stored availability, not the checkbox's default: an agent who went away stays away.
+        if (f.agent) { $("available").checked = !!f.agent.available; session.agent = f.agent; }
         // The snapshot replaces whatever this console had (conversations may have been released,
         // claimed or resolved while it was away); missed events then replay on top of it.
         queues = f.queues || [];
