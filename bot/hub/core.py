@@ -39,6 +39,7 @@ from bot.services.cases import CaseError, CaseService
 from bot.services.config import HumanlineConfig
 from bot.services.conversations import ConversationInfo, ConversationService, HandoffInfo, MessageRecord
 from bot.services.queues import QueueService
+from bot.services.summary import SummaryService
 from bot.settings import Settings
 from bot.store.db import Database
 
@@ -93,6 +94,7 @@ class Hub:
         self.agents = AgentService(db, settings.agent_token_ttl_s)
         self.queues = QueueService(db, self.config)
         self.cases = CaseService(db, self.config)
+        self.summaries = SummaryService(db, self.config, self.conversations)
         self.customers = Registry()  # conversation id -> customer sockets
         self.agent_sockets = Registry()  # agent id -> agent sockets
         self.online: dict[int, AgentInfo] = {}  # agents with at least one socket
@@ -697,6 +699,12 @@ class Hub:
     async def _conversation_view(self, conv: ConversationInfo) -> dict[str, Any]:
         transcript = await self.run(self.conversations.messages_after, conv.id, 0)
         case = await self.run(self.conversations.case_details, conv.case_id)
+        # The handoff summary above the transcript: best effort, a failure leaves it out.
+        try:
+            summary = await self.run(self.summaries.summary, conv.id)
+        except Exception:  # noqa: BLE001 - the conversation opens without its summary
+            logger.exception("summarising conversation %s failed", conv.id)
+            summary = None
         return {
             "conversation_id": conv.id,
             "queue": conv.queue,
@@ -704,6 +712,7 @@ class Hub:
             "lang": conv.lang,
             "transcript": [m.agent_frame() for m in transcript],
             "case": case,
+            "summary": summary,
         }
 
     async def _held(self, agent: AgentInfo, cid: str) -> ConversationInfo:
