@@ -87,8 +87,9 @@ def assert_seen(page: Any, locator: Any, *, scroll: bool = True) -> None:
     into view first, as a person would scroll, unless ``scroll=False``), and the element at its
     centre (``document.elementFromPoint``) is the element itself or inside it — nothing covers it."""
     locator.wait_for(state="visible", timeout=15_000)
-    if scroll:
+    if scroll:  # the whole element, as far as it fits (Playwright's own scroll stops at "partly visible")
         locator.scroll_into_view_if_needed()
+        locator.evaluate("el => el.scrollIntoView({block: 'nearest', inline: 'nearest'})")
     assert locator.is_visible(), f"{locator} is not visible"
     box, viewport = locator.bounding_box(), page.viewport_size
     assert box is not None, f"{locator} has no box"
@@ -299,6 +300,8 @@ def _scripted_reply(text: str, n: int) -> Any:
     unresolved answer (a request for a person is handed off by the guard before the brain)."""
     from tests.hubtools import turn
 
+    if "charged" in text:
+        return turn("Sorry to hear that. Which order was it?", intent="complaint_billing")
     if re.search(r"\b(hello|hi)\b", text, re.I):
         return turn("Hello! I can open a complaint, tell you where your case stands, change your plan or "
                     "get you a person.", intent="greet", resolved=True)
@@ -346,6 +349,8 @@ def test_seen_every_view_of_the_widget_and_the_console(hub_system: Any, browser:
         assert_seen(customer, part)
     _say(customer, "hello")
     assert_seen(customer, customer.locator(".hl-msg[data-sender=bot]").filter(has_text="Hello!"))
+    _say(customer, "I was charged ¥50 twice on order AB1234567")
+    assert_seen(customer, customer.locator(".hl-msg[data-sender=bot]").filter(has_text="Which order"))
 
     # Queued: nobody available, so a case is opened and the queue status says so.
     _say(customer, "I want to talk to a person")
@@ -366,7 +371,13 @@ def test_seen_every_view_of_the_widget_and_the_console(hub_system: Any, browser:
     assert_seen(agent, agent.locator("#agent-list li").filter(has_text=AGENT[1]))
     claim.click()
 
-    # Conversation: transcript, reply box, actions; case panel.
+    # Conversation: the handoff summary first, then transcript, reply box, actions; case panel.
+    summary = agent.locator("#summary")
+    assert_seen(agent, summary)
+    text = summary.inner_text()
+    for part in ("The customer asked for a person.", "English", "complaint about a bill", "order AB1234567",
+                 "amount ¥50", "Which order was it?"):
+        assert part in text, (part, text)
     transcript = agent.locator("#transcript")
     said = transcript.locator(".msg.customer").filter(has_text="talk to a person")
     assert_seen(agent, said)

@@ -137,7 +137,8 @@
         (f.waiting || []).forEach(function (w) { waiting[w.conversation_id] = w; });
         mine = {};
         (f.conversations || []).forEach(function (c) {
-          mine[c.conversation_id] = { transcript: sortedBySeq(c.transcript || []), case: c.case || null };
+          mine[c.conversation_id] = { transcript: sortedBySeq(c.transcript || []), case: c.case || null,
+                                      summary: c.summary || null };
         });
         if (current && !mine[current]) current = null;
         if (f.agents) agents = f.agents;
@@ -168,7 +169,8 @@
         delete waiting[f.conversation_id];
         var had = mine[f.conversation_id];   // a replayed event after a newer snapshot: merge
         mine[f.conversation_id] = { transcript: sortedBySeq((had ? had.transcript : []).concat(f.transcript || [])),
-                                    case: f.case || (had && had.case) || null };
+                                    case: f.case || (had && had.case) || null,
+                                    summary: f.summary || (had && had.summary) || null };
         current = f.conversation_id;
         renderLists(); renderCurrent();
         break;
@@ -331,6 +333,46 @@
     });
   }
 
+  // The handoff summary above the transcript: what was asked (with its entities), signals, what
+  // the bot did, why it was handed over, the customer's language. Text only, never markup.
+  var ENTITY_NAMES = { case_id: "case", order_id: "order", amount: "amount", plan: "plan", phone: "phone" };
+  function renderSummary() {
+    var box = $("summary"), list = $("summary-list"); clear(list);
+    var s = current && mine[current] && mine[current].summary;
+    box.hidden = !s;
+    if (!s) return;
+    function row(label, node) { list.appendChild(el("dt", null, label)); var dd = el("dd"); dd.appendChild(node); list.appendChild(dd); }
+    function items(values, fill) {
+      var ul = el("ul");
+      values.forEach(function (v) { var li = el("li"); fill(li, v); ul.appendChild(li); });
+      return ul;
+    }
+    if (s.reason_text) row("Handed over", el("span", "reason", s.reason_text));
+    row("Language", el("span", null, s.language || s.lang));
+    if (s.requests && s.requests.length) {
+      row("Asked", items(s.requests, function (li, r) {
+        li.appendChild(el("strong", null, r.label));
+        li.appendChild(el("span", "quote", " “" + r.text + "” "));
+        Object.keys(r.entities || {}).forEach(function (k) {
+          li.appendChild(el("span", "entity", (ENTITY_NAMES[k] || k) + " " + r.entities[k]));
+        });
+      }));
+    }
+    if (s.signals && s.signals.length) {
+      row("Signals", items(s.signals, function (li, g) {
+        li.appendChild(el("span", "signal", g.kind));
+        li.appendChild(el("span", "quote", " " + (g.seq ? "“" + g.text + "”" : g.text)));
+      }));
+    }
+    if (s.bot_did && s.bot_did.length) row("Bot did", items(s.bot_did, function (li, d) { li.textContent = d; }));
+    if (s.questions && s.questions.length) {
+      row("Bot asked", items(s.questions, function (li, q) {
+        li.appendChild(el("span", null, q.question));
+        li.appendChild(el("span", "quote", " → " + (q.answer || "not answered")));
+      }));
+    }
+  }
+
   function renderTyping() {
     var until = current && typingUntil[current];
     $("typing").hidden = !(until && until > Date.now());
@@ -340,7 +382,10 @@
   function renderCurrent() {
     var tr = $("transcript"); clear(tr);
     if (shown !== current) { shown = current; caseWait = null; caseMsg(""); }
-    if (!current || !mine[current]) { $("chat-title").textContent = "Conversation"; renderTyping(); renderCase(); return; }
+    if (!current || !mine[current]) {
+      $("chat-title").textContent = "Conversation"; renderSummary(); renderTyping(); renderCase(); return;
+    }
+    renderSummary();
     $("chat-title").textContent = "Conversation " + current.slice(0, 8);
     mine[current].transcript.forEach(function (m) {
       var node = el("div", "msg " + m.sender);
