@@ -359,8 +359,6 @@ def test_seen_every_view_of_the_widget_and_the_console(hub_system: Any, browser:
     assert "Case HL-" in queued.inner_text()
     assert_seen(customer, queued)
     assert_seen(customer, customer.locator(".hl-msg[data-sender=system]").last)
-    if phone:
-        _shot(customer, "widget-queue-phone.png")
 
     # Console: login (and the console, not the login form, afterwards), queues, waiting, claim.
     _console_login(agent, url, AGENT[0], AGENT[2])
