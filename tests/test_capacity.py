@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,8 +15,11 @@ import pytest
 from sqlalchemy import select
 
 from bot.client import ChatClient
+from bot.services.agents import AgentService
 from bot.services.config import ConfigError, HumanlineConfig
-from bot.services.queues import estimated_wait
+from bot.services.conversations import AtCapacity, ConversationService, HandoffInfo
+from bot.services.queues import QueueService, estimated_wait
+from bot.store.db import Database
 from bot.store.models import AuditEntry
 from tests.hubtools import AgentClient, Frame, GreeterBrain, RunningHub, running_hub
 
@@ -196,3 +200,42 @@ async def test_the_queue_estimate_counts_places_not_agents(server: RunningHub) -
     assert moved["eta_seconds"] == 150
     for client in (held, second, third, alice, sue):
         await client.close()
+
+
+def test_assignment_checks_the_limit_in_its_transaction(db: Database) -> None:
+    """Hubs that assign to the same agent at the same moment take turns on the agent's row
+    (PostgreSQL): of two conversations offered to an agent with one free place, one is taken."""
+    conversations, agents = ConversationService(db), AgentService(db)
+    alice = agents.create("alice", "Alice", "password-123", ["general"])
+    cids = []
+    for _ in range(3):
+        cid = conversations.create_conversation(conversations.create_visitor("en")).id
+        conversations.queue(cid, "general", "customer_request")
+        cids.append(cid)
+    assert conversations.assign(cids[0], alice.id, max_load=2) is not None
+    results: list[object] = []
+    barrier = threading.Barrier(2)
+
+    def take(cid: str) -> None:
+        barrier.wait()
+        try:
+            results.append(conversations.assign(cid, alice.id, max_load=2))
+        except AtCapacity as e:
+            results.append(e)
+        except Exception as e:  # noqa: BLE001 - SQLite refuses the loser's stale write instead
+            results.append(e)
+
+    threads = [threading.Thread(target=take, args=(cid,)) for cid in cids[1:]]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    taken = [r for r in results if isinstance(r, HandoffInfo)]
+    assert len(taken) == 1, results
+    if db.url.get_backend_name() == "postgresql":
+        assert any(isinstance(r, AtCapacity) for r in results), results
+    assert agents.load(alice.id) == 2
+    left = next(w.conversation_id for w in QueueService(db, HumanlineConfig.load()).waiting())
+    with pytest.raises(AtCapacity):
+        conversations.assign(left, alice.id, max_load=2)
+    assert conversations.assign(left, alice.id) is not None    # no limit given (a supervisor's overflow)

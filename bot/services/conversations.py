@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -164,6 +164,15 @@ def _open_handoff(s: Session, conversation_id: str) -> Handoff | None:
         .order_by(Handoff.id.desc())
         .limit(1)
     ).scalar_one_or_none()
+
+
+class AtCapacity(Exception):
+    """An agent already holds as many conversations as it may."""
+
+    def __init__(self, load: int, limit: int):
+        super().__init__(f"the agent holds {load} conversations (limit {limit})")
+        self.load = load
+        self.limit = limit
 
 
 class ConversationService:
@@ -486,9 +495,25 @@ class ConversationService:
             s.flush()
             return _handoff(h)
 
-    def assign(self, conversation_id: str, agent_id: int) -> HandoffInfo | None:
-        """Give a queued conversation to an agent. Atomic: of racing agents exactly one gets it."""
+    def assign(self, conversation_id: str, agent_id: int, *, max_load: int | None = None) -> HandoffInfo | None:
+        """Give a queued conversation to an agent. Atomic: of racing agents exactly one gets it.
+
+        With ``max_load``, the agent's row is locked (``SELECT … FOR UPDATE`` on PostgreSQL, so
+        hubs assigning to the same agent at once take turns) and the conversation is given only
+        while the agent holds fewer than ``max_load``.
+
+        :raises AtCapacity: the agent already holds ``max_load`` conversations or more.
+        """
         with self.db.session() as s:
+            if max_load is not None:
+                s.execute(select(Agent.id).where(Agent.id == agent_id).with_for_update())
+                load = s.execute(
+                    select(func.count(Conversation.id)).where(
+                        Conversation.agent_id == agent_id, Conversation.status == "agent"
+                    )
+                ).scalar_one()
+                if load >= max_load:
+                    raise AtCapacity(int(load), max_load)
             res = s.execute(
                 update(Conversation)
                 .where(Conversation.id == conversation_id, Conversation.status == "queued")
