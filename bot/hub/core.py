@@ -37,7 +37,13 @@ from bot.i18n import detect_script, resolve_script, t
 from bot.services.agents import AgentInfo, AgentService
 from bot.services.cases import CaseError, CaseService
 from bot.services.config import HumanlineConfig
-from bot.services.conversations import ConversationInfo, ConversationService, HandoffInfo, MessageRecord
+from bot.services.conversations import (
+    AtCapacity,
+    ConversationInfo,
+    ConversationService,
+    HandoffInfo,
+    MessageRecord,
+)
 from bot.services.queues import QueueService
 from bot.services.summary import SummaryService
 from bot.settings import Settings
@@ -734,14 +740,16 @@ class Hub:
                 raise HubError("already_claimed", "this conversation is not waiting any more")
             if conv.queue not in agent.skills and agent.role != "supervisor":
                 raise HubError("forbidden", "this conversation is in a queue you do not serve")
+            # Capacity: automatic assignment never goes above the limit; a claim by hand only
+            # when a supervisor allowed this agent to overflow. Checked in the assigning
+            # transaction (the agent's row locked) and, in this hub, under the agent's lock.
+            limit = None if agent.allow_overflow and not automatic else self.capacity_of(agent)
             async with self._agent_lock(agent.id):
-                # Capacity: automatic assignment never goes above the limit; a claim by hand only
-                # when a supervisor allowed this agent to overflow.
-                load = await self.run(self.agents.load, agent.id)
-                if load >= self.capacity_of(agent) and (automatic or not agent.allow_overflow):
-                    raise HubError("at_capacity", f"you already hold {load} conversations (your limit is "
-                                                  f"{self.capacity_of(agent)}); resolve one or ask a supervisor")
-                h = await self.run(self.conversations.assign, cid, agent.id)
+                try:
+                    h = await self.run(self.conversations.assign, cid, agent.id, max_load=limit)
+                except AtCapacity as e:
+                    raise HubError("at_capacity", f"you already hold {e.load} conversations (your limit is "
+                                                  f"{e.limit}); resolve one or ask a supervisor") from None
             if h is None:
                 raise HubError("already_claimed", "another agent took this conversation")
             await self.run(self.agents.record, agent, "auto_assigned" if automatic else "claim", cid, queue=h.queue)
