@@ -6,8 +6,8 @@ conversation was handed over, in words, and the customer's language.
 :func:`build_summary` is pure (stored facts in, summary out); :class:`SummaryService` reads the
 facts from the store. Entities come from the customer's own words, found with the NLU's entity
 patterns (``data/nlu/regexes.yml``: case number, order id, phone — the same file the model's
-``RegexEntityExtractor`` uses), the plan catalogue's names and aliases, and a currency pattern
-for amounts; and from the case the bot opened (order id, amount, phone recorded by the actions
+``RegexEntityExtractor`` uses; amounts too where it has a pattern for them, else a currency
+pattern here), the plan catalogue's names and aliases; and from the case the bot opened (order id, amount, phone recorded by the actions
 from the model's entities).
 """
 
@@ -101,9 +101,10 @@ def extract_entities(text: str, catalogue: PlanCatalogue | None = None) -> dict[
             m = pattern.search(folded)
             if m:
                 found[name] = m.group(0).strip()
-    amount = _AMOUNT.search(folded)
-    if amount:
-        found["amount"] = amount.group(0).strip()
+    if not any(name == "amount" for name, _ in _entity_patterns()):  # the NLU's own pattern first
+        amount = _AMOUNT.search(folded)
+        if amount:
+            found["amount"] = amount.group(0).strip()
     if catalogue is not None:
         plan = catalogue.resolve(text)
         if plan:
