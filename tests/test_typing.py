@@ -36,13 +36,13 @@ async def test_typing_is_relayed_both_ways_rate_limited_and_never_stored(tmp_pat
         # Customer → agent: a burst is relayed once; the next one only after the interval.
         started = time.monotonic()
         for _ in range(5):
-            await chat.send_frame({"type": "typing"})
+            await chat.typing()
         first = await alice.wait_for(lambda f: f["type"] == "typing")
         assert first == {"type": "typing", "conversation_id": chat.conversation_id, "sender": "customer"}
         assert [f for f in await alice.drain(0.5) if f["type"] == "typing"] == []
         second = None
         while second is None and time.monotonic() - started < 10:
-            await chat.send_frame({"type": "typing"})
+            await chat.typing()
             try:
                 second = await alice.wait_for(lambda f: f["type"] == "typing", timeout=0.3)
             except (asyncio.TimeoutError, TimeoutError):
@@ -85,7 +85,7 @@ async def test_typing_before_hello_is_not_ready_and_with_the_bot_goes_nowhere(tm
         await sue.connect()
         chat = ChatClient(srv.ws_url, lang="en")
         await chat.connect()
-        await chat.send_frame({"type": "typing"})
+        await chat.typing()
         assert not [f for f in await chat.drain(0.5) if f["type"] == "error"]
         assert not [f for f in await sue.drain(0.3) if f["type"] == "typing"]
         await chat.close()

@@ -5,10 +5,10 @@ conversation was handed over, in words, and the customer's language.
 
 :func:`build_summary` is pure (stored facts in, summary out); :class:`SummaryService` reads the
 facts from the store. Entities come from the customer's own words, found with the NLU's entity
-patterns (``data/nlu/regexes.yml``: case number, order id, phone — the same file the model's
-``RegexEntityExtractor`` uses; amounts too where it has a pattern for them, else a currency
-pattern here), the plan catalogue's names and aliases; and from the case the bot opened (order id, amount, phone recorded by the actions
-from the model's entities).
+patterns (``data/nlu/regexes.yml``: case number, order id, phone and amount — the same file the
+model's ``RegexEntityExtractor`` uses; a currency pattern here when the file has no amount) and
+the plan catalogue's names and aliases; and from the case the bot opened (order id, amount,
+phone, recorded by the actions from the model's entities).
 """
 
 from __future__ import annotations
