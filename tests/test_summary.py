@@ -66,6 +66,10 @@ def test_summary_of_requests_signals_what_the_bot_did_and_why() -> None:
 def test_a_reason_is_a_signal_even_without_the_intent_and_unknown_reasons_are_words() -> None:
     s = build_summary([_m(1, "customer", "！！！")], lang="zh-Hant", reason="frustration").to_dict()
     assert s["signals"] == [{"kind": "frustration", "seq": None, "text": "The customer is frustrated or angry."}]
+    asked = [_m(1, "bot", "Which plan would you like?"), _m(2, "customer", "let me talk to a human")]
+    unanswered = build_summary(asked, lang="en", reason="customer_request").to_dict()
+    assert unanswered["questions"] == [{"seq": 1, "question": "Which plan would you like?", "answer": None}]
+    assert unanswered["bot_did"] == ["Asked 1 question, 0 answered"]
     assert s["language"] == "Traditional Chinese" and s["requests"] == []
     assert build_summary([], lang=None, reason="some_new_reason").reason_text == "some new reason"
 

@@ -25,6 +25,7 @@ from typing import Any
 import yaml
 from sqlalchemy import select
 
+from bot.guard import asks_for_human
 from bot.services.config import HumanlineConfig
 from bot.services.conversations import ConversationService, MessageRecord
 from bot.services.plans import PlanCatalogue
@@ -207,7 +208,9 @@ def build_summary(
         if m.sender != "customer":
             continue
         if open_question is not None:
-            open_question["answer"] = _excerpt(m.text)
+            # Asking for a person instead is no answer to the bot's question.
+            if m.intent != "request_human" and not asks_for_human(m.text):
+                open_question["answer"] = _excerpt(m.text)
             open_question = None
         entities = extract_entities(m.text, catalogue)
         kind = _signal_kind(m.intent)
