@@ -48,6 +48,8 @@ class Settings:
     #: region (ISO 3166 code) whose emergency number customers reporting danger are given;
     #: ``None``: the configuration's ``emergency.default_region``
     region: str | None = None
+    #: bearer token of ``GET /metrics``; ``None``: the route answers 404
+    metrics_token: str | None = None
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -76,6 +78,7 @@ class Settings:
             sla_check_interval_s=float(_env("HUMANLINE_SLA_CHECK_INTERVAL", "60")),
             brain_workers=_workers(_env("HUMANLINE_BRAIN_WORKERS", "")),
             region=os.environ.get("HUMANLINE_REGION") or None,
+            metrics_token=os.environ.get("HUMANLINE_METRICS_TOKEN") or None,
         )
 
 

@@ -94,6 +94,14 @@ class AgentSession:
                 raise HubError("invalid_field", "hours must be a number above 0 and at most 720")
             await hub.case_extend(self.agent, _str(frame, "case_number"), _str(frame, "reason"), float(hours),
                                   frame.get("conversation_id"))
+        elif kind == "typing":
+            await hub.agent_typing(self.agent, _str(frame, "conversation_id"))
+        elif kind == "set_capacity":
+            if "max_concurrent" not in frame:
+                raise HubError("missing_field", "max_concurrent (a number, or null for the default) is required")
+            updated = await hub.set_capacity(self.agent, frame.get("agent_id"), frame["max_concurrent"],
+                                             frame.get("allow_overflow"))
+            await send_frame(self.ws, {"type": "agent_capacity", "agent": updated})
         elif kind == "ping":
             await send_frame(self.ws, {"type": "pong"})
         else:

@@ -11,7 +11,12 @@ Routes:
   (429 after repeated failures);
 * ``POST /api/agents/logout`` — ``Authorization: Bearer <token>``: revokes the token and closes
   the agent sockets opened with it;
-* ``GET /api/supervisor/overview`` — queues, SLA breaches, satisfaction, recent audit (supervisors);
+* ``GET /api/supervisor/overview`` — queues, SLA breaches, satisfaction, recent audit, agents' load
+  (supervisors);
+* ``POST /api/supervisor/agents/<id>/capacity`` — ``{max_concurrent, allow_overflow?}``: an
+  agent's limit of conversations at once (supervisors; audited);
+* ``GET /metrics`` — Prometheus text format (:mod:`bot.hub.metrics`) with
+  ``Authorization: Bearer $HUMANLINE_METRICS_TOKEN``; 404 when no token is configured, 401 without it;
 * ``/``, ``/widget.js``, ``/console`` and the console's assets, from ``bot/web``.
 
 A brain with an async ``load()`` that is not ready yet is loaded in the background after the
@@ -21,6 +26,7 @@ server starts, so ``/healthz`` answers 503 until the model is in; a brain with a
 
 from __future__ import annotations
 
+import hmac
 import itertools
 import logging
 from dataclasses import replace
@@ -29,12 +35,13 @@ from typing import Any
 
 from sanic import Sanic
 from sanic.request import Request
-from sanic.response import HTTPResponse, file, json
+from sanic.response import HTTPResponse, file, json, text
 
 from bot.brain import Brain
 from bot.hub.agent_ws import serve_agent
-from bot.hub.core import Hub
+from bot.hub.core import Hub, HubError
 from bot.hub.customer_ws import serve_customer
+from bot.services.agents import AgentInfo
 from bot.settings import Settings
 from bot.store.db import Database
 
@@ -113,8 +120,8 @@ def create_app(settings: Settings, brain: Brain | None = None, db: Database | No
             return json({"error": "unauthorized", "message": "not logged in"}, status=401)
         return json({"status": "logged_out"})
 
-    @app.get("/api/supervisor/overview")
-    async def overview(request: Request) -> HTTPResponse:
+    async def supervisor(request: Request) -> AgentInfo | HTTPResponse:
+        """The supervisor of the request's bearer token, or the 401/403 answer."""
         auth = request.headers.get("authorization", "")
         token = auth[7:] if auth.lower().startswith("bearer ") else None
         agent = await hub.run(hub.agents.authenticate, token)
@@ -122,7 +129,40 @@ def create_app(settings: Settings, brain: Brain | None = None, db: Database | No
             return json({"error": "unauthorized", "message": "log in first"}, status=401)
         if agent.role != "supervisor":
             return json({"error": "forbidden", "message": "supervisors only"}, status=403)
-        return json(await hub.run(_overview, hub))
+        return agent
+
+    @app.get("/api/supervisor/overview")
+    async def overview(request: Request) -> HTTPResponse:
+        agent = await supervisor(request)
+        if isinstance(agent, HTTPResponse):
+            return agent
+        return json({**await hub.run(_overview, hub), "agents": await hub.agents_load()})
+
+    @app.post("/api/supervisor/agents/<agent_id:int>/capacity")
+    async def set_capacity(request: Request, agent_id: int) -> HTTPResponse:
+        agent = await supervisor(request)
+        if isinstance(agent, HTTPResponse):
+            return agent
+        body = request.json if request.body else None
+        if not isinstance(body, dict) or "max_concurrent" not in body:
+            return json({"error": "bad_request", "message": "max_concurrent (a number, or null) is required"},
+                        status=400)
+        try:
+            updated = await hub.set_capacity(agent, agent_id, body["max_concurrent"], body.get("allow_overflow"))
+        except HubError as e:
+            return json({"error": e.code, "message": e.message}, status=404 if e.code == "not_found" else 400)
+        return json({"agent": updated})
+
+    @app.get("/metrics")
+    async def metrics(request: Request) -> HTTPResponse:
+        expected = settings.metrics_token
+        if not expected:  # not configured: the route does not exist
+            return text("not found\n", status=404)
+        auth = request.headers.get("authorization", "")
+        given = auth[7:] if auth.lower().startswith("bearer ") else ""
+        if not hmac.compare_digest(given.encode(), expected.encode()):
+            return text("unauthorized\n", status=401, headers={"WWW-Authenticate": 'Bearer realm="metrics"'})
+        return text(await hub.run(_metrics, hub), content_type="text/plain; version=0.0.4; charset=utf-8")
 
     @app.websocket("/ws/chat")
     async def ws_chat(request: Request, ws: Any) -> None:
@@ -183,3 +223,17 @@ def _overview(hub: Hub) -> dict[str, Any]:
         "audit": audit,
         "agents_online": [a.to_dict() for a in hub.online.values()],
     }
+
+
+def _metrics(hub: Hub) -> str:
+    """The ``/metrics`` text: the hub's counters plus gauges read now (in a worker thread)."""
+    breaches: dict[str, int] = {"first_response": 0, "progress_update": 0}
+    for b in hub.cases.breaches():
+        breaches[b.kind] = breaches.get(b.kind, 0) + 1
+    queues = [(q["name"], int(q["waiting"]), int(q["with_agent"])) for q in hub.queues.snapshot()]
+    return hub.metrics.render(
+        queues=queues,
+        sla_breaches=breaches,
+        sockets={"customer": hub.customers.count(), "agent": hub.agent_sockets.count()},
+        agents_online=len(hub.online),
+    )

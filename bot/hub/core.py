@@ -23,24 +23,37 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import weakref
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any, TypeVar
 
 from bot.brain import BotReply, Brain, BrainTurn
 from bot.hub.events import AgentEventLog, Registry
+from bot.hub.metrics import Metrics
 from bot.hub.ratelimit import RateLimiter
 from bot.i18n import detect_script, resolve_script, t
 from bot.services.agents import AgentInfo, AgentService
 from bot.services.cases import CaseError, CaseService
 from bot.services.config import HumanlineConfig
-from bot.services.conversations import ConversationInfo, ConversationService, HandoffInfo, MessageRecord
+from bot.services.conversations import (
+    AtCapacity,
+    ConversationInfo,
+    ConversationService,
+    HandoffInfo,
+    MessageRecord,
+)
 from bot.services.queues import QueueService
+from bot.services.summary import SummaryService
 from bot.settings import Settings
 from bot.store.db import Database
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
+
+# At most one typing signal a side relays per conversation in this many seconds.
+TYPING_INTERVAL_S = 2.0
 
 # Failed agent logins allowed per window before login answers 429 (see bot/hub/app.py).
 LOGIN_WINDOW_S = 300.0
@@ -82,10 +95,12 @@ class Hub:
         self.guard = guard or g.HandoffGuard(
             g.GuardConfig(max_unresolved_turns=settings.max_unresolved_turns, brain_timeout_s=settings.brain_timeout_s)
         )
-        self.conversations = ConversationService(db)
+        self.metrics = Metrics()
+        self.conversations = ConversationService(db, on_stored=self.metrics.message_stored)
         self.agents = AgentService(db, settings.agent_token_ttl_s)
         self.queues = QueueService(db, self.config)
         self.cases = CaseService(db, self.config)
+        self.summaries = SummaryService(db, self.config, self.conversations)
         self.customers = Registry()  # conversation id -> customer sockets
         self.agent_sockets = Registry()  # agent id -> agent sockets
         self.online: dict[int, AgentInfo] = {}  # agents with at least one socket
@@ -102,6 +117,10 @@ class Hub:
         self._workers: dict[str, asyncio.Task[None]] = {}
         self._last_status: dict[str, tuple[Any, ...]] = {}
         self._timed_out: dict[str, set[int]] = {}
+        # Per agent: its load check and the assignment happen under this lock, so two claims for
+        # different conversations cannot both see room for one more.
+        self._agent_locks: dict[int, asyncio.Lock] = {}
+        self._typing_relayed: dict[tuple[str, str], float] = {}  # (conversation, side) -> last relay
         self._background: set[asyncio.Task[Any]] = set()
         self._watcher: asyncio.Task[None] | None = None
 
@@ -326,15 +345,19 @@ class Hub:
         if self.brain is None:
             return None, "brain_error"
         metadata = {"visitor_id": conv.visitor_id, "lang": lang, "conversation_id": conv.id}
+        started = time.perf_counter()
         try:
             turn = await asyncio.wait_for(
                 self.brain.handle(conv.id, text, metadata), timeout=self.settings.brain_timeout_s
             )
+            self.metrics.bot_turn("ok", time.perf_counter() - started)
             return turn, None
         except asyncio.TimeoutError:
+            self.metrics.bot_turn("timeout", time.perf_counter() - started)
             logger.warning("brain timed out on conversation %s", conv.id)
             return None, "timeout"
         except Exception:  # noqa: BLE001 - any brain failure hands off (P1)
+            self.metrics.bot_turn("brain_error", time.perf_counter() - started)
             logger.exception("brain failed on conversation %s", conv.id)
             return None, "brain_error"
 
@@ -444,10 +467,11 @@ class Hub:
         recipients = [a.id for a in everyone if h.queue in a.skills or a.role == "supervisor"]
         await self.emit_many(recipients, {"type": "handoff", **entry})
         display = self.queues.display(h.queue, lang)
-        online = len(self.agents_for(h.queue, available_only=True))
-        positions = await self.run(self.queues.positions, h.queue, online)
+        online, slots, free = await self.queue_capacity(h.queue)
+        positions = await self.run(self.queues.positions, h.queue, online, slots, free)
         pos = positions.get(cid)
-        if first:
+        if first:  # a handoff (a transfer or a requeue announces again with first=False)
+            self.metrics.handoff(h.reason)
             if online:
                 minutes = max(1, round((pos.eta_seconds if pos else 0) / 60))
                 text = t("queued", lang, queue=display, position=pos.position if pos else 1, minutes=minutes,
@@ -485,8 +509,8 @@ class Hub:
         """Push changed positions to the queue's customers and a snapshot to every agent
         (``positions``: as just read by the caller, to save reading them twice)."""
         if positions is None:
-            online = len(self.agents_for(queue, available_only=True))
-            current: dict[str, Any] = await self.run(self.queues.positions, queue, online)
+            online, slots, free = await self.queue_capacity(queue)
+            current: dict[str, Any] = await self.run(self.queues.positions, queue, online, slots, free)
         else:
             current = positions
         for cid, pos in current.items():
@@ -504,8 +528,8 @@ class Hub:
         """The current ``status`` frame of a conversation (sent after ``welcome``)."""
         lang = conv.lang or "en"
         if conv.status == "queued" and conv.queue:
-            online = len(self.agents_for(conv.queue, available_only=True))
-            positions = await self.run(self.queues.positions, conv.queue, online)
+            online, slots, free = await self.queue_capacity(conv.queue)
+            positions = await self.run(self.queues.positions, conv.queue, online, slots, free)
             if conv.id in positions:
                 pos = positions[conv.id]
                 return self._status_frame(pos, lang, pos.entry.case_number)
@@ -525,27 +549,154 @@ class Hub:
             return
         snapshot = await self.run(self.queues.snapshot)
         waiting = await self.run(self.queues.waiting)
+        agents = await self.agents_load()
         for agent in list(self.online.values()):
             mine = [w.frame() for w in waiting if w.queue in agent.skills or agent.role == "supervisor"]
-            await self.emit(agent.id, {"type": "queue", "queues": snapshot, "waiting": mine})
+            await self.emit(agent.id, {"type": "queue", "queues": snapshot, "waiting": mine, "agents": agents})
+
+    def capacity_of(self, agent: AgentInfo) -> int:
+        """How many conversations ``agent`` may hold at once (its own limit or the default)."""
+        return agent.capacity(self.config.agents.max_concurrent_default)
+
+    def _agent_lock(self, agent_id: int) -> asyncio.Lock:
+        lock = self._agent_locks.get(agent_id)
+        if lock is None:
+            lock = self._agent_locks[agent_id] = asyncio.Lock()
+        return lock
+
+    async def queue_capacity(self, queue: str) -> tuple[int, int, int]:
+        """``(agents, places, free places)`` of the available agents online with the skill for
+        ``queue``: the queue estimate counts places, not heads."""
+        pool = self.agents_for(queue, available_only=True)
+        if not pool:
+            return 0, 0, 0
+        loads = await self.run(self.agents.loads, [a.id for a in pool])
+        caps = {a.id: self.capacity_of(a) for a in pool}
+        return len(pool), sum(caps.values()), sum(max(0, caps[a] - loads[a]) for a in caps)
+
+    async def agents_load(self) -> list[dict[str, Any]]:
+        """Every agent with its load for the console: ``{id, display_name, role, online,
+        available, load, max_concurrent (the limit in force), own_max_concurrent (``None``: the
+        default), allow_overflow}``; online agents first."""
+        def read() -> tuple[list[AgentInfo], dict[int, int]]:
+            return self.agents.all(), self.agents.loads()
+
+        everyone, loads = await self.run(read)
+        rows: list[dict[str, Any]] = []
+        for a in everyone:
+            current = self.online.get(a.id)
+            rows.append({
+                "id": a.id, "display_name": a.display_name, "role": a.role, "online": current is not None,
+                "available": (current or a).available, "load": loads.get(a.id, 0),
+                "max_concurrent": self.capacity_of(a), "own_max_concurrent": a.max_concurrent,
+                "allow_overflow": a.allow_overflow,
+            })
+        rows.sort(key=lambda r: (not r["online"], str(r["display_name"]).lower()))
+        return rows
 
     async def auto_assign(self, queue: str) -> None:
-        """Give waiting conversations of ``queue``, oldest first, to the least busy available agent
-        online with the skill (an agent who let the conversation time out is skipped for it)."""
+        """Give waiting conversations of ``queue``, oldest first, to the least loaded available
+        agent online with the skill who has room for one more (fewest conversations, then most
+        free places); an agent who let the conversation time out is skipped for it. Stops when
+        nobody has room."""
         candidates = self.agents_for(queue, available_only=True)
         if not candidates:
             return
+        loads = await self.run(self.agents.loads, [a.id for a in candidates])
         for entry in await self.run(self.queues.waiting, [queue]):
+            # The hub's current view: availability, skills or limits may have changed meanwhile.
+            pool = [a for a in self.agents_for(queue, available_only=True) if a.id in loads]
+            room = [a for a in pool if loads[a.id] < self.capacity_of(a)]
+            if not room:
+                return
             skip = self._timed_out.get(entry.conversation_id, set())
-            pool = [a for a in self.agents_for(queue, available_only=True) if a.id not in skip]
-            if not pool:
+            room = [a for a in room if a.id not in skip]
+            if not room:
                 continue
-            loads = {a.id: await self.run(self.agents.load, a.id) for a in pool}
-            agent = min(pool, key=lambda a: (loads[a.id], a.id))
+            agent = min(room, key=lambda a: (loads[a.id], loads[a.id] - self.capacity_of(a), a.id))
             try:
                 await self.claim(agent, entry.conversation_id, automatic=True)
-            except HubError:
+            except HubError as e:
+                if e.code == "at_capacity":  # it took conversations elsewhere meanwhile
+                    loads[agent.id] = self.capacity_of(agent)
                 continue
+            loads[agent.id] += 1
+
+    def _refill(self, agent_id: int | None) -> None:
+        """An agent has room again (released a conversation, got a higher limit): offer it the
+        waiting conversations of its queues."""
+        agent = self.online.get(agent_id) if agent_id is not None else None
+        if agent is None or not agent.available:
+            return
+        queues = self.config.queues if agent.role == "supervisor" else agent.skills
+        for queue in queues:
+            if queue in self.config.queues:
+                self.spawn(self.auto_assign(queue))
+
+    async def set_capacity(
+        self, supervisor: AgentInfo, agent_id: Any, max_concurrent: Any, allow_overflow: Any = None
+    ) -> dict[str, Any]:
+        """A supervisor sets an agent's limit (``None``: the configured default) and, when given,
+        whether the agent may claim by hand above it. Audited; every console gets the new load
+        table; a raised limit fills the agent from its queues."""
+        if supervisor.role != "supervisor":
+            raise HubError("forbidden", "only a supervisor can change an agent's capacity")
+        if isinstance(agent_id, bool) or not isinstance(agent_id, int):
+            raise HubError("invalid_field", "agent_id must be an agent's id")
+        if max_concurrent is not None and (
+            isinstance(max_concurrent, bool) or not isinstance(max_concurrent, int) or not 1 <= max_concurrent <= 100
+        ):
+            raise HubError("invalid_field", "max_concurrent must be a whole number from 1 to 100, or null")
+        if allow_overflow is not None and not isinstance(allow_overflow, bool):
+            raise HubError("invalid_field", "allow_overflow must be true or false")
+        updated = await self.run(
+            self.agents.set_capacity, agent_id, supervisor.actor, max_concurrent=max_concurrent,
+            allow_overflow=allow_overflow,
+        )
+        if updated is None:
+            raise HubError("not_found", "no such agent")
+        if updated.id in self.online:
+            self.online[updated.id] = replace(self.online[updated.id], max_concurrent=updated.max_concurrent,
+                                              allow_overflow=updated.allow_overflow)
+        await self.broadcast_queues()
+        self._refill(updated.id)
+        return updated.to_dict()
+
+    # ---- typing indicators ----------------------------------------------------------------
+
+    def _typing_due(self, cid: str, side: str) -> bool:
+        """Whether a typing signal of ``side`` in ``cid`` may be relayed now (at most one per
+        :data:`TYPING_INTERVAL_S`); the rest are dropped without an error."""
+        now = time.monotonic()
+        key = (cid, side)
+        if now - self._typing_relayed.get(key, -TYPING_INTERVAL_S) < TYPING_INTERVAL_S:
+            return False
+        if len(self._typing_relayed) > 10_000:  # forget conversations nobody types in any more
+            self._typing_relayed = {k: v for k, v in self._typing_relayed.items() if now - v < TYPING_INTERVAL_S}
+        self._typing_relayed[key] = now
+        return True
+
+    async def customer_typing(self, cid: str) -> None:
+        """The customer is typing: tell the agent holding the conversation (not stored, not put
+        in the agent's event ring: a replayed "typing…" would be stale)."""
+        if not self._typing_due(cid, "customer"):
+            return
+        conv = await self.run(self.conversations.get, cid)
+        if conv is None or conv.status != "agent" or conv.agent_id is None:
+            return
+        await self.agent_sockets.send(conv.agent_id, {"type": "typing", "conversation_id": cid, "sender": "customer"})
+        self.metrics.typing_relayed("customer")
+
+    async def agent_typing(self, agent: AgentInfo, cid: str) -> None:
+        """The agent is typing in a conversation it holds: tell the customer (never stored).
+        Ignored for a conversation the agent does not hold (it may just have been released)."""
+        if not self._typing_due(cid, f"agent:{agent.id}"):
+            return
+        conv = await self.run(self.conversations.get, cid)
+        if conv is None or conv.status != "agent" or conv.agent_id != agent.id:
+            return
+        await self.send_customers(cid, {"type": "typing", "sender": "agent", "agent_name": agent.display_name})
+        self.metrics.typing_relayed("agent")
 
     # ---- agents ---------------------------------------------------------------------------
 
@@ -599,12 +750,19 @@ class Hub:
             "queues": snapshot,
             "waiting": [w.frame() for w in waiting if w.queue in agent.skills or agent.role == "supervisor"],
             "conversations": mine,
+            "agents": await self.agents_load(),
             "last_event_id": self.events.oldest_id(),
         }
 
     async def _conversation_view(self, conv: ConversationInfo) -> dict[str, Any]:
         transcript = await self.run(self.conversations.messages_after, conv.id, 0)
         case = await self.run(self.conversations.case_details, conv.case_id)
+        # The handoff summary above the transcript: best effort, a failure leaves it out.
+        try:
+            summary = await self.run(self.summaries.summary, conv.id)
+        except Exception:  # noqa: BLE001 - the conversation opens without its summary
+            logger.exception("summarising conversation %s failed", conv.id)
+            summary = None
         return {
             "conversation_id": conv.id,
             "queue": conv.queue,
@@ -612,6 +770,7 @@ class Hub:
             "lang": conv.lang,
             "transcript": [m.agent_frame() for m in transcript],
             "case": case,
+            "summary": summary,
         }
 
     async def _held(self, agent: AgentInfo, cid: str) -> ConversationInfo:
@@ -623,7 +782,8 @@ class Hub:
         return conv
 
     async def claim(self, agent: AgentInfo, cid: str, *, automatic: bool = False) -> None:
-        """Take a queued conversation. Of racing claims exactly one wins."""
+        """Take a queued conversation. Of racing claims exactly one wins. An agent at its limit
+        gets ``at_capacity`` (by hand: unless a supervisor allowed it to overflow)."""
         async with self.lock(cid):
             conv = await self.run(self.conversations.get, cid)
             if conv is None:
@@ -632,7 +792,16 @@ class Hub:
                 raise HubError("already_claimed", "this conversation is not waiting any more")
             if conv.queue not in agent.skills and agent.role != "supervisor":
                 raise HubError("forbidden", "this conversation is in a queue you do not serve")
-            h = await self.run(self.conversations.assign, cid, agent.id)
+            # Capacity: automatic assignment never goes above the limit; a claim by hand only
+            # when a supervisor allowed this agent to overflow. Checked in the assigning
+            # transaction (the agent's row locked) and, in this hub, under the agent's lock.
+            limit = None if agent.allow_overflow and not automatic else self.capacity_of(agent)
+            async with self._agent_lock(agent.id):
+                try:
+                    h = await self.run(self.conversations.assign, cid, agent.id, max_load=limit)
+                except AtCapacity as e:
+                    raise HubError("at_capacity", f"you already hold {e.load} conversations (your limit is "
+                                                  f"{e.limit}); resolve one or ask a supervisor") from None
             if h is None:
                 raise HubError("already_claimed", "another agent took this conversation")
             await self.run(self.agents.record, agent, "auto_assigned" if automatic else "claim", cid, queue=h.queue)
@@ -694,6 +863,7 @@ class Hub:
             await self._announce_queued(cid, h, lang, first=False)
         if conv.queue and conv.queue != queue:
             await self.refresh_queue(conv.queue)
+        self._refill(agent.id)
 
     async def hand_back(self, agent: AgentInfo, cid: str) -> None:
         """The agent returns the conversation to the bot; the guard's budget starts afresh."""
@@ -709,6 +879,7 @@ class Hub:
             await self.system_message(cid, t("handed_back", conv.lang or "en"))
             await self.send_customers(cid, {"type": "status", "status": "bot"})
         await self.broadcast_queues()
+        self._refill(agent.id)
 
     async def resolve(self, agent: AgentInfo, cid: str) -> None:
         """The agent closes the conversation (status ``closed``; a new customer message reopens
@@ -726,6 +897,7 @@ class Hub:
                 frame["case_id"] = number
             await self.send_customers(cid, frame)
         await self.broadcast_queues()
+        self._refill(agent.id)
 
     async def set_availability(self, agent: AgentInfo, available: bool) -> AgentInfo:
         updated = await self.run(self.agents.set_available, agent, available)
@@ -860,3 +1032,4 @@ class Hub:
             lang = conv.lang or "en"
             await self.system_message(cid, t("requeued", lang, queue=self.queues.display(h.queue, lang)))
             await self._announce_queued(cid, new, lang, first=False)
+        self._refill(h.agent_id)

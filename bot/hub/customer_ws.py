@@ -67,6 +67,12 @@ class CustomerSession:
             await self.on_hello(frame)
         elif kind == "message":
             await self.on_message(frame)
+        elif kind == "typing":
+            # Relayed to the agent holding the conversation (rate-limited there), never stored.
+            if self.conversation is None:
+                await self.error("not_ready", "send hello first")
+            else:
+                await self.hub.customer_typing(self.conversation.id)
         elif kind == "ping":
             await send_frame(self.ws, {"type": "pong"})
         else:

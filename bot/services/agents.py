@@ -65,6 +65,14 @@ class AgentInfo:
     role: str
     skills: tuple[str, ...]
     available: bool
+    #: the agent's own limit of conversations held at once (``None``: the configured default)
+    max_concurrent: int | None = None
+    #: a supervisor lets this agent claim by hand above the limit
+    allow_overflow: bool = False
+
+    def capacity(self, default: int) -> int:
+        """How many conversations this agent may hold at once."""
+        return self.max_concurrent if self.max_concurrent is not None else default
 
     @property
     def actor(self) -> str:
@@ -79,6 +87,8 @@ class AgentInfo:
             "role": self.role,
             "skills": list(self.skills),
             "available": self.available,
+            "max_concurrent": self.max_concurrent,
+            "allow_overflow": self.allow_overflow,
         }
 
 
@@ -90,6 +100,8 @@ def _info(a: Agent) -> AgentInfo:
         role=a.role,
         skills=tuple(a.skills or ()),
         available=bool(a.available),
+        max_concurrent=a.max_concurrent,
+        allow_overflow=bool(a.allow_overflow),
     )
 
 
@@ -214,6 +226,42 @@ class AgentService:
                     )
                 ).scalar_one()
             )
+
+    def loads(self, agent_ids: list[int] | None = None) -> dict[int, int]:
+        """Conversations held now per agent (``agent_ids``, or every agent holding one), in one query."""
+        with self.db.session() as s:
+            q = (
+                select(Conversation.agent_id, func.count(Conversation.id))
+                .where(Conversation.status == "agent", Conversation.agent_id.is_not(None))
+                .group_by(Conversation.agent_id)
+            )
+            if agent_ids is not None:
+                q = q.where(Conversation.agent_id.in_(agent_ids))
+            counts = {int(agent_id): int(n) for agent_id, n in s.execute(q)}
+        return {a: counts.get(a, 0) for a in agent_ids} if agent_ids is not None else counts
+
+    def set_capacity(
+        self, agent_id: int, actor: str, *, max_concurrent: int | None, allow_overflow: bool | None = None
+    ) -> AgentInfo | None:
+        """Set an agent's limit of conversations held at once (``None``: back to the configured
+        default) and, when given, whether it may claim by hand above it. Audited as
+        ``agent_capacity`` by ``actor``; ``None`` for an unknown agent.
+
+        :raises ValueError: a limit below 1.
+        """
+        if max_concurrent is not None and max_concurrent < 1:
+            raise ValueError("max_concurrent must be at least 1 (or null for the default)")
+        with self.db.session() as s:
+            a = s.get(Agent, agent_id)
+            if a is None:
+                return None
+            a.max_concurrent = max_concurrent
+            if allow_overflow is not None:
+                a.allow_overflow = allow_overflow
+            s.flush()
+            audit(s, actor, "agent_capacity", f"agent:{a.username}",
+                  {"max_concurrent": max_concurrent, "allow_overflow": bool(a.allow_overflow)})
+            return _info(a)
 
     def record(self, agent: AgentInfo | str, action: str, target: str | None = None, **detail: Any) -> None:
         """Audit an agent action (promise 8)."""

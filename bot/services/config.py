@@ -1,7 +1,7 @@
 """The business configuration (``config/humanline.yml``) as typed, immutable dataclasses.
 
-Queues and their display names, category → queue routing, SLA defaults and the plan
-catalogue. The hub and the action server both load it through :meth:`HumanlineConfig.load`;
+Queues and their display names, category → queue routing, SLA defaults, agent defaults and
+the plan catalogue. The hub and the action server both load it through :meth:`HumanlineConfig.load`;
 nothing else reads the YAML file.
 """
 
@@ -43,6 +43,14 @@ class SlaConfig:
     first_response_minutes: int = 10
     progress_update_hours: int = 24
     follow_up_days: int = 7
+
+
+@dataclass(frozen=True)
+class AgentsConfig:
+    """Agent defaults: how many conversations an agent holds at once unless a supervisor set
+    another limit for that agent."""
+
+    max_concurrent_default: int = 3
 
 
 @dataclass(frozen=True)
@@ -91,6 +99,7 @@ class HumanlineConfig:
             if key and key.upper() in self.emergency_numbers:
                 return self.emergency_numbers[key.upper()]
         return ""
+    agents: AgentsConfig = field(default_factory=AgentsConfig)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str] | None = None) -> HumanlineConfig:
@@ -149,9 +158,15 @@ class HumanlineConfig:
         default_region = str(emergency.get("default_region") or "").upper()
         if default_region and default_region not in numbers:
             raise ConfigError(f"{where}: emergency.default_region '{default_region}' has no number")
+        agents_raw = raw.get("agents") or {}
+        if not isinstance(agents_raw, dict):
+            raise ConfigError(f"{where}: 'agents' must be a mapping")
+        agents = AgentsConfig(max_concurrent_default=int(agents_raw.get("max_concurrent_default", 3)))
+        if agents.max_concurrent_default < 1:
+            raise ConfigError(f"{where}: agents.max_concurrent_default must be at least 1")
         return cls(
             queues=queues, routing=routing, default_queue=default_queue, sla=sla, plans=plans, path=path,
-            danger_queue=danger_queue, emergency_numbers=numbers, default_region=default_region,
+            danger_queue=danger_queue, emergency_numbers=numbers, default_region=default_region, agents=agents,
         )
 
     def queue_for(self, category: str) -> str:
@@ -193,6 +208,7 @@ def _plans(raw: Any, where: str) -> PlansConfig:
 
 
 __all__ = [
+    "AgentsConfig",
     "DEFAULT_CONFIG_PATH",
     "ConfigError",
     "HumanlineConfig",

@@ -17,11 +17,12 @@ All methods are synchronous and short; the hub calls them from worker threads.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -165,11 +166,23 @@ def _open_handoff(s: Session, conversation_id: str) -> Handoff | None:
     ).scalar_one_or_none()
 
 
+class AtCapacity(Exception):
+    """An agent already holds as many conversations as it may."""
+
+    def __init__(self, load: int, limit: int):
+        super().__init__(f"the agent holds {load} conversations (limit {limit})")
+        self.load = load
+        self.limit = limit
+
+
 class ConversationService:
     """Visitors, conversations, messages, guard state and handoffs over one :class:`Database`."""
 
-    def __init__(self, db: Database):
+    def __init__(self, db: Database, on_stored: Callable[[str], None] | None = None):
+        """``on_stored(sender)`` is called for every message :meth:`append` stores (the hub's
+        message counter)."""
         self.db = db
+        self.on_stored = on_stored
 
     # ---- visitors and conversations --------------------------------------------------------
 
@@ -237,6 +250,28 @@ class ConversationService:
     # ---- messages ----------------------------------------------------------------------------
 
     def append(
+        self,
+        conversation_id: str,
+        sender: str,
+        text: str,
+        *,
+        client_msg_id: str | None = None,
+        agent_id: int | None = None,
+        intent: str | None = None,
+        confidence: float | None = None,
+        buttons: list[dict[str, str]] | None = None,
+        only_if_status: str | None = None,
+    ) -> Appended | None:
+        """:meth:`_append` (below), then ``on_stored`` for a message it created (committed)."""
+        appended = self._append(
+            conversation_id, sender, text, client_msg_id=client_msg_id, agent_id=agent_id, intent=intent,
+            confidence=confidence, buttons=buttons, only_if_status=only_if_status,
+        )
+        if appended is not None and appended.created and self.on_stored is not None:
+            self.on_stored(sender)
+        return appended
+
+    def _append(
         self,
         conversation_id: str,
         sender: str,
@@ -460,9 +495,25 @@ class ConversationService:
             s.flush()
             return _handoff(h)
 
-    def assign(self, conversation_id: str, agent_id: int) -> HandoffInfo | None:
-        """Give a queued conversation to an agent. Atomic: of racing agents exactly one gets it."""
+    def assign(self, conversation_id: str, agent_id: int, *, max_load: int | None = None) -> HandoffInfo | None:
+        """Give a queued conversation to an agent. Atomic: of racing agents exactly one gets it.
+
+        With ``max_load``, the agent's row is locked (``SELECT … FOR UPDATE`` on PostgreSQL, so
+        hubs assigning to the same agent at once take turns) and the conversation is given only
+        while the agent holds fewer than ``max_load``.
+
+        :raises AtCapacity: the agent already holds ``max_load`` conversations or more.
+        """
         with self.db.session() as s:
+            if max_load is not None:
+                s.execute(select(Agent.id).where(Agent.id == agent_id).with_for_update())
+                load = s.execute(
+                    select(func.count(Conversation.id)).where(
+                        Conversation.agent_id == agent_id, Conversation.status == "agent"
+                    )
+                ).scalar_one()
+                if load >= max_load:
+                    raise AtCapacity(int(load), max_load)
             res = s.execute(
                 update(Conversation)
                 .where(Conversation.id == conversation_id, Conversation.status == "queued")

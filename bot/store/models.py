@@ -203,6 +203,10 @@ class Agent(Base):
     skills = Column(JSON, nullable=False, default=list)  # queue names
     available = Column(Boolean, nullable=False, default=True)
     created_at = Column(UTCDateTime(), nullable=False, default=utcnow)
+    #: conversations held at once; NULL = ``agents.max_concurrent_default`` of the configuration
+    max_concurrent = Column(Integer, nullable=True)
+    #: a supervisor lets this agent claim by hand above the limit (automatic assignment never does)
+    allow_overflow = Column(Boolean, nullable=False, default=False)
 
 
 class AgentToken(Base):
