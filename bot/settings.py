@@ -45,6 +45,10 @@ class Settings:
     sla_check_interval_s: float = 60.0
     #: brain worker processes: ``None`` one per CPU, ``0`` the model in the hub's own process
     brain_workers: int | None = None
+    #: a turn still pending after this long (crash, database outage, another hub died) is resumed
+    turn_retry_after_s: float = 10.0
+    #: how often the hub looks for pending turns and retries owed fail-safe handoffs
+    turn_recovery_interval_s: float = 1.0
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -72,6 +76,8 @@ class Settings:
             outbox_interval_s=float(_env("HUMANLINE_OUTBOX_INTERVAL", "5")),
             sla_check_interval_s=float(_env("HUMANLINE_SLA_CHECK_INTERVAL", "60")),
             brain_workers=_workers(_env("HUMANLINE_BRAIN_WORKERS", "")),
+            turn_retry_after_s=float(_env("HUMANLINE_TURN_RETRY_AFTER", "10")),
+            turn_recovery_interval_s=float(_env("HUMANLINE_TURN_RECOVERY_INTERVAL", "1")),
         )
 
 
