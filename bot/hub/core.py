@@ -27,7 +27,7 @@ import weakref
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from bot.brain import BotReply, Brain, BrainTurn
+from bot.brain import ActionServerError, BotReply, Brain, BrainTurn
 from bot.hub.events import AgentEventLog, Registry
 from bot.hub.ratelimit import RateLimiter
 from bot.i18n import detect_script, resolve_script, t
@@ -403,6 +403,9 @@ class Hub:
         except asyncio.TimeoutError:
             logger.warning("brain timed out on conversation %s", conv.id)
             return None, "timeout"
+        except ActionServerError:
+            logger.exception("a custom action failed on conversation %s", conv.id)
+            return None, "action_error"
         except Exception:  # noqa: BLE001 - any brain failure hands off (P1)
             logger.exception("brain failed on conversation %s", conv.id)
             return None, "brain_error"
