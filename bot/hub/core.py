@@ -277,9 +277,11 @@ class Hub:
             logger.info("conversation %s handed off after the failure of its turn", cid)
         return True
 
-    async def resume_pending_turns(self, older_than_s: float) -> int:
+    async def resume_pending_turns(self, older_than_s: float) -> int | None:
         """Retry the owed handoffs, then schedule the turns whose mark is older than
-        ``older_than_s`` and that no worker of this hub has. Returns how many were resumed.
+        ``older_than_s`` and that no worker of this hub has. Returns how many were resumed, or
+        ``None`` when the brain is not ready yet (a model still loading after a restart): the
+        turns wait for it rather than fail and hand off.
 
         Each resumed turn is first taken with a conditional ``UPDATE`` that moves its mark to
         now (:meth:`ConversationService.claim_pending_turn`): when several hubs share the
@@ -290,6 +292,12 @@ class Hub:
         for cid in list(self._owed_handoffs):
             if cid not in self._workers:
                 self._start_worker(cid)
+        try:
+            brain_ready = self.brain is not None and await self.brain.ready()
+        except Exception:  # noqa: BLE001 - not ready
+            brain_ready = False
+        if not brain_ready:
+            return None
         resumed = 0
         for message in await self.run(self.conversations.pending_turns, older_than_s):
             if (message.conversation_id, message.seq) in self._scheduled:

