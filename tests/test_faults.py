@@ -195,3 +195,124 @@ async def test_hub_kill9_while_sending_then_restart_on_the_same_database(tmp_pat
         assert http_status(hub.url + "/healthz") == 200
         await chat.close()
     db.dispose()
+
+
+# ---- the database cut away -------------------------------------------------------------------------
+
+
+@pytest.fixture
+def pg_behind_proxy(postgres_url: str) -> Iterator[tuple[str, TcpProxy]]:
+    """A fresh PostgreSQL database, migrated, and a proxy to it (the URL through the proxy)."""
+    from sqlalchemy.engine.url import make_url
+
+    with fresh_postgres_database(postgres_url) as url:
+        db = _db(url)
+        db.dispose()
+        target = make_url(url)
+        proxy = TcpProxy(target.host or "127.0.0.1", target.port or 5432)
+        try:
+            yield via_proxy(url, proxy), proxy
+        finally:
+            proxy.close()
+
+
+async def test_database_cut_during_a_turn_the_customer_still_reaches_a_person(
+    tmp_path: Path, pg_behind_proxy: tuple[str, TcpProxy]
+) -> None:
+    """The database goes away while the brain thinks: the turn fails, so does the fail-safe
+    handoff; the customer is told a person will answer — and after the restore, a person is
+    notified and the conversation is queued. A message sent during the outage is refused (not
+    acknowledged) and stored once when resent."""
+    url, proxy = pg_behind_proxy
+    db = Database(url)
+    AgentService(db).create("ada", "Ada", "password-123", ["general"], "agent")
+    with hub_process(tmp_path, url, env={"HUMANLINE_BRAIN_TIMEOUT": "6"}) as hub:
+        hub.start().wait_healthy()
+        # An agent who is online but busy elsewhere (not available): notified, not assigned.
+        token = _login(hub.url, "ada")
+        agent = AgentClient(hub.agent_ws_url, token)
+        assert (await agent.connect())["type"] == "ready"
+        await agent.send({"type": "availability", "available": False})
+        chat = ChatClient(hub.ws_url, lang="en")
+        await chat.connect()
+        await chat.wait_for(lambda f: f["type"] == "status")
+        cid = chat.conversation_id
+        assert cid is not None
+        sender = Sender(chat)
+        await sender.send("sleep 2 where is my refund", "before")
+        await chat.wait_for(lambda f: f["type"] == "ack", timeout=10)
+        await asyncio.sleep(0.5)  # the brain is thinking
+        proxy.cut()
+        error = await chat.wait_for(lambda f: f["type"] == "error", timeout=15)
+        assert error["code"] == "unavailable" and "a person will answer" in error["message"]
+        await sender.send("hello? is anyone there", "during")
+        refused = await chat.wait_for(lambda f: f["type"] in ("error", "ack"), timeout=15)
+        assert refused["type"] == "error", "a message was acknowledged while the database was away"
+        assert await asyncio.to_thread(http_status, hub.url + "/healthz") == 503
+        await asyncio.sleep(2.0)  # a few recovery rounds fail meanwhile
+        proxy.restore()
+
+        queued = await chat.wait_for(lambda f: f["type"] == "status" and f["status"] == "queued", timeout=20)
+        assert queued["queue"] == "general"
+        handoff = await agent.wait_for(lambda f: f["type"] == "handoff" and f["conversation_id"] == cid, timeout=10)
+        assert handoff["queue"] == "general"
+        ack = await chat.say_and_ack("hello? is anyone there", client_msg_id="during", timeout=10)
+        sender.acked["during"] = ack["seq"]
+        await sender.pump(0.5)
+        await async_wait_until(lambda: http_status(hub.url + "/healthz") == 200, 15, "/healthz 200 again")
+        check = Database(url)
+        try:
+            assert_stored_exactly_once(check, cid, {"before": sender.acked["before"], "during": ack["seq"]})
+            assert _status(check, cid) == "queued"
+            assert [m.text for m in _messages(check, cid) if m.sender == "bot"] == []
+            assert_no_bot_message_after_handoff(check, cid)
+            await async_wait_until(lambda: not [m for m in _messages(check, cid) if m.turn_pending_since], 10,
+                                   "no turn left pending")
+        finally:
+            check.dispose()
+        await chat.close()
+        await agent.close()
+    db.dispose()
+
+
+def _login(url: str, username: str, password: str = "password-123") -> str:
+    import urllib.request
+
+    req = urllib.request.Request(url + "/api/agents/login", data=json.dumps(
+        {"username": username, "password": password}).encode(), headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return str(json.loads(r.read())["token"])
+
+
+async def test_the_tracker_store_reconnects_after_an_outage(pg_behind_proxy: tuple[str, TcpProxy]) -> None:
+    """Rasa's SQL tracker store as the brain builds it: after the database was cut and came
+    back, the next turn's events are written (a reused dead connection would fail it, and Rasa
+    would have kept them in memory only)."""
+    from rasa.core.tracker_store import FailSafeTrackerStore, SQLTrackerStore
+    from rasa.shared.core.domain import Domain
+    from rasa.shared.core.events import ActionExecuted, UserUttered
+
+    from bot.brain import TrackerStoreError, cached_sql_tracker_store, strict_tracker_store, tracker_store_kwargs
+
+    url, proxy = pg_behind_proxy
+    domain = Domain.empty()
+    inner = cached_sql_tracker_store(SQLTrackerStore, {**tracker_store_kwargs(url), "domain": domain})
+    store = strict_tracker_store(FailSafeTrackerStore(inner))
+    tracker = await store.get_or_create_tracker("c-1")
+    tracker.update(UserUttered("hello"))
+    await store.save(tracker)
+    # An outage while the worker is idle: the pooled connection dies with it, unnoticed.
+    proxy.cut()
+    proxy.restore()
+    tracker.update(UserUttered("hello again"))
+    await store.save(tracker)  # pre-ping replaces the dead connection
+    inner.forget("c-1")
+    back = await store.retrieve("c-1")
+    assert [e.text for e in back.events if isinstance(e, UserUttered)] == ["hello", "hello again"]
+    # An outage during the turn: an error, not a silent fall-back to memory.
+    proxy.cut()
+    back.update(ActionExecuted("utter_greet"))
+    with pytest.raises(TrackerStoreError):
+        await store.save(back)
+    proxy.restore()
+    inner.engine.dispose()
