@@ -316,3 +316,102 @@ async def test_the_tracker_store_reconnects_after_an_outage(pg_behind_proxy: tup
         await store.save(back)
     proxy.restore()
     inner.engine.dispose()
+
+
+# ---- a brain worker stopped, then killed ----------------------------------------------------------
+
+
+def _brain_worker(hub: HubProcess) -> int:
+    workers = [pid for pid in children(hub.pid) if "bot.brain_pool worker" in cmdline(pid)]
+    assert len(workers) == 1, workers
+    return workers[0]
+
+
+async def test_brain_worker_stopped_then_killed(tmp_path: Path) -> None:
+    """A frozen worker (SIGSTOP): the turn times out and the customer is handed to a person,
+    the bot says nothing after. Killed: the pool restarts it and a new customer has a working
+    bot again."""
+    db = _db(f"sqlite:///{tmp_path / 'worker.db'}")
+    with hub_process(tmp_path, str(db.url), env={"HUMANLINE_BRAIN_TIMEOUT": "1.5"}) as hub:
+        hub.start().wait_healthy()
+        worker = _brain_worker(hub)
+        chat = ChatClient(hub.ws_url, lang="en")
+        await chat.connect()
+        cid = chat.conversation_id
+        assert cid is not None
+        first = await chat.say_and_ack("hello there", client_msg_id="a")
+        reply = await chat.wait_for(lambda f: f["type"] == "message" and f["sender"] == "bot", timeout=10)
+        assert reply["text"] == "echo hello there"
+
+        os.kill(worker, signal.SIGSTOP)
+        try:
+            second = await chat.say_and_ack("are you still there", client_msg_id="b")
+            queued = await chat.wait_for(lambda f: f["type"] == "status" and f["status"] == "queued", timeout=15)
+            assert queued["reason"] == "timeout"
+            third = await chat.say_and_ack("hello?", client_msg_id="c")
+            await chat.drain(0.5)
+        finally:
+            os.kill(worker, signal.SIGKILL)
+        await async_wait_until(lambda: not alive(worker), 10, "the stopped worker is gone")
+        # The pool restarts it: /healthz is 200 again and a new customer has a working bot.
+        await async_wait_until(lambda: http_status(hub.url + "/healthz") == 200 and _brain_worker(hub) != worker,
+                               60, "the worker restarted")
+        async with ChatClient(hub.ws_url, lang="en") as fresh:
+            await fresh.say_and_ack("good morning")
+            answer = await fresh.wait_for(lambda f: f["type"] == "message" and f["sender"] == "bot", timeout=15)
+            assert answer["text"] == "echo good morning"
+        await chat.drain(0.5)
+        assert [m["text"] for m in chat.messages("bot")] == ["echo hello there"]
+        assert_stored_exactly_once(db, cid, {"a": first["seq"], "b": second["seq"], "c": third["seq"]})
+        assert_no_bot_message_after_handoff(db, cid)
+        assert _status(db, cid) == "queued"
+        assert_no_turn_pending(db, cid)
+        await chat.close()
+    db.dispose()
+
+
+# ---- an agent who vanishes while holding a conversation ---------------------------------------------
+
+
+async def test_agent_vanishes_while_holding_a_conversation(tmp_path: Path) -> None:
+    """The agent's connection drops without a goodbye and nobody answers: after the reply
+    timeout the customer is back in the queue and another agent takes over."""
+    db = _db(f"sqlite:///{tmp_path / 'agent.db'}")
+    agents = AgentService(db)
+    agents.create("ada", "Ada", "password-123", ["general"], "agent")
+    agents.create("bob", "Bob", "password-123", ["general"], "agent")
+    with hub_process(tmp_path, str(db.url), env={"HUMANLINE_AGENT_REPLY_TIMEOUT": "2"}) as hub:
+        hub.start().wait_healthy()
+        ada = AgentClient(hub.agent_ws_url, _login(hub.url, "ada"))
+        assert (await ada.connect())["type"] == "ready"
+        chat = ChatClient(hub.ws_url, lang="en")
+        await chat.connect()
+        cid = chat.conversation_id
+        assert cid is not None
+        acked = {"p": (await chat.say_and_ack("I want to talk to a human", client_msg_id="p"))["seq"]}
+        joined = await chat.wait_for(lambda f: f["type"] == "status" and f["status"] == "agent", timeout=10)
+        assert joined["agent_name"] == "Ada"
+        await ada.wait_for(lambda f: f["type"] == "assigned" and f["conversation_id"] == cid, timeout=10)
+        ada.ws.transport.abort()  # gone: no close frame, no reply ever
+        acked["q"] = (await chat.say_and_ack("hello? are you there?", client_msg_id="q"))["seq"]
+        requeued = await chat.wait_for(lambda f: f["type"] == "status" and f["status"] == "queued", timeout=15)
+        assert requeued["queue"] == "general"
+
+        bob = AgentClient(hub.agent_ws_url, _login(hub.url, "bob"))
+        assert (await bob.connect())["type"] == "ready"
+        await bob.send({"type": "claim", "conversation_id": cid})
+        await bob.wait_for(lambda f: f["type"] == "assigned" and f["conversation_id"] == cid, timeout=10)
+        with_bob = await chat.wait_for(lambda f: f["type"] == "status" and f["status"] == "agent", timeout=10)
+        assert with_bob["agent_name"] == "Bob"
+        await bob.send({"type": "message", "conversation_id": cid, "text": "Bob here, sorry for the wait.",
+                        "client_msg_id": "bob-1"})
+        answer = await chat.wait_for(lambda f: f["type"] == "message" and f["sender"] == "agent", timeout=10)
+        assert answer["agent_name"] == "Bob"
+        await chat.drain(0.3)
+        assert chat.messages("bot") == []
+        assert_stored_exactly_once(db, cid, acked)
+        assert_no_bot_message_after_handoff(db, cid)
+        assert http_status(hub.url + "/healthz") == 200
+        await chat.close()
+        await bob.close()
+    db.dispose()
