@@ -415,3 +415,100 @@ async def test_agent_vanishes_while_holding_a_conversation(tmp_path: Path) -> No
         await chat.close()
         await bob.close()
     db.dispose()
+
+
+# ---- the action server outlives a killed hub --------------------------------------------------------
+
+
+def _action_server_pids(port: int) -> list[int]:
+    from bot.__main__ import _listening_pids
+
+    return _listening_pids(port)
+
+
+def _serve(tmp_path: Path, database_url: str, action_port: int) -> HubProcess:
+    """``python -m bot serve`` with its action server; the model is missing on purpose (the
+    brain never loads: this is about the action server's life, not about turns)."""
+    return HubProcess(tmp_path, database_url, module="bot serve", name="serve", env={
+        "HUMANLINE_MODEL": str(tmp_path / "no-model.tar.gz"), "HUMANLINE_BRAIN_WORKERS": "1",
+        "HUMANLINE_ACTION_ENDPOINT": f"http://127.0.0.1:{action_port}/webhook",
+        "HUMANLINE_START_ACTION_SERVER": "1",
+    })
+
+
+def _wait_action_server(port: int, serve: HubProcess, timeout: float = 120, other_than: int | None = None) -> int:
+    """The pid of the action server ``serve`` started on ``port``, once it answers."""
+
+    def up() -> int | None:
+        assert serve.proc is not None
+        if serve.proc.poll() is not None:
+            raise AssertionError(f"serve exited with {serve.proc.returncode}:\n{serve.tail()}")
+        pids = [pid for pid in _action_server_pids(port) if pid != other_than]
+        return pids[0] if pids and http_status(f"http://127.0.0.1:{port}/health") == 200 else None
+
+    try:
+        return int(wait_until(up, timeout, f"the action server on port {port}", interval=0.3))
+    except AssertionError as e:
+        raise AssertionError(f"{e}\n{serve.tail()}") from None
+
+
+def test_the_action_server_dies_with_a_killed_hub_and_the_next_start_gets_its_port(tmp_path: Path) -> None:
+    db = _db(f"sqlite:///{tmp_path / 'serve.db'}")
+    action_port = free_port()
+    serve = _serve(tmp_path, str(db.url), action_port)
+    try:
+        serve.start()
+        first = _wait_action_server(action_port, serve)
+        assert "run actions" in cmdline(first)
+        serve.kill9()
+        wait_until(lambda: not alive(first), 20, "the action server died with its hub")
+        wait_until(lambda: not _action_server_pids(action_port), 10, "the port is free")
+        serve.start()  # the same port: no collision
+        second = _wait_action_server(action_port, serve)
+        assert second != first
+    finally:
+        serve.stop()
+    db.dispose()
+
+
+def test_a_stale_action_server_on_the_port_is_reclaimed_at_start(tmp_path: Path) -> None:
+    """An action server whose hub is gone (as one started before the parent-death signal, or on
+    a system without it) is stopped by the next ``serve``; a foreign program on the port is not
+    touched and ``serve`` refuses to start."""
+    db = _db(f"sqlite:///{tmp_path / 'stale.db'}")
+    action_port = free_port()
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    rasa = str(Path(sys.executable).parent / "rasa")
+    env = {**os.environ, "SANIC_HOST": "127.0.0.1", "HUMANLINE_ACTION_SERVER_OF": str(gone.pid)}
+    stale = subprocess.Popen([rasa, "run", "actions", "--port", str(action_port), "--actions", "actions"],
+                             cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             start_new_session=True)
+    serve = _serve(tmp_path, str(db.url), action_port)
+    try:
+        wait_until(lambda: http_status(f"http://127.0.0.1:{action_port}/health") == 200, 120,
+                   "the stale action server is up")
+        serve.start()
+        fresh = _wait_action_server(action_port, serve, other_than=stale.pid)
+        assert stale.wait(20) is not None
+        assert children(serve.pid) and fresh in children(serve.pid)
+        assert "stopping a stale action server" in serve.log.read_text()
+    finally:
+        serve.stop()
+        if stale.poll() is None:
+            stale.kill()
+            stale.wait()
+
+    foreign = subprocess.Popen([sys.executable, "-m", "http.server", str(action_port), "--bind", "127.0.0.1"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: _action_server_pids(action_port) == [foreign.pid], 20, "the foreign server listens")
+        serve.start()
+        assert serve.proc is not None and serve.proc.wait(60) == 2
+        assert "in use by another program" in serve.log.read_text()
+        assert foreign.poll() is None
+    finally:
+        foreign.kill()
+        foreign.wait()
+        serve.stop()
+    db.dispose()
