@@ -151,14 +151,17 @@ def _stale_owner(pid: int) -> int | None:
 
 
 def _port_free(host: str, port: int) -> bool:
+    """Nothing listens on ``host:port`` (an address that is not this machine's counts as free:
+    the action server will say so itself)."""
+    import errno
     import socket
 
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((host, port))
-        except OSError:
-            return False
+        except OSError as e:
+            return e.errno != errno.EADDRINUSE
     return True
 
 
