@@ -512,3 +512,48 @@ def test_a_stale_action_server_on_the_port_is_reclaimed_at_start(tmp_path: Path)
         foreign.wait()
         serve.stop()
     db.dispose()
+
+
+# ---- the action server killed, with the real model ------------------------------------------------
+
+
+@pytest.mark.model
+async def test_action_server_killed_the_customer_is_told_and_handed_off(tmp_path: Path, trained_model: Path) -> None:
+    """``python -m bot serve`` with the trained model; its action server is killed; a billing
+    complaint needs a custom action: Rasa would log the failure and go on, the brain reports it,
+    and the customer is told something went wrong and reaches a person — no bot message after."""
+    db = _db(f"sqlite:///{tmp_path / 'actions.db'}")
+    action_port = free_port()
+    serve = HubProcess(tmp_path, str(db.url), module="bot serve", name="serve", env={
+        "HUMANLINE_MODEL": str(trained_model), "HUMANLINE_BRAIN_WORKERS": "1", "HUMANLINE_BRAIN_TIMEOUT": "20",
+        "HUMANLINE_ACTION_ENDPOINT": f"http://127.0.0.1:{action_port}/webhook", "HUMANLINE_START_ACTION_SERVER": "1",
+    })
+    try:
+        serve.start()
+        action_server = _wait_action_server(action_port, serve, timeout=300)
+        serve.wait_healthy(timeout=600)
+        os.kill(action_server, signal.SIGKILL)
+        await async_wait_until(lambda: not alive(action_server), 10, "the action server is gone")
+        assert await asyncio.to_thread(http_status, serve.url + "/healthz") == 200
+        async with ChatClient(serve.ws_url, lang="en") as chat:
+            cid = chat.conversation_id
+            assert cid is not None
+            acked: dict[str, int] = {}
+            texts = ["I was charged twice for my subscription this month, order SO20261104", "no", "no"]
+            for i, text in enumerate(texts):  # at most two questions before an action must run
+                acked[f"t{i}"] = (await chat.say_and_ack(text, client_msg_id=f"t{i}", timeout=30))["seq"]
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await chat.wait_for(lambda f: f["type"] == "status" and f["status"] == "queued", timeout=45)
+                    break
+            else:
+                raise AssertionError(f"never handed off: {[f for f in chat.frames if f['type'] != 'ack']}")
+            await chat.drain(1.0)
+            system = " ".join(m["text"] for m in chat.messages("system"))
+            assert "something went wrong" in system, system
+        assert_stored_exactly_once(db, cid, acked)
+        assert_no_bot_message_after_handoff(db, cid)
+        assert _status(db, cid) == "queued"
+        assert "a custom action failed" in serve.log.read_text()
+    finally:
+        serve.stop()
+    db.dispose()

@@ -102,8 +102,10 @@ async def test_turns_left_pending_by_a_dead_hub_are_answered_at_start_up(tmp_pat
         conversations.append(cid, "customer", f"hi {i}", client_msg_id=f"c{i}", awaiting_turn=True)
     brain = GreeterBrain()
     with running_hub(tmp_path, brain, db=db) as srv:
-        await _wait(lambda: not any(_marks(db, cid).values()), 10, "every pending turn resumed")
+        await _wait(lambda: len(srv.hub.conversations.messages_after(cid, 0)) >= 6, 15, "every pending turn answered")
+        await asyncio.sleep(0.3)  # nothing more comes
         stored = srv.hub.conversations.messages_after(cid, 0)
+        assert not any(_marks(db, cid).values())
     assert brain.calls == ["hi 0", "hi 1", "hi 2"]  # each turn once, in order
     assert [m.sender for m in stored] == ["customer"] * 3 + ["bot"] * 3
     db.dispose()
@@ -148,3 +150,29 @@ async def test_a_fail_safe_handoff_refused_by_the_database_is_retried_until_it_i
             await chat.drain(0.5)
             assert chat.messages("bot") == [] and brain.calls == []
             await _wait(lambda: not any(_marks(srv.db, chat.conversation_id).values()), 5, "marks cleared")
+
+
+async def test_a_turn_is_never_scheduled_twice(tmp_path: Path) -> None:
+    """The same message scheduled again, and a resume while its turn runs (even of a mark
+    that looks stale), run the brain once."""
+    from tests.hubtools import ScriptedBrain, turn
+
+    brain = ScriptedBrain(lambda text, n: turn(f"answer {n}", intent="greet", resolved=True), delay_s=0.5)
+    with running_hub(tmp_path, brain, turn_recovery_interval_s=3600) as srv:
+        conversations = srv.hub.conversations
+        cid = conversations.create_conversation(conversations.create_visitor(), lang="en").id
+        appended = conversations.append(cid, "customer", "hello", client_msg_id="x", awaiting_turn=True)
+        assert appended is not None
+        _age_marks(srv.db, 60)
+        srv.call(_schedule_twice_and_resume(srv.hub, appended.message))
+        await _wait(lambda: len(conversations.messages_after(cid, 0)) == 2, 10, "the turn answered")
+        assert srv.call(srv.hub.resume_pending_turns(0.0)) == 0  # nothing left to resume
+        await asyncio.sleep(0.7)
+        assert brain.calls == ["hello"]
+        assert [m.sender for m in conversations.messages_after(cid, 0)] == ["customer", "bot"]
+
+
+async def _schedule_twice_and_resume(hub: Any, message: Any) -> None:
+    hub.schedule_turn(message)
+    hub.schedule_turn(message)
+    assert await hub.resume_pending_turns(0.0) == 0
