@@ -162,8 +162,15 @@ async def test_hub_kill9_while_sending_then_restart_on_the_same_database(tmp_pat
                 killed_at = i
         assert killed_at is not None and killed_at < 9, "the hub was not killed while the customer was sending"
         await sender.pump(0.3)
-        pending = {m.seq: m.client_msg_id for m in _messages(db, cid) if m.turn_pending_since is not None}
+        at_kill = _messages(db, cid)
+        pending = {m.seq: m.client_msg_id for m in at_kill if m.turn_pending_since is not None}
         assert pending, "no turn was pending when the hub died: the fault was not exercised"
+        # A turn recorded in the very milliseconds before the kill, its reply not yet stored,
+        # is not run again (at most once: docs/hub.md); there can be one such turn at most.
+        echoed = {m.text for m in at_kill if m.sender == "bot"}
+        lost = {m.client_msg_id for m in at_kill if m.sender == "customer" and m.turn_pending_since is None
+                and f"echo {m.text}" not in echoed}
+        assert len(lost) <= 1, lost
         assert set(pending_before) <= set(pending)
         assert_stored_exactly_once(db, cid, sender.acked)  # acked before the crash: all stored
         unacked_before_restart = dict(sender.unacked)
@@ -178,7 +185,7 @@ async def test_hub_kill9_while_sending_then_restart_on_the_same_database(tmp_pat
             await sender.pump(0.3)
             stored = _messages(db, cid)
             answered = {m.text.removeprefix("echo ") for m in stored if m.sender == "bot"}
-            if not sender.unacked and all(f"sleep 0.7 {c}" in answered for c in sender.sent):
+            if not sender.unacked and all(f"sleep 0.7 {c}" in answered for c in sender.sent if c not in lost):
                 break
         else:
             raise AssertionError(f"not every message was answered after the restart:\n{hub.tail()}")
