@@ -6,6 +6,9 @@ The socket handlers (:mod:`bot.hub.customer_ws`, :mod:`bot.hub.agent_ws`) parse 
 * **Turns in order.** Customer messages of one conversation are processed one after another by a
   per-conversation worker, under the conversation's :class:`asyncio.Lock` (which the agent-side
   transitions take too).
+* **Turns survive.** A message awaits its turn durably (a mark stored with it before the ack);
+  a turn a crash or a database outage interrupted is resumed, and a fail-safe handoff the
+  database refused is retried until written (see "turns: in order, durable, resumed" below).
 * **The guard decides (P1).** While the bot holds a conversation each message goes through
   ``guard.before_turn``, the brain (under ``brain_timeout_s``, every exception caught) and
   ``guard.after_turn``; only ``Decision.deliver`` is sent, and ``Decision.handoff`` queues the
