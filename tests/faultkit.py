@@ -218,6 +218,8 @@ class TcpProxy:
         self.loop = asyncio.new_event_loop()
         self._server: asyncio.AbstractServer | None = None
         self._writers: set[asyncio.StreamWriter] = set()
+        self._hold: asyncio.Event | None = None  # set: new connections wait before going upstream
+        self.held = 0  # connections waiting now
         self._thread = threading.Thread(target=self.loop.run_forever, name=f"proxy-{self.port}", daemon=True)
         self._thread.start()
         self.restore()
@@ -236,10 +238,17 @@ class TcpProxy:
             writer.close()
 
     async def _handle(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        hold = self._hold
+        if hold is not None:
+            self.held += 1
+            try:
+                await hold.wait()
+            finally:
+                self.held -= 1
         try:
             server_r, server_w = await asyncio.open_connection(*self.target)
         except OSError:
-            client_w.close()
+            client_w.transport.abort()  # the request dies mid-flight
             return
         self._writers.update((client_w, server_w))
         try:
@@ -267,6 +276,22 @@ class TcpProxy:
     def restore(self) -> None:
         if self._server is None:
             self._call(self._listen())
+
+    def hold(self) -> None:
+        """New connections are accepted but wait (a request caught in flight) until :meth:`release`."""
+
+        async def make() -> None:
+            self._hold = asyncio.Event()
+
+        self._call(make())
+
+    def release(self) -> None:
+        async def go() -> None:
+            if self._hold is not None:
+                self._hold.set()
+                self._hold = None
+
+        self._call(go())
 
     @property
     def connections(self) -> int:

@@ -564,3 +564,60 @@ async def test_action_server_killed_the_customer_is_told_and_handed_off(tmp_path
     finally:
         serve.stop()
     db.dispose()
+
+
+@pytest.mark.model
+async def test_action_server_killed_mid_turn(tmp_path: Path, trained_model: Path) -> None:
+    """The action server dies while a turn's action request is in flight (held in a proxy in
+    front of it, the server killed, the request then cut): the same promise as above — the
+    customer is told and handed off, no bot message after, stored once."""
+    db = _db(f"sqlite:///{tmp_path / 'midturn.db'}")
+    action_port = free_port()
+    rasa = str(Path(sys.executable).parent / "rasa")
+    env = {**os.environ, "SANIC_HOST": "127.0.0.1", "DATABASE_URL": str(db.url)}
+    actions = subprocess.Popen([rasa, "run", "actions", "--port", str(action_port), "--actions", "actions"],
+                               cwd=ROOT, env=env, stdout=(tmp_path / "actions.log").open("wb"),
+                               stderr=subprocess.STDOUT, start_new_session=True)
+    proxy = TcpProxy("127.0.0.1", action_port)
+    serve = HubProcess(tmp_path, str(db.url), module="bot serve", name="serve", env={
+        "HUMANLINE_MODEL": str(trained_model), "HUMANLINE_BRAIN_WORKERS": "1", "HUMANLINE_BRAIN_TIMEOUT": "20",
+        "HUMANLINE_ACTION_ENDPOINT": f"http://127.0.0.1:{proxy.port}/webhook", "HUMANLINE_START_ACTION_SERVER": "0",
+    })
+    try:
+        await async_wait_until(lambda: http_status(f"http://127.0.0.1:{action_port}/health") == 200, 300,
+                               "the action server is up")
+        serve.start()
+        await asyncio.to_thread(serve.wait_healthy, 600)
+        proxy.hold()
+        async with ChatClient(serve.ws_url, lang="en") as chat:
+            cid = chat.conversation_id
+            assert cid is not None
+            acked: dict[str, int] = {}
+            texts = ["I was charged twice for my subscription this month, order SO20261104", "no", "no"]
+            for i, text in enumerate(texts):  # until a turn calls an action
+                acked[f"t{i}"] = (await chat.say_and_ack(text, client_msg_id=f"t{i}", timeout=30))["seq"]
+                with contextlib.suppress(AssertionError):
+                    await async_wait_until(lambda: proxy.held > 0, 30, "an action request in flight")
+                    break
+            else:
+                raise AssertionError("no turn called the action server")
+            actions.kill()  # the action server dies with the request in flight
+            actions.wait(10)
+            proxy.release()
+            queued = await chat.wait_for(lambda f: f["type"] == "status" and f["status"] == "queued", timeout=45)
+            assert queued["queue"]
+            await chat.drain(1.0)
+            system = " ".join(m["text"] for m in chat.messages("system"))
+            assert "something went wrong" in system, system
+        assert_stored_exactly_once(db, cid, acked)
+        assert_no_bot_message_after_handoff(db, cid)
+        assert _status(db, cid) == "queued"
+        assert "a custom action failed" in serve.log.read_text()
+        assert await asyncio.to_thread(http_status, serve.url + "/healthz") == 200
+    finally:
+        serve.stop()
+        proxy.close()
+        if actions.poll() is None:
+            actions.kill()
+            actions.wait()
+    db.dispose()
