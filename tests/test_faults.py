@@ -2,14 +2,16 @@
 
 Each case breaks one thing — the hub killed with ``kill -9`` while a customer is sending, the
 database cut away behind a TCP proxy, a brain worker stopped (SIGSTOP) and killed, an agent who
-vanishes while holding a conversation, the action server left behind by a killed hub — and
+vanishes while holding a conversation, the action server left behind by a killed hub, and (with
+the trained model) the action server killed before and during a turn that needs it — and
 asserts the promises: the customer reaches a person or keeps a working bot; every acknowledged
 message is stored exactly once; nothing unacknowledged is reported as stored; no bot message
 after a handoff; ``/healthz`` answers 200 again afterwards.
 
 The hubs here are real processes: ``python -m tests.fault_hub`` (the hub with a pool of real
 brain worker processes running a scripted brain: the faults are not about the model) and
-``python -m bot serve`` itself for the action server's life. Every wait is bounded.
+``python -m bot serve`` itself for the action server's life and the model cases. Every wait is
+bounded.
 """
 
 from __future__ import annotations
