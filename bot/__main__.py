@@ -1,7 +1,8 @@
 """``python -m bot``: serve, train, eval, migrate, create-agent, chat.
 
 * ``serve`` — apply migrations, start the rasa_sdk action server as a child process (port 5055)
-  unless ``HUMANLINE_ACTION_ENDPOINT=none`` or ``HUMANLINE_START_ACTION_SERVER=0``, create a demo
+  unless ``HUMANLINE_ACTION_ENDPOINT=none`` or ``HUMANLINE_START_ACTION_SERVER=0`` (it dies with
+  the hub, even a ``kill -9``-ed one, and a stale one left on its port is reclaimed), create a demo
   agent when there is none (its password is printed once), load the model and serve the hub.
 * ``train`` / ``eval`` — delegate to :func:`bot.training.main` / :func:`bot.evaluation.main`.
 * ``migrate`` — only apply the migrations.
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import getpass
 import logging
 import os
@@ -20,6 +22,8 @@ import secrets
 import signal
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -64,7 +68,131 @@ def cmd_create_agent(args: argparse.Namespace) -> int:
     return 0
 
 
+# The environment variable that marks an action server started by ``serve``: its value is the
+# pid of the hub that started it, so a later start can tell a stale one (its hub is gone) from
+# an action server somebody else runs.
+ACTION_SERVER_OWNER = "HUMANLINE_ACTION_SERVER_OF"
+
+
+class PortTaken(RuntimeError):
+    """The action server's port is held by a program that is not a stale Humanline action server."""
+
+
+def _die_with_parent(parent: int) -> Callable[[], None]:
+    """A ``preexec_fn``: the child gets SIGTERM when the process that started it dies, however
+    it dies (``kill -9`` included). Linux only (``prctl(PR_SET_PDEATHSIG)``); elsewhere the
+    start-up check (:func:`_reclaim_port`) clears a stale action server instead."""
+
+    def preexec() -> None:
+        if not sys.platform.startswith("linux"):
+            return
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+        if os.getppid() != parent:  # the parent died before the prctl: nobody would signal us
+            os._exit(1)
+
+    return preexec
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie is gone
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except (FileNotFoundError, IndexError):
+        return False
+
+
+def _listening_pids(port: int) -> list[int]:
+    """The processes with a TCP socket listening on ``port`` (Linux ``/proc``; empty elsewhere)."""
+    inodes: set[str] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if len(fields) > 9 and fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                inodes.add(f"socket:[{fields[9]}]")
+    pids: list[int] = []
+    if not inodes:
+        return pids
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if any(os.readlink(fd) in inodes for fd in (proc / "fd").iterdir()):
+                pids.append(int(proc.name))
+        except OSError:
+            continue
+    return pids
+
+
+def _stale_owner(pid: int) -> int | None:
+    """The pid of the hub that started action server ``pid``, when that hub is gone; ``None``
+    when ``pid`` is not a Humanline action server or its hub still runs."""
+    try:
+        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    except OSError:
+        return None
+    prefix = ACTION_SERVER_OWNER.encode() + b"="
+    owner = next((e[len(prefix):] for e in environ if e.startswith(prefix)), None)
+    if owner is None or not owner.isdigit():
+        return None
+    owner_pid = int(owner)
+    return owner_pid if owner_pid != os.getpid() and not _alive(owner_pid) else None
+
+
+def _port_free(host: str, port: int) -> bool:
+    """Nothing listens on ``host:port`` (an address that is not this machine's counts as free:
+    the action server will say so itself)."""
+    import errno
+    import socket
+
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as e:
+            return e.errno != errno.EADDRINUSE
+    return True
+
+
+def _reclaim_port(host: str, port: int, timeout_s: float = 15.0) -> None:
+    """Make sure the action server can bind ``host:port``: a stale Humanline action server (its
+    hub died without stopping it) is stopped; anything else holding the port is an error."""
+    if _port_free(host, port):
+        return
+    holders = _listening_pids(port)
+    stale = [pid for pid in holders if _stale_owner(pid) is not None]
+    if not holders or len(stale) != len(holders):
+        raise PortTaken(f"port {port} of the action server is in use by another program (pids {holders or '?'}); "
+                        "stop it or set HUMANLINE_ACTION_ENDPOINT to another port")
+    for pid in stale:
+        print(f"stopping a stale action server (pid {pid}) left by a hub that is gone", flush=True)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    while any(_alive(pid) for pid in stale) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    for pid in stale:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    while not _port_free(host, port) and time.monotonic() < deadline + 5:
+        time.sleep(0.1)
+
+
 def _start_action_server(settings: Settings) -> subprocess.Popen[bytes] | None:
+    """Start ``rasa run actions`` for the configured endpoint, its life tied to this process:
+    it dies with the hub (parent-death signal), and a stale one left on the port by a hub that
+    died anyway is reclaimed first."""
     if settings.action_endpoint is None or os.environ.get("HUMANLINE_START_ACTION_SERVER", "1") == "0":
         return None
     port = urlsplit(settings.action_endpoint).port or 5055
@@ -74,9 +202,12 @@ def _start_action_server(settings: Settings) -> subprocess.Popen[bytes] | None:
     # reaching it could act for any visitor. Bind the host of the configured endpoint (loopback
     # by default); a remote action server is the operator's to secure (docs/operations.md).
     host = urlsplit(settings.action_endpoint).hostname or "127.0.0.1"
-    env = {**os.environ, "SANIC_HOST": os.environ.get("SANIC_HOST") or host}
+    env = {**os.environ, "SANIC_HOST": os.environ.get("SANIC_HOST") or host, ACTION_SERVER_OWNER: str(os.getpid())}
+    _reclaim_port(env["SANIC_HOST"], port)
     print(f"starting the action server on {env['SANIC_HOST']}:{port}: {' '.join(cmd)}", flush=True)
-    return subprocess.Popen(cmd, cwd=ROOT, start_new_session=True, env=env)
+    # Its own session: Ctrl-C in the terminal reaches the hub, which stops it in order.
+    return subprocess.Popen(cmd, cwd=ROOT, start_new_session=True, env=env,
+                            preexec_fn=_die_with_parent(os.getpid()))
 
 
 def _stop_child(proc: subprocess.Popen[bytes] | None) -> None:
@@ -135,7 +266,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         _migrate(settings)
         _demo_agent(settings)
-        child = _start_action_server(settings)
+        try:
+            child = _start_action_server(settings)
+        except PortTaken as e:
+            print(f"error: {e}", file=sys.stderr, flush=True)
+            return 2
         from bot.hub import create_app
 
         app = create_app(settings, brain=brain)

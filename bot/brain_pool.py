@@ -18,7 +18,7 @@ a time (Rasa awaits the action server over HTTP between inference steps).
                        {"op": "parse", "id": n, "text": …}          (NLU only, no tracker)
       worker → parent  {"event": "loaded", "pid": …, "load_s": …, "cpu_s": …} | {"event": "load_failed", "error": …}
                        {"id": n, "turn": BrainTurn.to_dict()} | {"id": n, "parsed": {"intent", "confidence"}}
-                       | {"id": n, "error": "…"}
+                       | {"id": n, "error": "…"[, "kind": "action_error"]}
 
   The options travel in the ``init`` frame, not on the command line (``ps`` would show a
   database password).
@@ -58,7 +58,7 @@ import zlib
 from collections.abc import Callable
 from typing import Any
 
-from bot.brain import Brain, BrainTurn, RasaAgentBrain
+from bot.brain import ActionServerError, Brain, BrainTurn, RasaAgentBrain
 
 logger = logging.getLogger(__name__)
 
@@ -367,6 +367,8 @@ class BrainPool:
                     fut.set_result(msg["turn"])
                 elif "parsed" in msg:
                     fut.set_result(msg["parsed"])
+                elif msg.get("kind") == "action_error":
+                    fut.set_exception(ActionServerError(f"brain worker {w.index}: {msg.get('error')}"))
                 else:
                     fut.set_exception(BrainWorkerError(f"brain worker {w.index}: {msg.get('error')}"))
         except asyncio.CancelledError:
@@ -503,7 +505,10 @@ async def serve_worker(fd: int) -> None:
             _forget(brain, cid)
         except Exception as e:  # noqa: BLE001 - the parent's guard hands off
             _forget(brain, cid)
-            send({"id": rid, "error": f"{type(e).__name__}: {e}"})
+            frame: dict[str, Any] = {"id": rid, "error": f"{type(e).__name__}: {e}"}
+            if isinstance(e, ActionServerError):
+                frame["kind"] = "action_error"  # the hub tells the customer something went wrong
+            send(frame)
         finally:
             tasks.pop(rid, None)
 

@@ -50,6 +50,10 @@ class Settings:
     region: str | None = None
     #: bearer token of ``GET /metrics``; ``None``: the route answers 404
     metrics_token: str | None = None
+    #: a turn still pending after this long (crash, database outage, another hub died) is resumed
+    turn_retry_after_s: float = 10.0
+    #: how often the hub looks for pending turns and retries owed fail-safe handoffs
+    turn_recovery_interval_s: float = 1.0
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -79,6 +83,8 @@ class Settings:
             brain_workers=_workers(_env("HUMANLINE_BRAIN_WORKERS", "")),
             region=os.environ.get("HUMANLINE_REGION") or None,
             metrics_token=os.environ.get("HUMANLINE_METRICS_TOKEN") or None,
+            turn_retry_after_s=float(_env("HUMANLINE_TURN_RETRY_AFTER", "10")),
+            turn_recovery_interval_s=float(_env("HUMANLINE_TURN_RECOVERY_INTERVAL", "1")),
         )
 
 

@@ -6,6 +6,9 @@ The socket handlers (:mod:`bot.hub.customer_ws`, :mod:`bot.hub.agent_ws`) parse 
 * **Turns in order.** Customer messages of one conversation are processed one after another by a
   per-conversation worker, under the conversation's :class:`asyncio.Lock` (which the agent-side
   transitions take too).
+* **Turns survive.** A message awaits its turn durably (a mark stored with it before the ack);
+  a turn a crash or a database outage interrupted is resumed, and a fail-safe handoff the
+  database refused is retried until written (see "turns: in order, durable, resumed" below).
 * **The guard decides (P1).** While the bot holds a conversation each message goes through
   ``guard.before_turn``, the brain (under ``brain_timeout_s``, every exception caught) and
   ``guard.after_turn``; only ``Decision.deliver`` is sent, and ``Decision.handoff`` queues the
@@ -29,7 +32,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any, TypeVar
 
-from bot.brain import BotReply, Brain, BrainTurn
+from bot.brain import ActionServerError, BotReply, Brain, BrainTurn
 from bot.hub.events import AgentEventLog, Registry
 from bot.hub.metrics import Metrics
 from bot.hub.ratelimit import RateLimiter
@@ -115,6 +118,11 @@ class Hub:
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         self._turns: dict[str, asyncio.Queue[MessageRecord]] = {}
         self._workers: dict[str, asyncio.Task[None]] = {}
+        # Turns queued or running here, by (conversation, seq): never scheduled twice.
+        self._scheduled: set[tuple[str, int]] = set()
+        # Conversations whose fail-safe handoff could not be written (the database was away),
+        # with the seq of the failed turn: retried until the database takes it.
+        self._owed_handoffs: dict[str, int] = {}
         self._last_status: dict[str, tuple[Any, ...]] = {}
         self._timed_out: dict[str, set[int]] = {}
         # Per agent: its load check and the assignment happen under this lock, so two claims for
@@ -144,13 +152,15 @@ class Hub:
         return task
 
     async def start(self) -> None:
-        """Start the agent reply-timeout watcher and the outbox/SLA maintenance loop."""
+        """Start the agent reply-timeout watcher, the outbox/SLA maintenance loop and the turn
+        recovery loop (which first resumes every turn left pending by an earlier run)."""
         if self._watcher is None:
             await self.run(self.queues.sync_catalogue)
             self._watcher = asyncio.ensure_future(self._watch_reply_timeouts())
-            from bot.hub.maintenance import run_maintenance
+            from bot.hub.maintenance import run_maintenance, run_turn_recovery
 
             self.spawn(run_maintenance(self.db, self.cases, self.settings))
+            self.spawn(run_turn_recovery(self, self.settings.turn_recovery_interval_s))
 
     async def stop(self) -> None:
         tasks = [*self._background, *self._workers.values()]
@@ -186,59 +196,141 @@ class Hub:
     ) -> tuple[MessageRecord, bool]:
         """Store a customer message (idempotent by ``client_msg_id``); returns it and whether new."""
         appended = await self.run(
-            self.conversations.append, conversation.id, "customer", text, client_msg_id=client_msg_id
+            self.conversations.append, conversation.id, "customer", text, client_msg_id=client_msg_id,
+            awaiting_turn=True,
         )
         assert appended is not None
         return appended.message, appended.created
 
+    # ---- turns: in order, durable, resumed -------------------------------------------------
+    #
+    # A customer message is stored with a durable "awaiting its turn" mark
+    # (``messages.turn_pending_since``) before it is acknowledged. The mark is cleared in the
+    # transaction that records the turn's result (the guard state after a brain call, see
+    # ``ConversationService.finish_turn``), or once the turn ended otherwise (forwarded to the
+    # agent, queued, handed off by the fail-safe). A turn that never got there — the hub was
+    # killed, the database went away — keeps its mark, and the recovery loop
+    # (:func:`bot.hub.maintenance.run_turn_recovery`) schedules it again: at start-up every
+    # pending turn, later those pending for more than ``turn_retry_after_s``.
+
     def schedule_turn(self, message: MessageRecord) -> None:
-        """Queue a stored customer message for its conversation's worker (in seq order)."""
+        """Queue a stored customer message for its conversation's worker (in seq order). A
+        message already queued or running here is not queued again."""
         cid = message.conversation_id
+        key = (cid, message.seq)
+        if key in self._scheduled:
+            return
+        self._scheduled.add(key)
         queue = self._turns.get(cid)
         if queue is None:
             queue = self._turns[cid] = asyncio.Queue()
         queue.put_nowait(message)
         if cid not in self._workers:
-            self._workers[cid] = asyncio.ensure_future(self._worker(cid))
+            self._start_worker(cid)
+
+    def _start_worker(self, cid: str) -> None:
+        self._workers[cid] = asyncio.ensure_future(self._worker(cid))
 
     async def _worker(self, cid: str) -> None:
-        queue = self._turns[cid]
+        queue = self._turns.setdefault(cid, asyncio.Queue())
+        stalled = False
         try:
-            while not queue.empty():
+            while True:
+                # A handoff the customer was promised comes before any further turn: the bot
+                # must not answer a conversation it said a person would take.
+                if cid in self._owed_handoffs and not await self._settle_handoff(cid):
+                    stalled = True  # the database is still away: the recovery loop comes back
+                    return
+                if queue.empty():
+                    return
                 message = queue.get_nowait()
                 try:
                     await self.process_customer_message(message)
                 except Exception:  # noqa: BLE001 - one bad turn must not stop the conversation
                     logger.exception("turn of conversation %s failed", cid)
-                    await self._fail_safe(cid)
+                    await self._fail_safe(cid, message.seq)
+                else:
+                    try:
+                        await self.run(self.conversations.turn_done, cid, message.seq)
+                    except Exception:  # noqa: BLE001 - the turn ran; a resume would only repeat a no-op
+                        logger.warning("clearing the pending mark of %s/%d failed", cid, message.seq, exc_info=True)
+                finally:
+                    self._scheduled.discard((cid, message.seq))
         finally:
             self._workers.pop(cid, None)
             if queue.empty():
                 self._turns.pop(cid, None)
-            else:  # something arrived while we were finishing
-                self._workers[cid] = asyncio.ensure_future(self._worker(cid))
+            elif not stalled:  # something arrived while we were finishing
+                self._start_worker(cid)
 
-    async def _fail_safe(self, cid: str) -> None:
+    async def _fail_safe(self, cid: str, seq: int) -> None:
         """A turn failed outside the brain (database, unreadable guard state…): P1 says hand off.
 
-        The message is already stored. If the handoff cannot be written either, the customer
-        is at least told, with an ``error`` frame, that the message is kept and a person will
-        answer — never silence.
+        The message is already stored. If the handoff cannot be written now (the database is
+        away), it is owed: the customer is told, with an ``error`` frame, that the message is
+        kept and a person will answer, and the handoff is retried — before any later turn of
+        the conversation, and by the recovery loop — until the database takes it.
         """
-        try:
-            async with self.lock(cid):
-                conv = await self.run(self.conversations.get, cid)
-                if conv is not None and conv.status == "bot":
-                    await self.handoff(cid, self.config.default_queue, "brain_error", lang=conv.lang)
-                    return
-        except Exception:  # noqa: BLE001 - the database itself may be down
-            logger.exception("handing off conversation %s after a failed turn failed too", cid)
+        if await self._settle_handoff(cid, seq):
+            return
+        self._owed_handoffs[cid] = max(seq, self._owed_handoffs.get(cid, 0))
         with contextlib.suppress(Exception):
             await self.send_customers(
                 cid, {"type": "error", "code": "unavailable",
                       "message": "We could not process your message automatically. It is saved and a person will "
                                  "answer you as soon as possible."},
             )
+
+    async def _settle_handoff(self, cid: str, seq: int | None = None) -> bool:
+        """Hand a conversation whose turn failed to a person, if the bot still holds it, and
+        clear the pending marks up to the failed turn. False when the database refused."""
+        seq = seq if seq is not None else self._owed_handoffs.get(cid)
+        try:
+            async with self.lock(cid):
+                conv = await self.run(self.conversations.get, cid)
+                if conv is not None and conv.status == "bot":
+                    await self.handoff(cid, self.config.default_queue, "brain_error", lang=conv.lang)
+                if seq is not None:
+                    await self.run(self.conversations.turn_done, cid, seq)
+        except Exception:  # noqa: BLE001 - the database itself may be down
+            logger.warning("handing off conversation %s after a failed turn failed too", cid, exc_info=True)
+            return False
+        if self._owed_handoffs.pop(cid, None) is not None:
+            logger.info("conversation %s handed off after the failure of its turn", cid)
+        return True
+
+    async def resume_pending_turns(self, older_than_s: float) -> int | None:
+        """Retry the owed handoffs, then schedule the turns whose mark is older than
+        ``older_than_s`` and that no worker of this hub has. Returns how many were resumed, or
+        ``None`` when the brain is not ready yet (a model still loading after a restart): the
+        turns wait for it rather than fail and hand off.
+
+        Each resumed turn is first taken with a conditional ``UPDATE`` that moves its mark to
+        now (:meth:`ConversationService.claim_pending_turn`): when several hubs share the
+        database, one of them takes it. A turn running on another hub for longer than
+        ``older_than_s`` could be taken too; ``turn_retry_after_s`` is therefore several
+        times ``brain_timeout_s``.
+        """
+        for cid in list(self._owed_handoffs):
+            if cid not in self._workers:
+                self._start_worker(cid)
+        try:
+            brain_ready = self.brain is not None and await self.brain.ready()
+        except Exception:  # noqa: BLE001 - not ready
+            brain_ready = False
+        if not brain_ready:
+            return None
+        resumed = 0
+        for message in await self.run(self.conversations.pending_turns, older_than_s):
+            if (message.conversation_id, message.seq) in self._scheduled:
+                continue
+            if await self.run(self.conversations.claim_pending_turn, message.conversation_id, message.seq,
+                              older_than_s):
+                logger.warning("resuming the turn of message %d of conversation %s", message.seq,
+                               message.conversation_id)
+                self.schedule_turn(message)
+                resumed += 1
+        return resumed
 
     async def process_customer_message(self, message: MessageRecord) -> None:
         """What happens after a customer message is stored and acknowledged."""
@@ -356,6 +448,9 @@ class Hub:
             self.metrics.bot_turn("timeout", time.perf_counter() - started)
             logger.warning("brain timed out on conversation %s", conv.id)
             return None, "timeout"
+        except ActionServerError:
+            logger.exception("a custom action failed on conversation %s", conv.id)
+            return None, "action_error"
         except Exception:  # noqa: BLE001 - any brain failure hands off (P1)
             self.metrics.bot_turn("brain_error", time.perf_counter() - started)
             logger.exception("brain failed on conversation %s", conv.id)

@@ -121,6 +121,11 @@ class Message(Base):
     confidence = Column(Float, nullable=True)
     buttons = Column(JSON, nullable=True)
     created_at = Column(UTCDateTime(), nullable=False, default=utcnow)
+    # A customer message awaiting its turn: set in the transaction that stores it (before the
+    # ack), cleared in the one that records the turn's result. The hub resumes turns whose mark
+    # is older than a few seconds (after a crash, a database outage, on another hub); a resume
+    # moves the mark to its own time, so of racing hubs one takes the turn (bot/hub/core.py).
+    turn_pending_since = Column(UTCDateTime(), nullable=True)
 
 
 class Case(Base):
@@ -297,6 +302,7 @@ class PlanChange(Base):
 
 
 Index("ix_messages_conversation_seq", Message.conversation_id, Message.seq)
+Index("ix_messages_turn_pending_since", Message.turn_pending_since)
 
 __all__ = [
     "Agent",
