@@ -266,7 +266,7 @@ class ConversationService:
         """:meth:`_append` (below), then ``on_stored`` for a message it created (committed)."""
         appended = self._append(
             conversation_id, sender, text, client_msg_id=client_msg_id, agent_id=agent_id, intent=intent,
-            confidence=confidence, buttons=buttons, only_if_status=only_if_status,
+            confidence=confidence, buttons=buttons, only_if_status=only_if_status, awaiting_turn=awaiting_turn,
         )
         if appended is not None and appended.created and self.on_stored is not None:
             self.on_stored(sender)
@@ -284,6 +284,7 @@ class ConversationService:
         confidence: float | None = None,
         buttons: list[dict[str, str]] | None = None,
         only_if_status: str | None = None,
+        awaiting_turn: bool = False,
     ) -> Appended | None:
         """Store a message with the next ``seq``.
 
