@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import sys
 import tempfile
@@ -201,7 +202,9 @@ def score(dialogue: Dialogue, transcript: Transcript) -> Score:
                 match = next((a for a in unused if a.matches(kind, ev.to_plan)), None)
                 if match is not None:
                     unused.remove(match)
-                s.changes.append(ChangeFinding(turn.number, kind, ev.from_plan, ev.to_plan, turn.confirm, match is not None))
+                s.changes.append(
+                    ChangeFinding(turn.number, kind, ev.from_plan, ev.to_plan, turn.confirm, match is not None)
+                )
     return s
 
 
@@ -430,10 +433,8 @@ async def play(dialogue: Dialogue, ws_url: str, changes: ChangeReader, timing: T
     except Exception as e:  # noqa: BLE001 - one broken conversation must not stop the evaluation
         transcript.error = f"{type(e).__name__}: {e}"
     finally:
-        try:
+        with contextlib.suppress(Exception):  # already gone
             await chat.close()
-        except Exception:  # noqa: BLE001 - already gone
-            pass
     return transcript
 
 
@@ -484,7 +485,10 @@ def format_table(by_script: dict[str, Totals], total: Totals) -> str:
     for name, t in [*by_script.items(), ("total", total)]:
         rows.append([name, *(str(getattr(t, k)) for k, _ in COLUMNS)])
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in rows]
+    lines = [
+        "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True)))
+        for r in rows
+    ]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
 
@@ -522,7 +526,7 @@ def format_transcript(transcript: Transcript, s: Score) -> list[str]:
 
 def report(dialogues: Sequence[Dialogue], transcripts: Sequence[Transcript]) -> tuple[str, dict[str, Any], bool]:
     """The printed report, the JSON results and whether every must-be-zero count is 0."""
-    scores = [score(d, t) for d, t in zip(dialogues, transcripts)]
+    scores = [score(d, t) for d, t in zip(dialogues, transcripts, strict=True)]
     by_script, total = summarise(scores)
     out = [format_table(by_script, total), ""]
     reasons: dict[str, int] = {}
@@ -530,8 +534,9 @@ def report(dialogues: Sequence[Dialogue], transcripts: Sequence[Transcript]) -> 
         if s.handoff_turn is not None:
             reasons[s.handoff_reason or "?"] = reasons.get(s.handoff_reason or "?", 0) + 1
     if reasons:
-        out.append("handoff reasons: " + ", ".join(f"{k} {v}" for k, v in sorted(reasons.items(), key=lambda kv: -kv[1])))
-    failing = [(d, t, s) for d, t, s in zip(dialogues, transcripts, scores) if s.failures]
+        ranked = sorted(reasons.items(), key=lambda kv: -kv[1])
+        out.append("handoff reasons: " + ", ".join(f"{k} {v}" for k, v in ranked))
+    failing = [(d, t, s) for d, t, s in zip(dialogues, transcripts, scores, strict=True) if s.failures]
     if failing:
         out.append(f"\n{len(failing)} failing conversation(s):")
         for d, t, s in failing:
@@ -552,7 +557,7 @@ def report(dialogues: Sequence[Dialogue], transcripts: Sequence[Transcript]) -> 
                 "expected_queue": d.queue, "failures": s.failures,
                 "transcript": asdict(t),
             }
-            for d, t, s in zip(dialogues, transcripts, scores)
+            for d, t, s in zip(dialogues, transcripts, scores, strict=True)
         ],
     }
     return "\n".join(out), results, total.passed
