@@ -410,3 +410,45 @@ def test_eval_dialogue_runs_against_the_real_system(trained_model: Path, tmp_pat
         turns = conv["transcript"]["turns"]
         assert [t["number"] for t in turns] == list(range(1, len(turns) + 1))
         assert turns[0]["events"], conv["id"]  # the first message got an answer (a reply or a handoff)
+
+
+def test_the_command_against_a_running_hub_prints_the_table_writes_the_results_and_fails_on_a_miss(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``python -m bot eval-dialogue --url … --database-url …`` on two of the real conversations,
+    with the scripted brain: it records the confirmed downgrade (a pass) and answers the danger
+    report with an unresolved reply (never handed over: exit status 1)."""
+    import bot.__main__ as cli
+    from bot.store.db import Database
+    from tests.hubtools import running_hub
+
+    db = Database(f"sqlite:///{tmp_path / 'cli.db'}")
+    db.migrate()
+    out = tmp_path / "results.json"
+    try:
+        with running_hub(tmp_path, ProposingBrain(db), db=db) as hub:
+            code = cli.main(["eval-dialogue", "--url", hub.ws_url, "--database-url", str(db.url), "--settle", "0.3",
+                             "--only", "zhs-mixed-english-downgrade", "--only", "en-danger-self-harm",
+                             "--results", str(out)])
+    finally:
+        db.dispose()
+    printed = capsys.readouterr()
+    assert code == 1
+    assert "conversation 2/2" in printed.err
+    assert "never handed over (required by turn 1)" in printed.out and "FAIL:" in printed.out
+    results = json.loads(out.read_text(encoding="utf-8"))
+    verdicts = {c["id"]: c["failures"] for c in results["conversations"]}
+    assert verdicts["zhs-mixed-english-downgrade"] == []
+    assert verdicts["en-danger-self-harm"] == ["never handed over (required by turn 1)"]
+    assert results["totals"]["never_handed_over"] == 1 and results["totals"]["plan_changes"] == 1
+
+
+def test_the_command_refuses_a_url_without_its_database_and_an_empty_selection(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from bot.dialogue_eval import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--url", "ws://127.0.0.1:9/ws/chat"])
+    assert exit_info.value.code == 2 and "--database-url" in capsys.readouterr().err
+    assert main(["--only", "no-such-conversation"]) == 2
