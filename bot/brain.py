@@ -12,8 +12,10 @@ returns. Two implementations:
 event loop; it is what ``python -m bot serve`` uses (``HUMANLINE_BRAIN_WORKERS``).
 
 Both read one turn from Rasa's tracker events after the user event: the intent and its
-confidence, the actions run, the slots set, the bot utterances with their buttons. A turn is
-*resolved* when the slot ``resolution`` was set during the turn, or the intent is small talk.
+confidence, the actions run, the slots set, the bot utterances with their buttons. The turn's
+``resolved`` is the brain's claim by :func:`bot.guard.turn_resolves`: the slot ``resolution`` was
+set during the turn, or small talk got its own small-talk answer; the guard checks the claim
+against the conversation (``docs/guard.md``, "Resolved means resolved").
 
 Importing this module does not import Rasa or TensorFlow; they load with the model.
 """
@@ -26,9 +28,10 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+from bot.guard import turn_resolves
+
 logger = logging.getLogger(__name__)
 
-SMALL_TALK = frozenset({"greet", "goodbye", "thank", "affirm", "deny", "bot_challenge"})
 HANDOFF_ACTION = "action_handoff"
 SLOTS_OF_INTEREST = ("resolution", "handoff_queue", "handoff_reason", "case_number", "lang")
 WARM_UP = ("hello", "你好")  # parsed once after loading (NLU only: nothing is stored)
@@ -158,7 +161,7 @@ def turn_from_events(
             ]
             if e.get("text"):
                 replies.append(BotReply(str(e["text"]), buttons))
-    resolved = bool(slots_set.get("resolution")) or intent in SMALL_TALK
+    resolved = turn_resolves(intent, actions, slots_set.get("resolution"))
     return BrainTurn(
         replies=replies,
         intent=intent,

@@ -45,6 +45,9 @@ class Settings:
     sla_check_interval_s: float = 60.0
     #: brain worker processes: ``None`` one per CPU, ``0`` the model in the hub's own process
     brain_workers: int | None = None
+    #: region (ISO 3166 code) whose emergency number customers reporting danger are given;
+    #: ``None``: the configuration's ``emergency.default_region``
+    region: str | None = None
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -72,6 +75,7 @@ class Settings:
             outbox_interval_s=float(_env("HUMANLINE_OUTBOX_INTERVAL", "5")),
             sla_check_interval_s=float(_env("HUMANLINE_SLA_CHECK_INTERVAL", "60")),
             brain_workers=_workers(_env("HUMANLINE_BRAIN_WORKERS", "")),
+            region=os.environ.get("HUMANLINE_REGION") or None,
         )
 
 

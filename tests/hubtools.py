@@ -85,9 +85,17 @@ def VaryingBrain() -> ScriptedBrain:  # noqa: N802
     return ScriptedBrain(lambda text, n: turn(f"Unhelpful answer number {n}.", intent=f"intent_{n}"))
 
 
+RESOLVING_INTENTS = ("check_case_status", "rate_case", "reopen_case")
+
+
 def GreeterBrain() -> ScriptedBrain:  # noqa: N802
-    """Small talk: resolved greetings, different each time."""
-    return ScriptedBrain(lambda text, n: turn(f"Hello! (#{n})", intent="greet", resolved=True))
+    """Resolves every turn with a friendly reply, different each time: each turn a different
+    completed request without a case category (a status given, a case rated, a case reopened), so
+    neither the re-ask rule nor the small-talk cap of the guard's resolution rule applies and a
+    handoff still goes to the default queue."""
+    return ScriptedBrain(
+        lambda text, n: turn(f"Hello! (#{n})", intent=RESOLVING_INTENTS[n % len(RESOLVING_INTENTS)], resolved=True)
+    )
 
 
 class RaisingBrain(ScriptedBrain):

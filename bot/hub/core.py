@@ -246,35 +246,47 @@ class Hub:
             elif conv.status == "bot":
                 await self._bot_turn(conv, message, lang, state)
             elif conv.status == "queued":
+                await self._escalate_danger(conv, message, lang)
                 self.spawn(self._annotate(message))
 
-    async def _annotate(self, message: MessageRecord) -> None:
+    async def _annotate(self, message: MessageRecord, timeout_s: float | None = None) -> str | None:
         """Give a customer message the bot did not handle its intent and confidence, for the
         agent's transcript: parsed by the NLU only (no dialogue, no tracker), when the brain
-        can do that. Best effort: a failure or a slow parse only leaves the fields empty."""
+        can do that. Best effort: a failure or a slow parse only leaves the fields empty.
+        Returns the intent (``None`` when unknown)."""
         parse = getattr(self.brain, "parse", None)
         if parse is None:
-            return
+            return None
         try:
-            intent, confidence = await asyncio.wait_for(parse(message.text), timeout=self.settings.brain_timeout_s)
+            intent, confidence = await asyncio.wait_for(
+                parse(message.text), timeout=timeout_s or self.settings.brain_timeout_s
+            )
         except Exception:  # noqa: BLE001 - the transcript just shows no intent
             logger.info("parsing a message for the agent's transcript failed", exc_info=True)
-            return
+            return None
         if intent is None:
-            return
+            return None
         await self.run(self.conversations.set_nlu, message.conversation_id, message.seq, intent, confidence)
         conv = await self.run(self.conversations.get, message.conversation_id)
         if conv is not None and conv.status == "agent" and conv.agent_id is not None:
             await self.emit(conv.agent_id, {"type": "nlu", "conversation_id": conv.id, "seq": message.seq,
                                             "intent": intent, "confidence": confidence})
+        return str(intent)
 
     async def _bot_turn(self, conv: ConversationInfo, message: MessageRecord, lang: str, state: Any) -> None:
         g = _guard_module()
         before = self.guard.before_turn(state, message.text)
         if before.handoff:
             await self.run(self.conversations.save_guard_state, conv.id, before.state)
-            await self.handoff(conv.id, self.config.default_queue, before.reason or "customer_request", lang=lang)
-            self.spawn(self._annotate(message))  # the brain never saw it: the transcript still gets its intent
+            if before.reason == g.DANGER:
+                await self._danger_handoff(conv.id, lang)
+                self.spawn(self._annotate(message))  # the transcript still gets its intent
+                return
+            # The brain never saw the message: the NLU alone finds the request in it, so that the
+            # queue and the case follow it (an angry refund request goes to finance, not general).
+            intent = await self._annotate(message, timeout_s=min(1.0, self.settings.brain_timeout_s))
+            request_queue = await self.run(self._request_queue, conv.id, intent)
+            await self.handoff(conv.id, request_queue, before.reason or "customer_request", lang=lang, intent=intent)
             return
         turn, error = await self._call_brain(conv, message.text, lang)
         outcome = g.TurnOutcome(
@@ -298,7 +310,7 @@ class Hub:
             slots = turn.slots if turn else {}
             queue = (
                 getattr(decision, "queue", None) or outcome.handoff_queue or slots.get("handoff_queue")
-                or self.config.default_queue
+                or await self.run(self._request_queue, conv.id, outcome.intent)
             )
             if queue not in self.config.queues:
                 queue = self.config.default_queue
@@ -376,6 +388,46 @@ class Hub:
                 h = await self.run(self.conversations.open_handoff, cid) or h
         await self._announce_queued(cid, h, lang, first=True)
         return h
+
+    def _request_queue(self, cid: str, intent: str | None = None) -> str:
+        """The queue of a new handoff of ``cid``: it follows the conversation's request — the
+        category of its open case, else of the last understood request (``intent``, this turn's,
+        then the stored intents of its customer messages, newest first), else the default queue
+        (:func:`bot.services.routing.handoff_queue`). Blocking: run it in a worker thread."""
+        from bot.services.routing import handoff_queue
+
+        case = self.cases.open_for_conversation(cid)
+        stored = [m.intent for m in reversed(self.conversations.messages_after(cid, 0)) if m.sender == "customer"]
+        return handoff_queue(case.category if case is not None else None, [intent, *stored], self.config)
+
+    def _danger_text(self, lang: str | None) -> str:
+        number = self.config.emergency_number(self.settings.region)
+        return t("danger", lang, number=number) if number else t("danger_no_number", lang)
+
+    async def _danger_handoff(self, cid: str, lang: str) -> None:
+        """Promise 9: the customer reported danger. Tell them, in their script, to call the local
+        emergency number if in immediate danger, then queue the conversation — in the danger
+        queue, where it is served first with its own (short) first-response target."""
+        await self.system_message(cid, self._danger_text(lang))
+        await self.handoff(cid, self.config.danger_queue or self.config.default_queue, "danger", lang=lang)
+
+    async def _escalate_danger(self, conv: ConversationInfo, message: MessageRecord, lang: str) -> None:
+        """A customer already waiting in another queue reports danger: move the conversation to the
+        danger queue (served first) and give the emergency advice. The caller holds the lock."""
+        from bot.signals import read_signals
+
+        queue = self.config.danger_queue or self.config.default_queue
+        if conv.queue == queue or read_signals(message.text).danger is None:
+            return
+        h = await self.run(
+            self.conversations.queue, conv.id, queue, "danger", from_statuses=("queued",), end_outcome="transferred"
+        )
+        if h is None:
+            return
+        await self.system_message(conv.id, self._danger_text(lang))
+        await self._announce_queued(conv.id, h, lang, first=True)
+        if conv.queue:
+            await self.refresh_queue(conv.queue)
 
     async def _announce_queued(self, cid: str, h: HandoffInfo, lang: str | None, *, first: bool) -> None:
         def reads() -> tuple[ConversationInfo | None, str | None, list[AgentInfo]]:

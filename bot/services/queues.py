@@ -2,7 +2,9 @@
 
 Allocation rule (promise 4, shown to customers in plain words): *first come, first served within
 the queue* — conversations are ordered by the time their handoff was requested; a conversation
-that an agent gives back unanswered (reply timeout) keeps its original place.
+that an agent gives back unanswered (reply timeout) keeps its original place. **Danger first**
+(promise 9): a handoff for a danger report (reason ``danger``) goes before every other one, in
+whatever queue it waits — in the dedicated danger queue they are all danger reports.
 
 Estimated wait: ``ahead × average handling time ÷ agents online with the skill``, where the
 average handling time is the mean of the most recent finished handoffs of the queue (assigned
@@ -17,13 +19,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import case, select
 
 from bot.services.config import HumanlineConfig
 from bot.store.db import Database
 from bot.store.models import Case, Conversation, Handoff, Queue, utcnow
 
 DEFAULT_HANDLING_S = 300
+DANGER_REASON = "danger"  # bot.guard.DANGER: these handoffs are served first
 HISTORY = 20
 
 
@@ -81,7 +84,8 @@ class QueueService:
         return list(self.config.queues)
 
     def waiting(self, queues: Iterable[str] | None = None) -> list[WaitingEntry]:
-        """Queued conversations, oldest request first, optionally only in ``queues``."""
+        """Queued conversations, danger reports first, then oldest request first, optionally only
+        in ``queues``."""
         with self.db.session() as s:
             q = (
                 select(
@@ -91,7 +95,7 @@ class QueueService:
                 .join(Handoff, Handoff.conversation_id == Conversation.id)
                 .outerjoin(Case, Case.id == Handoff.case_id)
                 .where(Conversation.status == "queued", Handoff.ended_at.is_(None))
-                .order_by(Handoff.requested_at, Handoff.id)
+                .order_by(case((Handoff.reason == DANGER_REASON, 0), else_=1), Handoff.requested_at, Handoff.id)
             )
             if queues is not None:
                 q = q.where(Handoff.queue.in_(list(queues)))
