@@ -325,10 +325,10 @@ class ProposingBrain:
             return turn("Recorded.", intent="affirm", resolved=True)
         if text == "/request_human":
             return turn("Connecting you.", intent="request_human")
-        if "premium" in text:
+        if "premium" in text.lower():
             self.plans.request_change(visitor, "premium")
             return turn("Upgraded!", intent="upgrade_plan", resolved=True)
-        if "basic" in text:
+        if "basic" in text.lower():
             self.pending[conversation_id] = "basic"
             reply = turn(intent="downgrade_plan")
             reply.replies = [BotReply("Standard → Basic from 1 January. Confirm?", buttons=[
@@ -416,8 +416,8 @@ def test_the_command_against_a_running_hub_prints_the_table_writes_the_results_a
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """``python -m bot eval-dialogue --url … --database-url …`` on two of the real conversations,
-    with the scripted brain: it records the confirmed downgrade (a pass) and answers the danger
-    report with an unresolved reply (never handed over: exit status 1)."""
+    with the scripted brain: it records the confirmed downgrade (a pass), and records the upgrade
+    to Premium as soon as it is asked for, before the confirmation (exit status 1)."""
     import bot.__main__ as cli
     from bot.store.db import Database
     from tests.hubtools import running_hub
@@ -428,19 +428,22 @@ def test_the_command_against_a_running_hub_prints_the_table_writes_the_results_a
     try:
         with running_hub(tmp_path, ProposingBrain(db), db=db) as hub:
             code = cli.main(["eval-dialogue", "--url", hub.ws_url, "--database-url", str(db.url), "--settle", "0.3",
-                             "--only", "zhs-mixed-english-downgrade", "--only", "en-danger-self-harm",
+                             "--only", "zhs-mixed-english-downgrade", "--only", "en-noise-then-upgrade",
                              "--results", str(out)])
     finally:
         db.dispose()
     printed = capsys.readouterr()
     assert code == 1
     assert "conversation 2/2" in printed.err
-    assert "never handed over (required by turn 1)" in printed.out and "FAIL:" in printed.out
+    assert "plan change without confirmation at turn 2: upgrade standard → premium" in printed.out
+    assert "FAIL:" in printed.out
     results = json.loads(out.read_text(encoding="utf-8"))
     verdicts = {c["id"]: c["failures"] for c in results["conversations"]}
     assert verdicts["zhs-mixed-english-downgrade"] == []
-    assert verdicts["en-danger-self-harm"] == ["never handed over (required by turn 1)"]
-    assert results["totals"]["never_handed_over"] == 1 and results["totals"]["plan_changes"] == 1
+    assert verdicts["en-noise-then-upgrade"] == [
+        "plan change without confirmation at turn 2: upgrade standard → premium"
+    ]
+    assert results["totals"]["changes_without_confirmation"] == 1 and results["totals"]["plan_changes"] == 2
 
 
 def test_the_command_refuses_a_url_without_its_database_and_an_empty_selection(
