@@ -1,10 +1,12 @@
-"""``python -m bot``: serve, train, eval, migrate, create-agent, chat.
+"""``python -m bot``: serve, train, eval, eval-dialogue, migrate, create-agent, chat.
 
 * ``serve`` — apply migrations, start the rasa_sdk action server as a child process (port 5055)
   unless ``HUMANLINE_ACTION_ENDPOINT=none`` or ``HUMANLINE_START_ACTION_SERVER=0`` (it dies with
   the hub, even a ``kill -9``-ed one, and a stale one left on its port is reclaimed), create a demo
   agent when there is none (its password is printed once), load the model and serve the hub.
 * ``train`` / ``eval`` — delegate to :func:`bot.training.main` / :func:`bot.evaluation.main`.
+* ``eval-dialogue`` — the scripted multi-turn conversations through the real hub
+  (:func:`bot.dialogue_eval.main`, docs/evaluation.md).
 * ``migrate`` — only apply the migrations.
 * ``create-agent`` — add an agent (password from ``--password`` or a prompt).
 * ``chat`` — a terminal customer client over the WebSocket protocol.
@@ -334,12 +336,17 @@ def main(argv: list[str] | None = None) -> int:
         from bot.evaluation import main as evaluate
 
         return int(evaluate(argv[1:]) or 0)
+    if argv and argv[0] == "eval-dialogue":
+        from bot.dialogue_eval import main as evaluate_dialogues
+
+        return int(evaluate_dialogues(argv[1:]) or 0)
     parser = argparse.ArgumentParser(prog="python -m bot", description="Humanline customer-service hub")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("serve", help="migrate, start the action server and the hub").set_defaults(func=cmd_serve)
     sub.add_parser("migrate", help="apply the database migrations").set_defaults(func=cmd_migrate)
     sub.add_parser("train", help="train the Rasa model (bot.training)")
     sub.add_parser("eval", help="evaluate the NLU (bot.evaluation)")
+    sub.add_parser("eval-dialogue", help="play the scripted conversations through the real hub (bot.dialogue_eval)")
     ca = sub.add_parser("create-agent", help="add an agent account")
     ca.add_argument("--username", required=True)
     ca.add_argument("--display-name", default=None)
