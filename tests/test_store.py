@@ -42,7 +42,7 @@ def test_upgrade_on_empty_database_creates_all_14_tables(db: Database) -> None:
     assert len(TABLES) == 14
     assert _tables(db) - {"alembic_version"} == TABLES
     assert set(Base.metadata.tables) == TABLES
-    assert _revision(db) == ["0002"]
+    assert _revision(db) == ["0004"]
 
 
 def test_migrate_twice_is_a_noop(db: Database) -> None:

@@ -8,10 +8,12 @@ Routes:
 * ``WS /ws/chat`` — customers (:mod:`bot.hub.customer_ws`); ``WS /ws/agent`` — agents
   (:mod:`bot.hub.agent_ws`);
 * ``POST /api/agents/login`` — ``{username, password}`` → ``{token, expires_at, agent}`` or 401
-  (429 after repeated failures);
+  (429 while :class:`~bot.hub.ratelimit.LoginThrottle` says wait, 503 while the hashing executor
+  is full);
 * ``POST /api/agents/logout`` — ``Authorization: Bearer <token>``: revokes the token and closes
   the agent sockets opened with it;
 * ``GET /api/supervisor/overview`` — queues, SLA breaches, satisfaction, recent audit (supervisors);
+* ``POST /api/supervisor/unlock`` — ``{username}``: clears that username's login throttle (supervisors);
 * ``/``, ``/widget.js``, ``/console`` and the console's assets, from ``bot/web``.
 
 A brain with an async ``load()`` that is not ready yet is loaded in the background after the
@@ -35,6 +37,7 @@ from bot.brain import Brain
 from bot.hub.agent_ws import serve_agent
 from bot.hub.core import Hub
 from bot.hub.customer_ws import serve_customer
+from bot.hub.security import HashingBusy, request_address
 from bot.settings import Settings
 from bot.store.db import Database
 
@@ -91,19 +94,59 @@ def create_app(settings: Settings, brain: Brain | None = None, db: Database | No
             body.get("password"), str
         ):
             return json({"error": "bad_request", "message": "username and password are required"}, status=400)
-        address, username = request.ip or "?", body["username"][:64]
-        limiters = ((hub.login_failures_by_address, address), (hub.login_failures_by_username, username))
-        wait = max(limiter.retry_after(key) for limiter, key in limiters)
+        security = hub.security
+        address, username, password = request_address(request, security.trusted_proxies), body["username"][:64], \
+            body["password"]
+        if security.hashing_busy:
+            return json({"error": "busy", "message": "Too many logins at once; try again in a moment."},
+                        status=503, headers={"Retry-After": "1"})
+        # Counted (as a failure, until it succeeds) before anything slow happens: parallel
+        # attempts cannot all pass the throttle while the first hash is still running.
+        wait = security.login.begin(address, username)
         if wait > 0:
             return json({"error": "rate_limited", "message": "Too many failed logins; try again later."},
                         status=429, headers={"Retry-After": str(int(wait) + 1)})
-        result = await hub.run(hub.agents.login, body["username"], body["password"])
+        result = None
+        try:
+            found = await hub.run(hub.agents.credentials, username)
+            ok = await security.check_password(password, found.password_hash)
+            result = await hub.run(hub.agents.finish_login, username, found, password, ok)
+        except HashingBusy:
+            return json({"error": "busy", "message": "Too many logins at once; try again in a moment."},
+                        status=503, headers={"Retry-After": "1"})
+        finally:
+            if result is None:
+                security.login.failed(address, username)
+            else:
+                security.login.succeeded(address, username)
         if result is None:
-            for limiter, key in limiters:
-                limiter.hit(key)
             return json({"error": "unauthorized", "message": "Wrong username or password."}, status=401)
         token, expires, agent = result
         return json({"token": token, "expires_at": expires.isoformat(), "agent": agent.to_dict()})
+
+    @app.post("/api/supervisor/unlock")
+    async def unlock(request: Request) -> HTTPResponse:
+        """A supervisor clears the login throttle of a username (this hub process)."""
+        supervisor, refusal = await _supervisor(request)
+        if supervisor is None:
+            return refusal
+        body = request.json if request.body else None
+        if not isinstance(body, dict) or not isinstance(body.get("username"), str) or not body["username"]:
+            return json({"error": "bad_request", "message": "username is required"}, status=400)
+        username = body["username"][:64]
+        hub.security.login.unlock(username)
+        await hub.run(hub.agents.record, supervisor, "login_unlocked", f"agent:{username}")
+        return json({"status": "unlocked", "username": username})
+
+    async def _supervisor(request: Request) -> tuple[Any, HTTPResponse]:
+        auth = request.headers.get("authorization", "")
+        token = auth[7:] if auth.lower().startswith("bearer ") else None
+        agent = await hub.run(hub.agents.authenticate, token)
+        if agent is None:
+            return None, json({"error": "unauthorized", "message": "log in first"}, status=401)
+        if agent.role != "supervisor":
+            return None, json({"error": "forbidden", "message": "supervisors only"}, status=403)
+        return agent, json({})
 
     @app.post("/api/agents/logout")
     async def logout(request: Request) -> HTTPResponse:
@@ -115,13 +158,9 @@ def create_app(settings: Settings, brain: Brain | None = None, db: Database | No
 
     @app.get("/api/supervisor/overview")
     async def overview(request: Request) -> HTTPResponse:
-        auth = request.headers.get("authorization", "")
-        token = auth[7:] if auth.lower().startswith("bearer ") else None
-        agent = await hub.run(hub.agents.authenticate, token)
-        if agent is None:
-            return json({"error": "unauthorized", "message": "log in first"}, status=401)
-        if agent.role != "supervisor":
-            return json({"error": "forbidden", "message": "supervisors only"}, status=403)
+        supervisor, refusal = await _supervisor(request)
+        if supervisor is None:
+            return refusal
         return json(await hub.run(_overview, hub))
 
     @app.websocket("/ws/chat")

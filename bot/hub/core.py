@@ -30,6 +30,7 @@ from typing import Any, TypeVar
 from bot.brain import BotReply, Brain, BrainTurn
 from bot.hub.events import AgentEventLog, Registry
 from bot.hub.ratelimit import RateLimiter
+from bot.hub.security import HubSecurity
 from bot.i18n import detect_script, resolve_script, t
 from bot.services.agents import AgentInfo, AgentService
 from bot.services.cases import CaseError, CaseService
@@ -41,12 +42,6 @@ from bot.store.db import Database
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
-
-# Failed agent logins allowed per window before login answers 429 (see bot/hub/app.py).
-LOGIN_WINDOW_S = 300.0
-LOGIN_FAILURES_PER_ADDRESS = 20
-LOGIN_FAILURES_PER_USERNAME = 10
-
 
 class HubError(Exception):
     """A request an agent or customer may not make; ``code`` goes into the error frame."""
@@ -91,12 +86,10 @@ class Hub:
         self.online: dict[int, AgentInfo] = {}  # agents with at least one socket
         self._sockets_by_token: dict[str, set[Any]] = {}  # agent token -> its open sockets (logout)
         self.events = AgentEventLog()
-        # Customer messages per visitor (all its sockets together), and agent logins: failures
-        # per client address and per username, so a guessing client is slowed down and cannot
-        # keep the CPU busy with password hashing.
+        # Customer messages per visitor (all its sockets together); per-address and login limits
+        # and the password-hashing executor are in bot.hub.security.
         self.message_limiter = RateLimiter(max(1, settings.rate_limit_per_10s), 10.0)
-        self.login_failures_by_address = RateLimiter(LOGIN_FAILURES_PER_ADDRESS, LOGIN_WINDOW_S)
-        self.login_failures_by_username = RateLimiter(LOGIN_FAILURES_PER_USERNAME, LOGIN_WINDOW_S)
+        self.security = HubSecurity(settings)
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         self._turns: dict[str, asyncio.Queue[MessageRecord]] = {}
         self._workers: dict[str, asyncio.Task[None]] = {}
@@ -140,6 +133,7 @@ class Hub:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        self.security.close()
         # Going away (1001): clients reconnect to another hub or after the restart.
         sockets = [*self.customers.sockets(), *self.agent_sockets.sockets()]
         await asyncio.gather(

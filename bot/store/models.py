@@ -78,6 +78,8 @@ class Visitor(Base):
     external_user_id = Column(String(128), unique=True, nullable=True)
     lang = Column(String(8), nullable=True)
     created_at = Column(UTCDateTime(), nullable=False, default=utcnow)
+    # Visitor tokens issued before this time are revoked (migration 0004).
+    tokens_not_before = Column(UTCDateTime(), nullable=True)
 
 
 class Conversation(Base):
@@ -203,6 +205,8 @@ class Agent(Base):
     skills = Column(JSON, nullable=False, default=list)  # queue names
     available = Column(Boolean, nullable=False, default=True)
     created_at = Column(UTCDateTime(), nullable=False, default=utcnow)
+    # Set by `python -m bot disable-agent`: no login, no token (migration 0004).
+    disabled_at = Column(UTCDateTime(), nullable=True)
 
 
 class AgentToken(Base):
