@@ -57,9 +57,7 @@ _names = itertools.count(1)
 def create_app(settings: Settings, brain: Brain | None = None, db: Database | None = None, **hub_kw: Any) -> Sanic:
     """A Sanic app serving one hub. ``db`` defaults to ``Database(settings.database_url)``."""
     db = db or Database(settings.database_url)
-    if not settings.secret:
-        # No HUMANLINE_SECRET: one generated key, kept in the database, signs visitor tokens.
-        settings = replace(settings, secret=db.stored_secret("visitor_token"))
+    settings = resolve_secret(settings, db)
     hub = Hub(settings, db, brain, **hub_kw)
     app = Sanic(f"humanline_{next(_names)}")
     # The frame limit is far above the text limit so that a long message gets a `text_too_long`
@@ -183,6 +181,32 @@ def create_app(settings: Settings, brain: Brain | None = None, db: Database | No
             logger.exception("loading the model failed")
 
     return app
+
+
+class MissingSecret(RuntimeError):
+    """No signing key is configured for a database that is not the embedded SQLite demo."""
+
+
+def resolve_secret(settings: Settings, db: Database) -> Settings:
+    """``settings`` with a visitor-token signing key.
+
+    A configured key (``HUMANLINE_SECRET`` or ``HUMANLINE_SECRET_FILE``) is used as it is. Without
+    one, only the embedded SQLite demo generates a key and keeps it in its own database (so a copy
+    of that file can forge its visitors, which for a demo is the accepted trade-off); any other
+    database refuses to start, because a database backup must not be enough to impersonate a
+    customer.
+
+    :raises MissingSecret: no key and not SQLite.
+    """
+    if settings.secret:
+        return settings
+    if not db.is_sqlite:
+        raise MissingSecret(
+            "HUMANLINE_SECRET (or HUMANLINE_SECRET_FILE) is required outside the embedded SQLite demo: "
+            "generate one with `python -m bot secret` (docs/security.md)"
+        )
+    logger.warning("no HUMANLINE_SECRET: using the key stored in the SQLite database (demo only)")
+    return replace(settings, secret=db.stored_secret("visitor_token"), secret_source="database")
 
 
 def _static_handler(path: Path) -> Any:
