@@ -13,7 +13,7 @@ import pytest
 import websockets
 
 from bot.client import ChatClient
-from bot.hub.auth import identity_signature, sign_visitor
+from bot.hub.auth import identity_token, sign_visitor
 from tests.hubtools import GreeterBrain, RunningHub, ScriptedBrain, running_hub, turn
 
 
@@ -229,12 +229,12 @@ async def test_someone_elses_conversation_is_forbidden(server: RunningHub) -> No
 
 
 async def test_signed_identity_resumes_the_same_user_and_a_bad_signature_is_rejected(server: RunningHub) -> None:
-    good = {"user_id": "u-42", "signature": identity_signature("identity-secret", "u-42")}
+    good = {"user_id": "u-42", "token": identity_token("identity-secret", "u-42")}
     async with ChatClient(server.ws_url, identity=good) as first:
         await first.say_and_ack("from the app")
     async with ChatClient(server.ws_url, identity=good) as second:
         assert second.conversation_id == first.conversation_id
-    bad = ChatClient(server.ws_url, identity={"user_id": "u-42", "signature": "00" * 32})
+    bad = ChatClient(server.ws_url, identity={"user_id": "u-42", "token": identity_token("wrong-secret", "u-42")})
     with pytest.raises(ConnectionError) as info:
         await bad.connect()
     assert info.value.args[0]["code"] == "unauthorized"

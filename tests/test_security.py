@@ -185,3 +185,311 @@ def test_forwarded_for_is_believed_only_from_trusted_proxies() -> None:
     assert client_address("10.0.0.5", "1.1.1.1, 198.51.100.7, 10.0.0.4", trusted) == "198.51.100.7"
     assert client_address("10.0.0.5", None, trusted) == "10.0.0.5"
     assert client_address("10.0.0.5", "1.1.1.1", ()) == "10.0.0.5"  # no trusted proxies: header ignored
+
+
+# ---- item 5: secrets at rest ---------------------------------------------------------------
+
+
+def test_without_a_secret_only_the_embedded_sqlite_demo_starts(tmp_path: Path, postgres_url: str) -> None:
+    from dataclasses import replace
+
+    from bot.hub.app import MissingSecret, resolve_secret
+    from bot.settings import Settings
+
+    no_secret = replace(Settings(), secret="")
+    with pytest.raises(MissingSecret):
+        resolve_secret(no_secret, Database(postgres_url))
+    demo = Database(f"sqlite:///{tmp_path / 'demo.db'}")
+    demo.migrate()
+    resolved = resolve_secret(no_secret, demo)
+    assert len(resolved.secret) >= 32 and resolved.secret_source == "database"
+    configured = replace(Settings(), secret="k" * 40, secret_source="env")
+    assert resolve_secret(configured, Database(postgres_url)) is configured
+    demo.dispose()
+
+
+def test_the_secret_can_come_from_a_key_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from bot.settings import Settings
+
+    key = tmp_path / "humanline.key"
+    key.write_text("f" * 64 + "\n")
+    monkeypatch.delenv("HUMANLINE_SECRET", raising=False)
+    monkeypatch.setenv("HUMANLINE_SECRET_FILE", str(key))
+    settings = Settings.from_env()
+    assert (settings.secret, settings.secret_source) == ("f" * 64, "file")
+    key.write_text("short")
+    with pytest.raises(ValueError):
+        Settings.from_env()
+
+
+def test_a_rotated_key_still_accepts_tokens_signed_with_the_previous_one() -> None:
+    from bot.hub.auth import sign_visitor, verify_visitor
+
+    old = sign_visitor("old-key", "v1", 3600)
+    assert verify_visitor(("new-key", "old-key"), old) == "v1"
+    assert verify_visitor(("new-key",), old) is None
+
+
+# ---- item 3: identity tokens that expire -----------------------------------------------------
+
+
+def _jwt(header: dict[str, Any], payload: dict[str, Any], key: str) -> str:
+    import base64
+    import hashlib
+    import hmac
+    import json
+
+    def b64(data: bytes) -> str:
+        return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+    head, body = b64(json.dumps(header).encode()), b64(json.dumps(payload).encode())
+    sig = hmac.new(key.encode(), f"{head}.{body}".encode(), hashlib.sha256).digest()
+    return f"{head}.{body}.{b64(sig)}"
+
+
+def test_identity_jwts_are_checked_for_algorithm_signature_expiry_and_lifetime() -> None:
+    import time
+
+    from bot.hub.auth import identity_token, identity_user, verify_identity_token
+
+    now = int(time.time())
+    good = identity_token("app-key", "u-42", 600)
+    assert verify_identity_token("app-key", good) == "u-42"
+    assert verify_identity_token("other-key", good) is None
+    hs = {"alg": "HS256", "typ": "JWT"}
+    assert verify_identity_token("app-key", _jwt(hs, {"sub": "u-42", "iat": now - 7200, "exp": now - 3600},
+                                                 "app-key")) is None  # expired
+    assert verify_identity_token("app-key", _jwt(hs, {"sub": "u-42", "exp": now + 60}, "app-key")) is None  # no iat
+    assert verify_identity_token("app-key", _jwt(hs, {"sub": "u-42", "iat": now, "exp": now + 400 * 86400},
+                                                 "app-key")) is None  # lives too long
+    assert verify_identity_token("app-key", _jwt(hs, {"sub": "u-42", "iat": now + 3600, "exp": now + 7200},
+                                                 "app-key")) is None  # issued in the future
+    unsigned = _jwt({"alg": "none"}, {"sub": "u-42", "iat": now, "exp": now + 60}, "app-key")
+    assert verify_identity_token("app-key", unsigned.rsplit(".", 1)[0] + ".") is None
+    assert verify_identity_token("app-key", _jwt({"alg": "HS512"}, {"sub": "u-42", "iat": now, "exp": now + 60},
+                                                 "app-key")) is None
+    # The hello's identity object: the JWT in `token` (or in `signature`), a user_id must match.
+    assert identity_user("app-key", {"token": good}) == "u-42"
+    assert identity_user("app-key", {"user_id": "u-42", "signature": good}) == "u-42"
+    assert identity_user("app-key", {"user_id": "u-43", "token": good}) is None
+    # The never-expiring HMAC form only when explicitly allowed.
+    from bot.hub.auth import identity_signature
+
+    legacy = {"user_id": "u-42", "signature": identity_signature("app-key", "u-42")}
+    assert identity_user("app-key", legacy) is None
+    assert identity_user("app-key", legacy, legacy=True) == "u-42"
+
+
+# ---- items 3 and 4 through the hub: identity tokens, visitor tokens ---------------------------
+
+
+async def _refused(chat: Any) -> tuple[str, int | None]:
+    """The error code of a refused hello and the socket's close code."""
+    import websockets
+
+    from bot.client import ChatClient
+
+    assert isinstance(chat, ChatClient)
+    with pytest.raises(ConnectionError) as info:
+        await chat.connect()
+    with pytest.raises(websockets.ConnectionClosed):
+        await chat.recv(timeout=5)
+    return info.value.args[0]["code"], chat._ws.close_code
+
+
+async def test_an_expired_identity_token_and_the_legacy_form_are_refused(tmp_path: Path) -> None:
+    import time
+
+    from bot.client import ChatClient
+    from bot.hub.auth import identity_signature, identity_token
+
+    with running_hub(tmp_path, GreeterBrain()) as srv:
+        async with ChatClient(srv.ws_url, identity={"token": identity_token("identity-secret", "u-7")}) as ok:
+            await ok.say_and_ack("hi")
+        expired = identity_token("identity-secret", "u-7", 60, now=time.time() - 3600)
+        assert await _refused(ChatClient(srv.ws_url, identity={"token": expired})) == ("unauthorized", 4001)
+        legacy = {"user_id": "u-7", "signature": identity_signature("identity-secret", "u-7")}
+        assert await _refused(ChatClient(srv.ws_url, identity=legacy)) == ("unauthorized", 4001)
+    with running_hub(tmp_path, GreeterBrain(), identity_legacy_hmac=True) as srv:
+        async with ChatClient(srv.ws_url, identity=legacy) as old_app:
+            assert old_app.conversation_id
+
+
+async def test_visitor_tokens_rotate_and_can_be_revoked_per_visitor_and_for_all(server: RunningHub) -> None:
+    from bot.client import ChatClient
+    from bot.services.credentials import VisitorCredentials
+
+    async with ChatClient(server.ws_url) as first:
+        token1 = first.visitor_token
+    await asyncio.sleep(0.01)
+    resumed = ChatClient(server.ws_url, visitor_token=token1)
+    await resumed.connect()
+    token2 = resumed.visitor_token
+    await resumed.close()
+    assert token2 != token1  # a fresh token on every hello
+    visitor = str(token1).split(".")[0]
+    assert int(str(token2).split(".")[2]) - int(str(token2).split(".")[1]) // 1000 <= 24 * 3600 + 1  # a day
+    assert VisitorCredentials(server.db).revoke(visitor)
+    assert await _refused(ChatClient(server.ws_url, visitor_token=token2)) == ("unauthorized", 4001)
+    # A new visitor is unaffected until everyone's tokens are revoked.
+    async with ChatClient(server.ws_url) as other:
+        other_token = other.visitor_token
+    await asyncio.sleep(0.01)
+    VisitorCredentials(server.db).revoke_all()
+    assert await _refused(ChatClient(server.ws_url, visitor_token=other_token)) == ("unauthorized", 4001)
+
+
+def test_the_widget_public_api_does_not_expose_the_visitor_token() -> None:
+    widget = (Path(__file__).resolve().parent.parent / "bot" / "web" / "widget.js").read_text()
+    api = widget[widget.index("window.HumanlineWidget = {"):]
+    assert "publicState()" in api and "delete copy.visitor_token" in widget
+
+
+# ---- item 1: anonymous floods, item 9: frames before hello and nested JSON --------------------
+
+
+async def test_new_visitors_hellos_and_sockets_are_capped_per_address(tmp_path: Path) -> None:
+    import websockets
+
+    from bot.client import ChatClient
+
+    with running_hub(tmp_path, GreeterBrain(), new_visitors_per_minute=3, hellos_per_minute=6,
+                     sockets_per_address=4) as srv:
+        kept = []
+        for _ in range(3):
+            chat = ChatClient(srv.ws_url)
+            await chat.connect()
+            kept.append(chat)
+        # A fourth anonymous visitor from the same address within the minute: refused, closed.
+        assert await _refused(ChatClient(srv.ws_url)) == ("rate_limited", 4029)
+        # A returning visitor (with a token) is not a new visitor: still welcome…
+        back = ChatClient(srv.ws_url, visitor_token=kept[0].visitor_token, conversation_id=kept[0].conversation_id)
+        await back.connect()
+        # …but the open sockets of one address are capped (4 here: three kept plus `back`): the
+        # fifth is refused as soon as it opens, before any frame.
+        fifth = ChatClient(srv.ws_url)
+        await fifth.open()
+        assert (await fifth.wait_for(lambda f: f["type"] == "error"))["code"] == "rate_limited"
+        with pytest.raises(websockets.ConnectionClosed):
+            await fifth.recv(timeout=5)
+        assert fifth._ws.close_code == 4029
+        await back.close()
+        for chat in kept:
+            await chat.close()
+        await _until(lambda: srv.hub.security.open_sockets("127.0.0.1") == 0)
+        # Hellos are capped too (6 a minute; 5 so far, counting the refused ones).
+        again = ChatClient(srv.ws_url, visitor_token=kept[2].visitor_token)
+        await again.connect()
+        await again.close()
+        assert await _refused(ChatClient(srv.ws_url, visitor_token=kept[2].visitor_token)) == ("rate_limited", 4029)
+
+
+async def _until(condition: Any, timeout: float = 10.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not condition():
+        assert loop.time() < deadline, "condition not reached"
+        await asyncio.sleep(0.02)
+
+
+async def test_a_big_frame_before_hello_is_refused_but_a_long_message_after_it_gets_an_error(
+    server: RunningHub,
+) -> None:
+    import websockets
+
+    from bot.client import ChatClient
+
+    early = ChatClient(server.ws_url)
+    await early.open()
+    await early.send_frame('{"type":"hello","pad":"' + "x" * 100_000 + '"}')
+    with pytest.raises(websockets.ConnectionClosed):
+        await early.recv(timeout=5)
+    assert early._ws.close_code == 1009
+    async with ChatClient(server.ws_url) as chat:
+        await chat.say("y" * 10_000)
+        assert (await chat.wait_for(lambda f: f["type"] == "error"))["code"] == "text_too_long"
+        await chat.say_and_ack("still usable")
+
+
+async def test_deeply_nested_json_gets_an_error_frame_and_no_traceback(
+    server: RunningHub, caplog: pytest.LogCaptureFixture
+) -> None:
+    from bot.client import ChatClient
+
+    async with ChatClient(server.ws_url) as chat:
+        await chat.send_frame("[" * 50_000 + "]" * 50_000)
+        assert (await chat.wait_for(lambda f: f["type"] == "error"))["code"] == "invalid_json"
+        await chat.say_and_ack("still here")
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]
+
+
+# ---- item 7: the action server requires the hub's token ---------------------------------------
+
+
+def test_the_action_server_refuses_calls_without_the_token_and_the_brain_sends_it(tmp_path: Path) -> None:
+    import json
+    import urllib.error
+    import urllib.request
+
+    from rasa.utils.endpoints import EndpointConfig
+    from sanic import Sanic
+
+    from actions.server import authorized, create_action_app
+    from bot.brain import action_endpoint_config
+    from tests.hubtools import free_port
+
+    assert authorized("Bearer s3cret", "s3cret") and authorized("bearer s3cret", "s3cret")
+    assert not authorized("Bearer s3cre", "s3cret") and not authorized(None, "s3cret")
+    assert not authorized("Bearer ", "")
+    with pytest.raises(ValueError):
+        create_action_app("")
+    endpoint = action_endpoint_config(EndpointConfig, "http://127.0.0.1:5055/webhook", "s3cret")
+    assert endpoint.headers == {"Authorization": "Bearer s3cret"} and not endpoint.token
+
+    Sanic.test_mode = True
+    app = create_action_app("s3cret")
+    port = free_port()
+    loop = asyncio.new_event_loop()
+    started, stop = threading.Event(), threading.Event()
+
+    def serve() -> None:
+        asyncio.set_event_loop(loop)
+        server = loop.run_until_complete(app.create_server(host="127.0.0.1", port=port, return_asyncio_server=True,
+                                                           access_log=False))
+        loop.run_until_complete(server.startup())
+        started.set()
+
+        async def wait() -> None:
+            while not stop.is_set():
+                await asyncio.sleep(0.05)
+
+        loop.run_until_complete(wait())
+        server.close()
+        loop.run_until_complete(server.wait_closed())
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    assert started.wait(30)
+
+    def call(path: str, headers: dict[str, str], body: Any = None) -> int:
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=data,
+                                     headers={"Content-Type": "application/json", **headers})
+        try:
+            with urllib.request.urlopen(req, timeout=10) as r:
+                return int(r.status)
+        except urllib.error.HTTPError as e:
+            return int(e.code)
+
+    try:
+        cancel = {"next_action": "action_change_plan", "sender_id": "c1", "version": "3.6.2",
+                  "tracker": {"sender_id": "c1", "slots": {}, "latest_message": {"metadata": {"visitor_id": "v"}},
+                              "events": []}, "domain": {}}
+        assert call("/health", {}) == 200
+        assert call("/webhook", {}, cancel) == 401
+        assert call("/webhook", {"Authorization": "Bearer wrong"}, cancel) == 401
+        assert call("/actions", {}) == 401
+        assert call("/actions", {"Authorization": "Bearer s3cret"}) == 200
+    finally:
+        stop.set()
+        thread.join(10)

@@ -47,7 +47,7 @@ class AgentSession:
             frame = json.loads(raw)
             if not isinstance(frame, dict):
                 raise ValueError
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):
             await send_frame(self.ws, {"type": "error", "code": "invalid_json", "message": "frames must be JSON"})
             return
         try:
@@ -107,7 +107,7 @@ async def serve_agent(hub: Hub, request: Any, ws: Any) -> None:
         try:
             raw = await asyncio.wait_for(ws.recv(), AUTH_TIMEOUT_S)
             frame = json.loads(raw) if raw else None
-        except (asyncio.TimeoutError, ValueError):
+        except (asyncio.TimeoutError, ValueError, RecursionError):
             frame = None
         if not isinstance(frame, dict) or frame.get("type") != "auth":
             await send_frame(ws, {"type": "error", "code": "unauthorized", "message": "send auth with a token first"})

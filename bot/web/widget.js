@@ -468,6 +468,13 @@
     connect();
   }
 
+  // The public API never hands out the visitor token: it is a bearer credential, and any script
+  // on the page can call this (docs/security.md).
+  function publicState() {
+    var copy = JSON.parse(JSON.stringify(state));
+    delete copy.visitor_token;
+    return copy;
+  }
   window.HumanlineWidget = { open: function () { setOpen(true); }, close: function () { setOpen(false); },
-                             send: sendText, state: function () { return JSON.parse(JSON.stringify(state)); } };
+                             send: sendText, state: function () { return publicState(); } };
 })();
