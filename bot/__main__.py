@@ -142,6 +142,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print("error: HUMANLINE_SECRET (or HUMANLINE_SECRET_FILE) is required outside the embedded SQLite demo; "
               "create one with `python -m bot secret` (docs/security.md)", file=sys.stderr)
         return 2
+    if settings.webhook_url and not settings.webhook_secret:
+        print("error: HUMANLINE_WEBHOOK_URL needs HUMANLINE_WEBHOOK_SECRET: every notification is signed "
+              "(docs/security.md)", file=sys.stderr)
+        return 2
     if settings.action_endpoint is not None and not settings.action_token:
         # One token per run, shared by the hub's brain and the action server it starts.
         settings = replace(settings, action_token=secrets.token_urlsafe(32))

@@ -133,3 +133,12 @@ def test_disable_reset_password_and_rotate_tokens(sqlite_env: str, capsys: pytes
     assert cli.main(["secret"]) == 0
     assert len(capsys.readouterr().out.strip()) == 64
     db.dispose()
+
+
+def test_serve_refuses_an_unsigned_webhook(
+    sqlite_env: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("HUMANLINE_WEBHOOK_URL", "https://hooks.example.com/humanline")
+    monkeypatch.delenv("HUMANLINE_WEBHOOK_SECRET", raising=False)
+    assert cli.main(["serve"]) == 2
+    assert "HUMANLINE_WEBHOOK_SECRET" in capsys.readouterr().err
