@@ -683,15 +683,18 @@ class Hub:
     async def _case_for(self, agent: AgentInfo, number: str) -> Any:
         """The case ``number`` if ``agent`` may work on it: a supervisor, the agent holding a
         conversation of the case, or an agent serving the case's queue."""
+        # One answer for "no such case" and "not yours": case numbers are sequential, so a
+        # different error would let an agent map every other queue's cases by probing.
+        refusal = HubError("invalid_case", f"no case {number!r} that you may work on")
         case = await self.run(self.cases.get, number)
         if case is None:
-            raise HubError("invalid_case", f"no case {number!r}")
+            raise refusal
         if agent.role == "supervisor" or case.queue in agent.skills:
             return case
         held = await self.run(self.conversations.by_agent, agent.id)
         if any(c.case_id == case.id for c in held):
             return case
-        raise HubError("forbidden", f"case {case.number} is in a queue you do not serve")
+        raise refusal
 
     async def _case_action(
         self, agent: AgentInfo, number: str, action: str, cid: Any, fn: Callable[..., Any], *args: Any,
