@@ -263,6 +263,38 @@ def running_hub(tmp_path: Path, brain: Any, db: Database | None = None, **overri
             db.dispose()
 
 
+# ---- waiting for a conversation to settle ----------------------------------------------------
+
+
+async def _pong(chat: FrameStream) -> None:
+    await chat._ws.send(json.dumps({"type": "ping"}))
+    await chat.wait_for(lambda f: f["type"] == "pong")
+
+
+async def settle(srv: RunningHub, chat: Any, timeout: float = 15.0) -> None:
+    """Return once the hub has processed every message ``chat`` sent and every frame it sent
+    meanwhile has arrived — instead of waiting a fixed time and hoping.
+
+    A socket's frames are handled in order, so a ``pong`` proves the earlier messages were stored
+    and their turns scheduled; then the conversation's turn worker must be gone (every turn done,
+    its frames written); a second ``pong`` comes after every frame those turns sent. Frames that
+    arrived meanwhile stay in ``chat.frames`` (and are still returned by ``wait_for``).
+    """
+    await _pong(chat)
+    cid = chat.conversation_id
+
+    async def busy() -> bool:
+        return cid in srv.hub._workers or cid in srv.hub._turns
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(busy(), srv.loop)):
+        if loop.time() > deadline:
+            raise asyncio.TimeoutError(f"conversation {cid} still has turns after {timeout} s")
+        await asyncio.sleep(0.01)
+    await _pong(chat)
+
+
 # ---- agent client --------------------------------------------------------------------------
 
 

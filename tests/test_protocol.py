@@ -14,7 +14,7 @@ import websockets
 
 from bot.client import ChatClient
 from bot.hub.auth import identity_token, sign_visitor
-from tests.hubtools import GreeterBrain, RunningHub, ScriptedBrain, running_hub, turn
+from tests.hubtools import GreeterBrain, RunningHub, ScriptedBrain, running_hub, settle, turn
 
 
 @pytest.fixture
@@ -85,7 +85,7 @@ async def test_resending_a_client_msg_id_gives_the_same_ack_and_no_duplicate(ser
         await chat.wait_for(lambda f: f["type"] == "message" and f["sender"] == "bot")
         again = await chat.say_and_ack("hello", client_msg_id="m-1")
         assert again == first
-        await chat.drain(0.5)
+        await settle(server, chat)
         assert not [f for f in chat.frames if f["type"] == "message" and f["seq"] > 2]
         stored = server.hub.conversations.messages_after(chat.conversation_id, 0)
         assert [m.seq for m in stored] == [1, 2]
@@ -270,7 +270,7 @@ async def test_concurrent_messages_get_gap_free_sequences(server: RunningHub) ->
         await asyncio.gather(*(chat.say(f"msg {i}", client_msg_id=c) for i, c in enumerate(ids)))
         acks = [await chat.wait_for(lambda f: f["type"] == "ack", 15) for _ in ids]
         assert sorted(a["seq"] for a in acks) == sorted(set(a["seq"] for a in acks))
-        await chat.drain(1.0)
+        await settle(server, chat)
         seqs = [m.seq for m in server.hub.conversations.messages_after(chat.conversation_id, 0)]
         assert seqs == list(range(1, len(seqs) + 1))
 
@@ -324,7 +324,8 @@ async def test_nothing_lost_nothing_doubled_on_both_databases(tmp_path: Path, db
             acks = [*(await acks_of(first, "a")), *(await acks_of(second, "b"))]
             again = await first.say_and_ack("a0", client_msg_id="a0")
             assert again["seq"] == acks[0]["seq"]
-            await first.drain(1.0)
+            await settle(srv, first)
+            await settle(srv, second)
             await second.close()
             stored = srv.hub.conversations.messages_after(first.conversation_id, 0)
             seqs = [m.seq for m in stored]
