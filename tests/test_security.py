@@ -493,3 +493,34 @@ def test_the_action_server_refuses_calls_without_the_token_and_the_brain_sends_i
     finally:
         stop.set()
         thread.join(10)
+
+
+# ---- item 9: plan-button payloads render without a Rasa ERROR ---------------------------------
+
+
+def test_button_payloads_render_to_intent_json_without_a_template_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+
+    import yaml
+    from rasa.core.nlg import interpolator
+
+    errors: list[Any] = []
+
+    class Recorder:
+        def exception(self, *args: Any, **kwargs: Any) -> None:
+            errors.append((args, kwargs))
+
+        def error(self, *args: Any, **kwargs: Any) -> None:
+            errors.append((args, kwargs))
+
+    monkeypatch.setattr(interpolator, "structlogger", Recorder())
+    domain = yaml.safe_load((Path(__file__).resolve().parent.parent / "domain.yml").read_text())
+    payloads = [b["payload"] for variants in domain["responses"].values() for v in variants
+                for b in v.get("buttons") or []]
+    assert any("plan" in p for p in payloads)
+    for payload in payloads:
+        rendered = interpolator.interpolate({"payload": payload}, {"lang": "en", "plan": None})["payload"]
+        if "{" in rendered:
+            intent, _, entities = rendered.partition("{")
+            assert intent.startswith("/") and isinstance(json.loads("{" + entities), dict), rendered
+    assert errors == []
