@@ -28,7 +28,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from bot.brain import BotReply, Brain, BrainTurn
-from bot.hub.events import AgentEventLog, Registry
+from bot.hub.events import AgentEventLog, LRUDict, Registry
 from bot.hub.ratelimit import RateLimiter
 from bot.hub.security import HubSecurity
 from bot.i18n import detect_script, resolve_script, t
@@ -42,6 +42,9 @@ from bot.store.db import Database
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
+
+MAX_CONVERSATION_MEMOS = 50_000
+
 
 class HubError(Exception):
     """A request an agent or customer may not make; ``code`` goes into the error frame."""
@@ -93,8 +96,9 @@ class Hub:
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         self._turns: dict[str, asyncio.Queue[MessageRecord]] = {}
         self._workers: dict[str, asyncio.Task[None]] = {}
-        self._last_status: dict[str, tuple[Any, ...]] = {}
-        self._timed_out: dict[str, set[int]] = {}
+        # Per-conversation memos, bounded (they would otherwise grow with every conversation seen).
+        self._last_status: LRUDict[str, tuple[Any, ...]] = LRUDict(MAX_CONVERSATION_MEMOS)
+        self._timed_out: LRUDict[str, set[int]] = LRUDict(MAX_CONVERSATION_MEMOS)
         self._background: set[asyncio.Task[Any]] = set()
         self._watcher: asyncio.Task[None] | None = None
 
