@@ -524,3 +524,100 @@ def test_button_payloads_render_to_intent_json_without_a_template_error(monkeypa
             intent, _, entities = rendered.partition("{")
             assert intent.startswith("/") and isinstance(json.loads("{" + entities), dict), rendered
     assert errors == []
+
+
+# ---- item 9: agent sockets follow account changes; the event ring says when it overflowed -------
+
+
+async def test_an_agent_socket_ends_when_the_account_is_disabled_or_its_queues_change(server: RunningHub) -> None:
+    import websockets
+    from sqlalchemy import update
+
+    from tests.hubtools import AgentClient
+
+    async def connected(username: str) -> AgentClient:
+        client = AgentClient(server.agent_ws_url, await asyncio.to_thread(server.login, username))
+        assert (await client.connect())["type"] == "ready"
+        return client
+
+    alice = await connected("alice")
+    with server.db.session() as s:
+        s.execute(update(Agent).where(Agent.username == "alice").values(skills=["finance_compliance"]))
+    await alice.send({"type": "ping"})
+    err = await alice.wait_for(lambda f: f["type"] == "error")
+    assert err["code"] == "session_changed"
+    with pytest.raises(websockets.ConnectionClosed):
+        await alice.ws.recv()
+    assert alice.ws.close_code == 4005
+    again = await connected("alice")
+    assert again.ready is not None and again.ready["agent"]["skills"] == ["finance_compliance"]
+    # Disabled from the CLI (another process): the open socket loses its rights at the next frame.
+    AgentService(server.db).set_disabled("alice", True)
+    await again.send({"type": "availability", "available": True})
+    err = await again.wait_for(lambda f: f["type"] == "error")
+    assert err["code"] == "unauthorized"
+    with pytest.raises(websockets.ConnectionClosed):
+        await again.ws.recv()
+    assert again.ws.close_code == 4001
+
+
+def test_the_event_ring_says_when_it_no_longer_reaches_back() -> None:
+    from bot.hub.events import AgentEventLog
+
+    log = AgentEventLog(size=3, start=0)
+    ids = [log.add([1], {"type": "x"})["event_id"] for _ in range(3)]
+    assert log.complete_since(0) and [e["event_id"] for e in log.missed(1, 0)] == ids
+    log.add([1], {"type": "x"})  # event 1 is pushed out
+    assert not log.complete_since(0)
+    assert log.complete_since(1) and log.complete_since(3)
+
+
+async def test_a_socket_that_stops_reading_is_cut_instead_of_holding_the_sender(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import bot.hub.events as events
+
+    monkeypatch.setattr(events, "SEND_TIMEOUT_S", 0.2)
+
+    class Stuck:
+        failed: tuple[int, str] | None = None
+
+        async def send(self, data: str) -> None:
+            await asyncio.sleep(3600)  # the client's window is full and it never reads
+
+        def fail_connection(self, code: int, reason: str) -> None:
+            self.failed = (code, reason)
+
+    class Healthy:
+        def __init__(self) -> None:
+            self.got: list[str] = []
+
+        async def send(self, data: str) -> None:
+            self.got.append(data)
+
+    registry = events.Registry()
+    stuck, healthy = Stuck(), Healthy()
+    registry.add("c1", stuck)
+    registry.add("c1", healthy)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    assert await registry.send("c1", {"type": "message", "text": "hi"}) == 1
+    assert loop.time() - started < 2
+    assert healthy.got and stuck.failed is not None and stuck.failed[0] == 1008
+    assert registry.count() == 1  # the stuck socket is gone from the registry
+
+
+def test_the_hubs_per_conversation_memos_are_bounded(server: RunningHub) -> None:
+    from bot.hub.core import MAX_CONVERSATION_MEMOS
+    from bot.hub.events import LRUDict
+
+    memo: LRUDict[str, set[int]] = LRUDict(3)
+    for i in range(10):
+        memo.setdefault(f"c{i}", set()).add(i)
+    assert list(memo) == ["c7", "c8", "c9"] and memo["c9"] == {9}
+    memo["c8"] = {1}
+    memo["new"] = set()
+    assert list(memo) == ["c9", "c8", "new"]
+    for name in ("_last_status", "_timed_out"):
+        bounded = getattr(server.hub, name)
+        assert isinstance(bounded, LRUDict) and bounded.max_size == MAX_CONVERSATION_MEMOS
