@@ -37,7 +37,7 @@ from bot.brain import Brain
 from bot.hub.agent_ws import serve_agent
 from bot.hub.core import Hub
 from bot.hub.customer_ws import serve_customer
-from bot.hub.security import HashingBusy, request_address
+from bot.hub.security import request_address
 from bot.settings import Settings
 from bot.store.db import Database
 
@@ -95,28 +95,28 @@ def create_app(settings: Settings, brain: Brain | None = None, db: Database | No
         security = hub.security
         address, username, password = request_address(request, security.trusted_proxies), body["username"][:64], \
             body["password"]
-        if security.hashing_busy:
+        if not security.reserve_login():
             return json({"error": "busy", "message": "Too many logins at once; try again in a moment."},
                         status=503, headers={"Retry-After": "1"})
-        # Counted (as a failure, until it succeeds) before anything slow happens: parallel
-        # attempts cannot all pass the throttle while the first hash is still running.
-        wait = security.login.begin(address, username)
-        if wait > 0:
-            return json({"error": "rate_limited", "message": "Too many failed logins; try again later."},
-                        status=429, headers={"Retry-After": str(int(wait) + 1)})
         result = None
         try:
-            found = await hub.run(hub.agents.credentials, username)
-            ok = await security.check_password(password, found.password_hash)
-            result = await hub.run(hub.agents.finish_login, username, found, password, ok)
-        except HashingBusy:
-            return json({"error": "busy", "message": "Too many logins at once; try again in a moment."},
-                        status=503, headers={"Retry-After": "1"})
+            # Counted (as a failure, until it succeeds) before anything slow happens: parallel
+            # attempts cannot all pass the throttle while the first hash is still running.
+            wait = security.login.begin(address, username)
+            if wait > 0:
+                return json({"error": "rate_limited", "message": "Too many failed logins; try again later."},
+                            status=429, headers={"Retry-After": str(int(wait) + 1)})
+            try:
+                found = await hub.run(hub.agents.credentials, username)
+                ok = await security.check_password(password, found.password_hash)
+                result = await hub.run(hub.agents.finish_login, username, found, password, ok)
+            finally:
+                if result is None:
+                    security.login.failed(address, username)
+                else:
+                    security.login.succeeded(address, username)
         finally:
-            if result is None:
-                security.login.failed(address, username)
-            else:
-                security.login.succeeded(address, username)
+            security.release_login()
         if result is None:
             return json({"error": "unauthorized", "message": "Wrong username or password."}, status=401)
         token, expires, agent = result

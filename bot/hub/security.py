@@ -6,7 +6,7 @@
   its own address to dodge the limits.
 * :class:`HubSecurity` — the per-process counters: open customer sockets, hellos and new
   visitors per address, the :class:`~bot.hub.ratelimit.LoginThrottle`, and the password-hashing
-  executor (two threads, a bounded backlog) that keeps a login flood off the thread pool every
+  executor (one thread, at most four logins in progress) that keeps a login flood off the thread pool every
   database call uses. The counters are in-memory behind :class:`~bot.hub.ratelimit.Limiter`;
   several hubs sharing them through Redis is issue #15's work (docs/security.md).
 """
@@ -14,7 +14,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
+import os
+import sys
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -23,9 +26,10 @@ from bot.hub.ratelimit import LoginThrottle, RateLimiter
 from bot.services.agents import verify_password
 from bot.settings import Settings
 
-HASH_WORKERS = 2
-#: password checks allowed to wait for the hashing executor; more get 503 at once
-MAX_HASH_BACKLOG = 8
+#: one thread: a login flood can take at most one core, whatever the machine has
+HASH_WORKERS = 1
+#: logins allowed to be in progress (waiting for or using the hashing thread); more get 503 at once
+MAX_HASH_BACKLOG = 4
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -64,8 +68,13 @@ def request_address(request: Any, trusted: tuple[Network, ...]) -> str:
     return client_address(getattr(request, "ip", None), request.headers.get("x-forwarded-for"), trusted)
 
 
-class HashingBusy(Exception):
-    """Too many password checks are already waiting."""
+def _lower_priority() -> None:
+    """Run the hashing thread at nice 10: under a login flood the event loop (every customer)
+    gets the CPU first. On Linux the nice value is per thread; elsewhere it would be the whole
+    process's, so it is left alone there."""
+    if sys.platform == "linux":
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, 0, min(19, os.getpriority(os.PRIO_PROCESS, 0) + 10))
 
 
 class HubSecurity:
@@ -104,25 +113,27 @@ class HubSecurity:
 
     # ---- passwords ----------------------------------------------------------------------------
 
-    @property
-    def hashing_busy(self) -> bool:
-        return self._hash_backlog >= MAX_HASH_BACKLOG
+    def reserve_login(self) -> bool:
+        """Take one of the :data:`MAX_HASH_BACKLOG` login slots (False: all taken, answer 503).
+
+        Taken before anything is awaited, so a burst cannot slip past it; give it back with
+        :meth:`release_login`.
+        """
+        if self._hash_backlog >= MAX_HASH_BACKLOG:
+            return False
+        self._hash_backlog += 1
+        return True
+
+    def release_login(self) -> None:
+        self._hash_backlog -= 1
 
     async def check_password(self, password: str, stored_hash: str) -> bool:
-        """:func:`verify_password` on the hashing executor.
-
-        :raises HashingBusy: :data:`MAX_HASH_BACKLOG` checks are already waiting.
-        """
-        if self.hashing_busy:
-            raise HashingBusy
+        """:func:`verify_password` on the hashing executor (:data:`HASH_WORKERS` thread, nice 10)."""
         if self._hasher is None:
-            self._hasher = ThreadPoolExecutor(HASH_WORKERS, thread_name_prefix="password-hash")
-        self._hash_backlog += 1
-        try:
-            loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(self._hasher, verify_password, password, stored_hash)
-        finally:
-            self._hash_backlog -= 1
+            self._hasher = ThreadPoolExecutor(HASH_WORKERS, thread_name_prefix="password-hash",
+                                              initializer=_lower_priority)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._hasher, verify_password, password, stored_hash)
 
     def close(self) -> None:
         if self._hasher is not None:

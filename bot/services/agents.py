@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -85,13 +86,15 @@ def _token_hash(token: str) -> str:
 # A fixed hash to verify against when the username is unknown (or disabled), so that the response
 # time does not tell which usernames exist. Computed on first use: importing must stay cheap.
 _dummy_hash: str | None = None
+_dummy_lock = threading.Lock()
 
 
 def dummy_hash() -> str:
     global _dummy_hash
-    if _dummy_hash is None:
-        _dummy_hash = hash_password("not a password", salt=b"\0" * 16)
-    return _dummy_hash
+    with _dummy_lock:  # once, even when a burst of unknown names arrives together
+        if _dummy_hash is None:
+            _dummy_hash = hash_password("not a password", salt=b"\0" * 16)
+        return _dummy_hash
 
 
 @dataclass(frozen=True)
@@ -216,10 +219,9 @@ class AgentService:
         """The stored hash of an enabled agent ``username``, or a dummy hash (never ``None``)."""
         with self.db.session() as s:
             a = s.execute(select(Agent).where(Agent.username == username)).scalar_one_or_none()
-            if not _usable(a):
-                return Credentials(None, dummy_hash())
-            assert a is not None
-            return Credentials(a.id, a.password_hash)
+            found = Credentials(a.id, a.password_hash) if a is not None and _usable(a) else None
+        # The dummy hash is computed (once) outside the session: never hash while holding the database.
+        return found or Credentials(None, dummy_hash())
 
     def finish_login(
         self, username: str, found: Credentials, password: str, ok: bool
