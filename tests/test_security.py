@@ -621,3 +621,22 @@ def test_the_hubs_per_conversation_memos_are_bounded(server: RunningHub) -> None
     for name in ("_last_status", "_timed_out"):
         bounded = getattr(server.hub, name)
         assert isinstance(bounded, LRUDict) and bounded.max_size == MAX_CONVERSATION_MEMOS
+
+
+# ---- item 9: the console cannot be framed and runs only its own code ----------------------------
+
+
+def test_the_console_and_demo_page_send_csp_and_frame_ancestors(server: RunningHub) -> None:
+    import urllib.request
+
+    for path in ("/console", "/"):
+        with urllib.request.urlopen(server.url + path, timeout=10) as r:
+            csp = r.headers["Content-Security-Policy"]
+            assert "frame-ancestors 'none'" in csp and "script-src 'self'" in csp, csp
+            assert f"ws://127.0.0.1:{server.settings.port}" in csp
+            assert r.headers["X-Frame-Options"] == "DENY" and r.headers["X-Content-Type-Options"] == "nosniff"
+    with urllib.request.urlopen(server.url + "/console", timeout=10) as r:
+        assert "unsafe-inline" not in r.headers["Content-Security-Policy"]
+    from bot.hub.app import security_headers
+
+    assert "ws://" not in security_headers("console.html", "evil'; script-src *")["Content-Security-Policy"]

@@ -209,9 +209,33 @@ def resolve_secret(settings: Settings, db: Database) -> Settings:
     return replace(settings, secret=db.stored_secret("visitor_token"), secret_source="database")
 
 
+#: pages that must not be framed by another site (clickjacking) and may load only our own code
+_PAGE_POLICIES = {
+    # The console: our script and stylesheet only, sockets to this host only.
+    "console.html": "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+                    "connect-src 'self' {ws}; object-src 'none'; base-uri 'none'; form-action 'self'; "
+                    "frame-ancestors 'none'",
+    # The demo page: the widget injects its stylesheet, so inline styles are allowed there.
+    "index.html": "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+                  "connect-src 'self' {ws}; object-src 'none'; base-uri 'none'; frame-ancestors 'none'",
+}
+
+
+def security_headers(name: str, host: str | None) -> dict[str, str]:
+    """Response headers of the static file ``name`` served for ``host`` (docs/security.md)."""
+    headers = {"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer"}
+    policy = _PAGE_POLICIES.get(name)
+    if policy is not None:
+        host = (host or "").strip()
+        ws = f"ws://{host} wss://{host}" if host and all(c not in host for c in " ;,'\"") else ""
+        headers["Content-Security-Policy"] = policy.format(ws=ws).replace("'self' ;", "'self';")
+        headers["X-Frame-Options"] = "DENY"
+    return headers
+
+
 def _static_handler(path: Path) -> Any:
     async def handler(request: Request) -> HTTPResponse:
-        return await file(path, headers={"Cache-Control": "no-cache"})
+        return await file(path, headers=security_headers(path.name, request.headers.get("host")))
 
     return handler
 
