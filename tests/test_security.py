@@ -640,3 +640,22 @@ def test_the_console_and_demo_page_send_csp_and_frame_ancestors(server: RunningH
     from bot.hub.app import security_headers
 
     assert "ws://" not in security_headers("console.html", "evil'; script-src *")["Content-Security-Policy"]
+
+
+async def test_identity_hellos_from_one_relaying_backend_are_not_under_the_anonymous_caps(tmp_path: Path) -> None:
+    from bot.client import ChatClient
+    from bot.hub.auth import identity_token
+
+    with running_hub(tmp_path, GreeterBrain(), new_visitors_per_minute=1, hellos_per_minute=2,
+                     sockets_per_address=2) as srv:
+        users = []
+        for i in range(6):  # more users, hellos and sockets than any anonymous cap allows
+            chat = ChatClient(srv.ws_url, identity={"token": identity_token("identity-secret", f"u-{i}")})
+            await chat.connect()
+            users.append(chat)
+        assert srv.hub.security.open_sockets("127.0.0.1") == 0
+        anonymous = ChatClient(srv.ws_url)
+        await anonymous.connect()
+        assert await _refused(ChatClient(srv.ws_url)) == ("rate_limited", 4029)  # the second new visitor
+        for chat in [*users, anonymous]:
+            await chat.close()

@@ -5,9 +5,10 @@ too deeply to parse) gets an ``error`` frame and the socket stays usable. Only c
 and abuse-limit failures close it: ``4001`` (``unauthorized``: bad, expired or revoked visitor
 token, bad identity token), ``4003`` (``forbidden``: origin not allowed, or someone else's
 conversation) and ``4029`` (``rate_limited``: too many sockets, hellos or new visitors from one
-client address, see :mod:`bot.hub.security`). Until ``hello`` succeeded a frame may be at most
-:data:`PRE_HELLO_MAX_BYTES` (larger: close ``1009``), so an anonymous socket cannot make the hub
-buffer the full frame limit.
+client address, see :mod:`bot.hub.security`; a hello with a valid identity token is vouched for
+by the app's backend and exempt, so a backend relaying many users from one address works).
+Until ``hello`` succeeded a frame may be at most :data:`PRE_HELLO_MAX_BYTES` (larger: close
+``1009``), so an anonymous socket cannot make the hub buffer the full frame limit.
 
 A ``message`` is stored first and acknowledged after; a resend with the same ``client_msg_id``
 gets the same ``ack`` and nothing else.
@@ -53,6 +54,8 @@ class CustomerSession:
         self.hub = hub
         self.ws = ws
         self.address = address
+        #: whether this socket counts against its address's open-socket cap
+        self.counted_socket = False
         self.conversation: ConversationInfo | None = None
 
     async def error(self, code: str, message: str) -> None:
@@ -88,9 +91,6 @@ class CustomerSession:
             await self.error("already_started", "hello was already sent on this connection")
             return
         hub, settings = self.hub, self.hub.settings
-        if not hub.security.hellos.hit(self.address):
-            await self.deny("rate_limited", "too many chats from your network; try again in a minute",
-                            CLOSE_RATE_LIMITED)
         lang = frame.get("lang") if frame.get("lang") in LANGS else None
         channel = frame.get("channel") if frame.get("channel") in CHANNELS else "web"
         visitor_id: str | None = None
@@ -101,6 +101,14 @@ class CustomerSession:
                 await self.deny("unauthorized", "the identity token is not valid or has expired", CLOSE_UNAUTHORIZED)
             visitor_id = await hub.run(hub.conversations.visitor_for_user, user_id, lang)
             channel = "app" if frame.get("channel") not in CHANNELS else channel
+            # Vouched for by the app's backend, which may relay many users from one address:
+            # not an anonymous socket, so not under the per-address caps.
+            if self.counted_socket:
+                hub.security.close_socket(self.address)
+                self.counted_socket = False
+        elif not hub.security.hellos.hit(self.address):
+            await self.deny("rate_limited", "too many chats from your network; try again in a minute",
+                            CLOSE_RATE_LIMITED)
         token = frame.get("visitor_token")
         if token is not None and visitor_id is None:
             claim = verify_visitor_claim((settings.secret, *settings.previous_secrets), token)
@@ -193,13 +201,12 @@ async def serve_customer(hub: Hub, request: Any, ws: Any) -> None:
     """The Sanic WebSocket handler body of ``/ws/chat``."""
     address = request_address(request, hub.security.trusted_proxies)
     session = CustomerSession(hub, ws, address)
-    counted = False
     try:
         if not origin_allowed(request.headers.get("origin"), request.headers.get("host"),
                               hub.settings.allowed_origins):
             await session.deny("forbidden", "this origin may not open a chat", CLOSE_FORBIDDEN)
-        counted = hub.security.open_socket(address)
-        if not counted:
+        session.counted_socket = hub.security.open_socket(address)
+        if not session.counted_socket:
             await session.deny("rate_limited", "too many open chats from your network", CLOSE_RATE_LIMITED)
         _frame_limit(ws, PRE_HELLO_MAX_BYTES)
         while True:
@@ -213,7 +220,7 @@ async def serve_customer(hub: Hub, request: Any, ws: Any) -> None:
         if not _is_closed(exc):
             logger.exception("customer socket failed")
     finally:
-        if counted:
+        if session.counted_socket:
             hub.security.close_socket(address)
         if session.conversation is not None:
             hub.customers.discard(session.conversation.id, ws)
