@@ -76,7 +76,8 @@ class CustomerSession:
             return
         kind = frame.get("type")
         if kind == "hello":
-            await self.on_hello(frame)
+            async with self.hub.security.hello_slots:
+                await self.on_hello(frame)
         elif kind == "message":
             await self.on_message(frame)
         elif kind == "ping":

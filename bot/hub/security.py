@@ -28,6 +28,9 @@ from bot.settings import Settings
 
 #: one thread: a login flood can take at most one core, whatever the machine has
 HASH_WORKERS = 1
+#: hellos whose database work runs at once; the rest wait their turn in the event loop, so a
+#: reconnect storm cannot queue hundreds of calls ahead of established customers' messages
+HELLO_CONCURRENCY = 8
 #: logins allowed to be in progress (waiting for or using the hashing thread); more get 503 at once
 MAX_HASH_BACKLOG = 4
 
@@ -87,6 +90,7 @@ class HubSecurity:
         self.new_visitors = RateLimiter(max(1, settings.new_visitors_per_minute), 60.0)
         self.login = LoginThrottle(attempts_per_address=max(1, settings.login_attempts_per_address))
         self._sockets: dict[str, int] = {}
+        self._hello_slots: asyncio.Semaphore | None = None
         self._hasher: ThreadPoolExecutor | None = None
         self._hash_backlog = 0
 
@@ -110,6 +114,13 @@ class HubSecurity:
     def open_sockets(self, address: str | None = None) -> int:
         """Open customer sockets of ``address`` (``None``: addresses tracked)."""
         return len(self._sockets) if address is None else self._sockets.get(address, 0)
+
+    @property
+    def hello_slots(self) -> asyncio.Semaphore:
+        """At most :data:`HELLO_CONCURRENCY` hellos do their database work at once."""
+        if self._hello_slots is None:  # created on the serving loop
+            self._hello_slots = asyncio.Semaphore(HELLO_CONCURRENCY)
+        return self._hello_slots
 
     # ---- passwords ----------------------------------------------------------------------------
 
