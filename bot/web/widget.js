@@ -387,7 +387,8 @@
       }
       if (!root.classList.contains("hl-open") && !state.conversation_id) return;
       status.className = "hl-status"; status.textContent = t("offline");
-      timer = setTimeout(connect, Math.min(15000, 500 * Math.pow(2, retry++)));
+      // Exponential backoff with jitter: after a hub restart the widgets do not all come back at once.
+      timer = setTimeout(connect, Math.min(15000, 500 * Math.pow(2, retry++) * (0.5 + Math.random())));
     };
   }
 
