@@ -125,7 +125,7 @@ class LoginThrottle:
         forget_s: float = 3600.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.addresses = RateLimiter(attempts_per_address, window_s, clock)
+        self.addresses: Limiter = RateLimiter(attempts_per_address, window_s, clock)
         self.free_pair, self.max_pair_delay_s = free_pair, max_pair_delay_s
         self.free_user, self.max_user_delay_s = free_user, max_user_delay_s
         self.forget_s = forget_s

@@ -22,7 +22,7 @@ from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from bot.hub.ratelimit import LoginThrottle, RateLimiter
+from bot.hub.ratelimit import Limiter, LoginThrottle, RateLimiter
 from bot.services.agents import verify_password
 from bot.settings import Settings
 
@@ -86,8 +86,9 @@ class HubSecurity:
     def __init__(self, settings: Settings) -> None:
         self.trusted_proxies = parse_networks(settings.trusted_proxies)
         self.sockets_per_address = max(1, settings.sockets_per_address)
-        self.hellos = RateLimiter(max(1, settings.hellos_per_minute), 60.0)
-        self.new_visitors = RateLimiter(max(1, settings.new_visitors_per_minute), 60.0)
+        # Behind the Limiter interface: a shared (Redis) implementation can replace these (issue #15).
+        self.hellos: Limiter = RateLimiter(max(1, settings.hellos_per_minute), 60.0)
+        self.new_visitors: Limiter = RateLimiter(max(1, settings.new_visitors_per_minute), 60.0)
         self.login = LoginThrottle(attempts_per_address=max(1, settings.login_attempts_per_address))
         self._sockets: dict[str, int] = {}
         self._hello_slots: asyncio.Semaphore | None = None
