@@ -481,6 +481,8 @@ class RasaAgentBrain:
 
     :param model_path: a trained model archive.
     :param action_endpoint: the rasa_sdk webhook URL, or ``None`` for no custom actions.
+    :param action_token: sent as ``Authorization: Bearer`` to the action server, which refuses
+        calls without it (:mod:`actions.server`).
     :param tracker_store: a Rasa ``TrackerStore``, or a ``DATABASE_URL`` for a ``SQLTrackerStore``
         on that database, or ``None`` for an in-memory store.
     :param fast_load: load the TensorFlow models without tracing a training graph
@@ -489,10 +491,11 @@ class RasaAgentBrain:
 
     def __init__(
         self, model_path: str, action_endpoint: str | None = None, tracker_store: Any = None,
-        fast_load: bool = True,
+        fast_load: bool = True, action_token: str | None = None,
     ):
         self.model_path = model_path
         self.action_endpoint = action_endpoint
+        self.action_token = action_token
         self._tracker_store_arg = tracker_store
         self.fast_load = fast_load
         self.agent: Any = None
@@ -513,7 +516,7 @@ class RasaAgentBrain:
         store = self._tracker_store_arg
         if isinstance(store, str):
             store = cached_sql_tracker_store(SQLTrackerStore, tracker_store_kwargs(store))
-        endpoint = EndpointConfig(url=self.action_endpoint) if self.action_endpoint else None
+        endpoint = action_endpoint_config(EndpointConfig, self.action_endpoint, self.action_token)
         agent = Agent.load(self.model_path, tracker_store=store, action_endpoint=endpoint)
         if store is not None and getattr(store, "domain", None) is None:
             store.domain = agent.domain
@@ -613,3 +616,11 @@ class RemoteRasaBrain:
                 r.raise_for_status()
                 tracker = await r.json()
         return turn_from_events(tracker.get("events") or [], tracker.get("slots") or {})
+
+
+def action_endpoint_config(endpoint_cls: Any, url: str | None, token: str | None) -> Any:
+    """Rasa's ``EndpointConfig`` of the action server: the token goes in a header (never the
+    query string, which ends up in access logs)."""
+    if not url:
+        return None
+    return endpoint_cls(url=url, headers={"Authorization": f"Bearer {token}"} if token else None)

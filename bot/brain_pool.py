@@ -85,18 +85,24 @@ def shard(conversation_id: str, workers: int) -> int:
 
 
 def rasa_brain(options: dict[str, Any]) -> RasaAgentBrain:
-    """The default worker factory: ``options`` = ``{model_path, action_endpoint, tracker_store}``."""
-    return RasaAgentBrain(options["model_path"], options.get("action_endpoint"), options.get("tracker_store"))
+    """The default worker factory: ``options`` = ``{model_path, action_endpoint, tracker_store,
+    action_token}``."""
+    return RasaAgentBrain(options["model_path"], options.get("action_endpoint"), options.get("tracker_store"),
+                          action_token=options.get("action_token"))
 
 
-def make_brain(model_path: str, action_endpoint: str | None, database_url: str, workers: int | None) -> Brain:
+def make_brain(
+    model_path: str, action_endpoint: str | None, database_url: str, workers: int | None,
+    action_token: str | None = None,
+) -> Brain:
     """The brain ``python -m bot serve`` uses: ``workers`` = 0 → the model in the hub's own
     process (:class:`RasaAgentBrain`); ≥ 1 → a :class:`BrainPool` of that many processes;
     ``None`` → one process per CPU."""
     if workers == 0:
-        return RasaAgentBrain(model_path, action_endpoint, database_url)
+        return RasaAgentBrain(model_path, action_endpoint, database_url, action_token=action_token)
     return BrainPool(
-        {"model_path": model_path, "action_endpoint": action_endpoint, "tracker_store": database_url},
+        {"model_path": model_path, "action_endpoint": action_endpoint, "tracker_store": database_url,
+         "action_token": action_token},
         workers=workers,
     )
 

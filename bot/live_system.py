@@ -9,6 +9,7 @@ action server and ``python -m bot serve`` on free ports with the trained model, 
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -101,10 +102,13 @@ def start_live_system(
     procs: list[subprocess.Popen[bytes]] = []
     try:
         alog = workdir / "actions.log"
+        # The authenticated action server, as `python -m bot serve` runs it: hub and action
+        # server share the bearer token.
+        token = secrets.token_urlsafe(24)
         actions = subprocess.Popen(
-            [str(Path(sys.executable).parent / "rasa"), "run", "actions", "--port", str(action_port)],
-            cwd=ROOT, env=_env(database_url), stdout=alog.open("wb"), stderr=subprocess.STDOUT,
-            start_new_session=True,
+            [sys.executable, "-m", "actions.server", "--port", str(action_port)],
+            cwd=ROOT, env={**_env(database_url), "HUMANLINE_ACTION_TOKEN": token}, stdout=alog.open("wb"),
+            stderr=subprocess.STDOUT, start_new_session=True,
         )
         procs.append(actions)
         _wait(f"http://127.0.0.1:{action_port}/health", actions, alog)
@@ -115,6 +119,11 @@ def start_live_system(
                 "HUMANLINE_MODEL": str(model),
                 "HUMANLINE_ACTION_ENDPOINT": f"http://127.0.0.1:{action_port}/webhook",
                 "HUMANLINE_START_ACTION_SERVER": "0",
+                "HUMANLINE_ACTION_TOKEN": token,
+                # The browser and the tests connect from 127.0.0.1 many times a minute.
+                "HUMANLINE_NEW_VISITORS_PER_MINUTE": "100000",
+                "HUMANLINE_HELLOS_PER_MINUTE": "100000",
+                "HUMANLINE_SOCKETS_PER_ADDRESS": "100000",
                 **(hub_env or {}),
             }
         )

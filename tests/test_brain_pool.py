@@ -154,10 +154,11 @@ def test_make_brain_in_process_or_pool() -> None:
     from bot.brain import RasaAgentBrain
 
     assert isinstance(make_brain("m.tar.gz", None, "sqlite://", 0), RasaAgentBrain)
-    pool = make_brain("m.tar.gz", "http://a/webhook", "sqlite:///x.db", 3)
+    pool = make_brain("m.tar.gz", "http://a/webhook", "sqlite:///x.db", 3, "tok")
     assert isinstance(pool, BrainPool) and pool.size == 3
+    # The action token travels to the workers in the init frame (never on a command line).
     assert pool.options == {"model_path": "m.tar.gz", "action_endpoint": "http://a/webhook",
-                            "tracker_store": "sqlite:///x.db"}
+                            "tracker_store": "sqlite:///x.db", "action_token": "tok"}
     assert make_brain("m.tar.gz", None, "sqlite://", None).size >= 1  # type: ignore[union-attr]
 
 

@@ -695,6 +695,9 @@ def test_fake_refused_token_gets_a_fresh_conversation_once(fake: FakeHub, browse
     _say(page, "old question")
     page.locator(".hl-msg[data-sender=bot]").filter(has_text="Echo: old question").wait_for()
     first = _widget_state(page)
+    # The widget's public API never hands out the bearer token; the widget keeps it in localStorage.
+    assert "visitor_token" not in first
+    first_token = page.evaluate("k => JSON.parse(localStorage.getItem(k)).visitor_token", _store_key(fake.url))
     # The server restarts with another secret: every token it issued before is refused.
     chat.visitors.clear()
     for conn in chat.sockets[first["conversation_id"]]:
@@ -704,7 +707,7 @@ def test_fake_refused_token_gets_a_fresh_conversation_once(fake: FakeHub, browse
         arg=first["conversation_id"], timeout=15_000,
     )
     hellos = [f for _, f in fake.received("chat", "hello")]
-    assert hellos[1]["visitor_token"] == first["visitor_token"]     # resumed first, was refused (4001)
+    assert hellos[1]["visitor_token"] == first_token                # resumed first, was refused (4001)
     assert "visitor_token" not in hellos[2] and "conversation_id" not in hellos[2] and hellos[2]["last_seq"] == 0
     assert page.locator(".hl-msg").filter(has_text="old question").count() == 0  # the old history is cleared
     assert page.locator(".hl-msg").filter(has_text="not valid").count() == 0     # no scary error shown

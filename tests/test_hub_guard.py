@@ -18,6 +18,7 @@ from tests.hubtools import (
     ScriptedBrain,
     VaryingBrain,
     running_hub,
+    settle,
     turn,
 )
 
@@ -46,13 +47,13 @@ async def test_turn_budget_hands_off_and_the_bot_answers_at_most_n_unresolved_tu
             assert queued["reason"] == "turn_budget"
             assert queued["queue"] == "general" and queued["position"] == 1
             assert "first come, first served" in queued["rule"]
-            await chat.drain(0.5)
+            await settle(srv, chat)
             # The N-th unresolved turn is handed off instead of answered (docs/guard.md).
             assert len(chat.messages("bot")) == N - 1
             assert len(brain.calls) == N  # nothing after the handoff reaches the brain
             # the customer keeps writing: stored and acknowledged, never answered by the bot
             await chat.say_and_ack("hello? anyone?")
-            await chat.drain(0.5)
+            await settle(srv, chat)
             assert len(chat.messages("bot")) == N - 1
 
 
@@ -63,7 +64,7 @@ async def test_a_canned_loop_is_cut_at_the_second_identical_reply(tmp_path: Path
             await _talk(chat, ["I want to downgrade", "no, downgrade please", "downgrade!!"])
             queued = await chat.wait_for(_is_queued)
             assert queued["reason"] == "repeated_reply"
-            await chat.drain(0.5)
+            await settle(srv, chat)
             texts = [m["text"] for m in chat.messages("bot")]
             assert len(texts) == len(set(texts)) == 1
 
@@ -87,7 +88,7 @@ async def test_brain_failures_hand_off(tmp_path: Path, brain_factory: type, reas
             await chat.say_and_ack("my bill is wrong")
             queued = await chat.wait_for(_is_queued, timeout=10)
             assert queued["reason"] == reason
-            await chat.drain(0.5)
+            await settle(srv, chat)
             assert chat.messages("bot") == []
 
 
@@ -98,9 +99,12 @@ async def test_a_reply_generated_while_an_agent_took_over_is_dropped(tmp_path: P
     with running_hub(tmp_path, brain, brain_timeout_s=5) as srv:
         async with ChatClient(srv.ws_url) as chat:
             await chat.say_and_ack("hello")
-            await asyncio.sleep(0.1)
+            # The brain is working on the turn (not merely scheduled) when the handoff happens.
+            while not brain.calls:
+                await asyncio.sleep(0.01)
             srv.hub.conversations.queue(chat.conversation_id, "general", "customer_request")
-            await chat.drain(1.0)
+            await settle(srv, chat)  # the turn finished: its reply was generated, then dropped
+            assert brain.calls == ["hello"]
             assert chat.messages("bot") == []
             stored = srv.hub.conversations.messages_after(chat.conversation_id, 0)
             assert [m.sender for m in stored] == ["customer"]
@@ -128,7 +132,7 @@ async def test_random_brain_never_exceeds_the_budget_or_speaks_after_handoff(tmp
             for i in range(8):
                 await chat.say_and_ack(f"message {i}")
                 await asyncio.sleep(0.08)
-            await chat.drain(0.8)
+            await settle(srv, chat)
             frames = chat.frames
             handoff_at = next((i for i, f in enumerate(frames) if _is_queued(f)), None)
             assert handoff_at is not None, "eight messages without a handoff"

@@ -33,9 +33,10 @@ from dataclasses import replace
 from typing import Any, TypeVar
 
 from bot.brain import ActionServerError, BotReply, Brain, BrainTurn
-from bot.hub.events import AgentEventLog, Registry
+from bot.hub.events import AgentEventLog, LRUDict, Registry
 from bot.hub.metrics import Metrics
 from bot.hub.ratelimit import RateLimiter
+from bot.hub.security import HubSecurity
 from bot.i18n import detect_script, resolve_script, t
 from bot.services.agents import AgentInfo, AgentService
 from bot.services.cases import CaseError, CaseService
@@ -58,10 +59,7 @@ T = TypeVar("T")
 # At most one typing signal a side relays per conversation in this many seconds.
 TYPING_INTERVAL_S = 2.0
 
-# Failed agent logins allowed per window before login answers 429 (see bot/hub/app.py).
-LOGIN_WINDOW_S = 300.0
-LOGIN_FAILURES_PER_ADDRESS = 20
-LOGIN_FAILURES_PER_USERNAME = 10
+MAX_CONVERSATION_MEMOS = 50_000
 
 
 class HubError(Exception):
@@ -109,12 +107,10 @@ class Hub:
         self.online: dict[int, AgentInfo] = {}  # agents with at least one socket
         self._sockets_by_token: dict[str, set[Any]] = {}  # agent token -> its open sockets (logout)
         self.events = AgentEventLog()
-        # Customer messages per visitor (all its sockets together), and agent logins: failures
-        # per client address and per username, so a guessing client is slowed down and cannot
-        # keep the CPU busy with password hashing.
+        # Customer messages per visitor (all its sockets together); per-address and login limits
+        # and the password-hashing executor are in bot.hub.security.
         self.message_limiter = RateLimiter(max(1, settings.rate_limit_per_10s), 10.0)
-        self.login_failures_by_address = RateLimiter(LOGIN_FAILURES_PER_ADDRESS, LOGIN_WINDOW_S)
-        self.login_failures_by_username = RateLimiter(LOGIN_FAILURES_PER_USERNAME, LOGIN_WINDOW_S)
+        self.security = HubSecurity(settings)
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         self._turns: dict[str, asyncio.Queue[MessageRecord]] = {}
         self._workers: dict[str, asyncio.Task[None]] = {}
@@ -123,8 +119,9 @@ class Hub:
         # Conversations whose fail-safe handoff could not be written (the database was away),
         # with the seq of the failed turn: retried until the database takes it.
         self._owed_handoffs: dict[str, int] = {}
-        self._last_status: dict[str, tuple[Any, ...]] = {}
-        self._timed_out: dict[str, set[int]] = {}
+        # Per-conversation memos, bounded (they would otherwise grow with every conversation seen).
+        self._last_status: LRUDict[str, tuple[Any, ...]] = LRUDict(MAX_CONVERSATION_MEMOS)
+        self._timed_out: LRUDict[str, set[int]] = LRUDict(MAX_CONVERSATION_MEMOS)
         # Per agent: its load check and the assignment happen under this lock, so two claims for
         # different conversations cannot both see room for one more.
         self._agent_locks: dict[int, asyncio.Lock] = {}
@@ -169,6 +166,7 @@ class Hub:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        self.security.close()
         # Going away (1001): clients reconnect to another hub or after the restart.
         sockets = [*self.customers.sockets(), *self.agent_sockets.sockets()]
         await asyncio.gather(
@@ -1008,15 +1006,18 @@ class Hub:
     async def _case_for(self, agent: AgentInfo, number: str) -> Any:
         """The case ``number`` if ``agent`` may work on it: a supervisor, the agent holding a
         conversation of the case, or an agent serving the case's queue."""
+        # One answer for "no such case" and "not yours": case numbers are sequential, so a
+        # different error would let an agent map every other queue's cases by probing.
+        refusal = HubError("invalid_case", f"no case {number!r} that you may work on")
         case = await self.run(self.cases.get, number)
         if case is None:
-            raise HubError("invalid_case", f"no case {number!r}")
+            raise refusal
         if agent.role == "supervisor" or case.queue in agent.skills:
             return case
         held = await self.run(self.conversations.by_agent, agent.id)
         if any(c.case_id == case.id for c in held):
             return case
-        raise HubError("forbidden", f"case {case.number} is in a queue you do not serve")
+        raise refusal
 
     async def _case_action(
         self, agent: AgentInfo, number: str, action: str, cid: Any, fn: Callable[..., Any], *args: Any,

@@ -26,8 +26,11 @@ logger = logging.getLogger(__name__)
 
 
 def sender_for(settings: Settings) -> Sender:
-    """The webhook sender when ``HUMANLINE_WEBHOOK_URL`` is set, else the logging sender."""
-    return WebhookSender(settings.webhook_url) if settings.webhook_url else LoggingSender()
+    """The webhook sender (signing with ``HUMANLINE_WEBHOOK_SECRET``) when ``HUMANLINE_WEBHOOK_URL``
+    is set, else the logging sender (redacted unless ``HUMANLINE_LOG_PERSONAL_DATA``)."""
+    if settings.webhook_url:
+        return WebhookSender(settings.webhook_url, secret=settings.webhook_secret)
+    return LoggingSender(personal_data=settings.log_personal_data)
 
 
 async def run_maintenance(db: Database, cases: CaseService, settings: Settings, sender: Sender | None = None) -> None:

@@ -78,6 +78,8 @@ class Visitor(Base):
     external_user_id = Column(String(128), unique=True, nullable=True)
     lang = Column(String(8), nullable=True)
     created_at = Column(UTCDateTime(), nullable=False, default=utcnow)
+    # Visitor tokens issued before this time are revoked (migration 0004).
+    tokens_not_before = Column(UTCDateTime(), nullable=True)
 
 
 class Conversation(Base):
@@ -212,6 +214,8 @@ class Agent(Base):
     max_concurrent = Column(Integer, nullable=True)
     #: a supervisor lets this agent claim by hand above the limit (automatic assignment never does)
     allow_overflow = Column(Boolean, nullable=False, default=False)
+    # Set by `python -m bot disable-agent`: no login, no token (migration 0004).
+    disabled_at = Column(UTCDateTime(), nullable=True)
 
 
 class AgentToken(Base):

@@ -405,7 +405,8 @@
       }
       if (!root.classList.contains("hl-open") && !state.conversation_id) return;
       status.className = "hl-status"; status.textContent = t("offline");
-      timer = setTimeout(connect, Math.min(15000, 500 * Math.pow(2, retry++)));
+      // Exponential backoff with jitter: after a hub restart the widgets do not all come back at once.
+      timer = setTimeout(connect, Math.min(15000, 500 * Math.pow(2, retry++) * (0.5 + Math.random())));
     };
   }
 
@@ -497,6 +498,13 @@
     connect();
   }
 
+  // The public API never hands out the visitor token: it is a bearer credential, and any script
+  // on the page can call this (docs/security.md).
+  function publicState() {
+    var copy = JSON.parse(JSON.stringify(state));
+    delete copy.visitor_token;
+    return copy;
+  }
   window.HumanlineWidget = { open: function () { setOpen(true); }, close: function () { setOpen(false); },
-                             send: sendText, state: function () { return JSON.parse(JSON.stringify(state)); } };
+                             send: sendText, state: function () { return publicState(); } };
 })();
