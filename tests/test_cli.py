@@ -61,7 +61,9 @@ def test_the_action_server_is_tied_to_the_hub(popen: list[_Recorded]) -> None:
     stale one); tests/test_faults.py kills the hub with kill -9 and checks both."""
     import os
 
-    cli._start_action_server(replace(Settings(), action_endpoint="http://127.0.0.1:5077/webhook"))
+    cli._start_action_server(
+        replace(Settings(), action_endpoint="http://127.0.0.1:5077/webhook", action_token="t" * 32)
+    )
     (call,) = popen
     assert callable(call.kw["preexec_fn"])
     assert call.kw["env"][cli.ACTION_SERVER_OWNER] == str(os.getpid())
