@@ -184,3 +184,24 @@ def test_an_anger_emoji_is_enough_and_never_lowers_the_lexicons_score(text: str,
 def test_any_text_gives_a_score_in_range(text: str) -> None:
     s = read_signals(text)
     assert 0.0 <= s.frustration <= 1.0 and (s.danger is None or s.danger in DANGER_KINDS)
+
+
+def test_the_classifier_table_was_generated_from_the_current_training_data() -> None:
+    """bot/frustration_model.py is generated from data/nlu: a change to the data without running
+    scripts/train_frustration_model.py again would silently ship a classifier of older data."""
+    import importlib.util
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    spec = importlib.util.spec_from_file_location("train_frustration_model", root / "scripts/train_frustration_model.py")
+    assert spec and spec.loader
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    texts, labels = script.training_data()
+    header = (root / "bot" / "frustration_model.py").read_text(encoding="utf-8").splitlines()[1]
+    found = re.search(r"\((\d+) examples, (\d+) express_frustration\)", header)
+    assert found, header
+    assert (int(found.group(1)), int(found.group(2))) == (len(texts), sum(labels)), (
+        "data/nlu changed: run `PYTHONPATH=. .venv/bin/python scripts/train_frustration_model.py`"
+    )
