@@ -194,7 +194,8 @@ def test_the_classifier_table_was_generated_from_the_current_training_data() -> 
     from pathlib import Path
 
     root = Path(__file__).resolve().parent.parent
-    spec = importlib.util.spec_from_file_location("train_frustration_model", root / "scripts/train_frustration_model.py")
+    script_path = root / "scripts" / "train_frustration_model.py"
+    spec = importlib.util.spec_from_file_location("train_frustration_model", script_path)
     assert spec and spec.loader
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
