@@ -2,7 +2,8 @@
 
 * ``serve`` — apply migrations, start the rasa_sdk action server as a child process (port 5055)
   unless ``HUMANLINE_ACTION_ENDPOINT=none`` or ``HUMANLINE_START_ACTION_SERVER=0``, create a demo
-  agent when there is none (its password is printed once), load the model and serve the hub.
+  agent when there is none, load the model and serve the hub; once ``/healthz`` answers 200 a box
+  shows the widget and console URLs and the demo account's password (once) (:mod:`bot.banner`).
 * ``train`` / ``eval`` — delegate to :func:`bot.training.main` / :func:`bot.evaluation.main`.
 * ``migrate`` — only apply the migrations.
 * ``create-agent`` — add an agent (password from ``--password`` or a prompt).
@@ -90,7 +91,8 @@ def _stop_child(proc: subprocess.Popen[bytes] | None) -> None:
         proc.wait()
 
 
-def _demo_agent(settings: Settings) -> None:
+def _demo_agent(settings: Settings) -> tuple[str, str] | None:
+    """Create the demo supervisor on an empty database; its ``(username, password)`` if it did."""
     from bot.services.agents import AgentService
     from bot.services.config import HumanlineConfig
     from bot.store.db import Database
@@ -102,12 +104,14 @@ def _demo_agent(settings: Settings) -> None:
             password = secrets.token_urlsafe(12)
             queues = list(HumanlineConfig.load(settings.config_path).queues)
             service.create("demo", "Demo Agent", password, queues, "supervisor")
-            print(f"demo agent created — username: demo  password: {password}  (shown once)", flush=True)
+            return "demo", password  # printed once, in the ready banner (bot.banner)
     finally:
         db.dispose()
+    return None
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from bot.banner import announce_when_ready
     from bot.brain_pool import BrainPool, make_brain
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -134,13 +138,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     child = None
     try:
         _migrate(settings)
-        _demo_agent(settings)
+        demo = _demo_agent(settings)
         child = _start_action_server(settings)
         from bot.hub import create_app
 
         app = create_app(settings, brain=brain)
         print(f"Humanline hub on http://{settings.host}:{settings.port}/  (console: /console, model: {model})",
               flush=True)
+        announce_when_ready(settings.host, settings.port, demo)  # the box with URLs and login, once /healthz is 200
         app.run(host=settings.host, port=settings.port, access_log=False)  # SIGINT/SIGTERM stop it gracefully
     finally:
         if isinstance(brain, BrainPool):
