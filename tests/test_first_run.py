@@ -91,7 +91,7 @@ def test_first_run_quick_check_end_to_end(trained_model: Path) -> None:
     for key in ("clone_s", "install_s", "train_s", "start_s", "total_s", "cold_start_s", "model_mb"):
         assert isinstance(report[key], float) and report[key] > 0, key
     assert report["total_s"] >= report["train_s"] + report["start_s"]
-    assert report["model"] == trained_model.name
+    assert report["model_mb"] == round(trained_model.stat().st_size / 1e6, 2)  # the seed, renamed
     assert report["not_fresh"] == ["install_s", "train_s"]
     assert "cold start (second serve)" in proc.stdout
     assert set(Path("/tmp").glob("humanline-first-run-*")) == before  # cleaned up
