@@ -120,25 +120,27 @@ def _domain_arg(root: Path) -> str:
     return "domain" if (root / "domain").is_dir() else "domain.yml"
 
 
-# Typical seconds of each stage of `rasa train` for this project's config.yml, measured once on
-# the 2-core development machine (docs/benchmarks.md, "First run"). Only their proportions matter:
-# the estimate of the time left scales them by how fast this machine has been so far. "setup" is
-# everything before the first component (importing Rasa and TensorFlow, reading the data), and
-# "package" everything after the last (writing the archive). A component missing from the table
-# counts DEFAULT_COMPONENT_SECONDS; re-measure when config.yml changes much.
+# Typical seconds of each stage of `rasa train` for this project's config.yml, measured once: the
+# first-run benchmark of 3 Dec 2026 (docs/benchmarks.md, "First run"; 459 s on 2 shared cores at
+# load average 10-14). A component's time runs from the previous component's end to its own (Rasa
+# spends the gaps running the data through the components before it). Only the proportions
+# matter: the estimate of the time left scales them by this machine's pace so far. "setup" is
+# everything before the first component (importing Rasa and TensorFlow, reading and validating
+# the data) and "package" everything after the last (writing the archive). A component missing
+# from the table counts DEFAULT_COMPONENT_SECONDS; re-measure when config.yml changes much.
 TYPICAL_SECONDS: dict[str, float] = {
-    "setup": 40.0,
-    "HumanlineJiebaTokenizer": 2.0,
-    "RegexFeaturizer": 2.0,
-    "CountVectorsFeaturizer": 5.0,
-    "IntentEnsemble": 10.0,
+    "setup": 141.0,
+    "HumanlineJiebaTokenizer": 1.0,
+    "RegexFeaturizer": 17.0,
+    "CountVectorsFeaturizer": 33.0,  # each of the two (word and character n-grams)
+    "EntitySynonymMapper": 49.0,
     "RegexEntityExtractor": 1.0,
-    "EntitySynonymMapper": 1.0,
-    "MemoizationPolicy": 5.0,
-    "RulePolicy": 40.0,
-    "package": 10.0,
+    "IntentEnsemble": 154.0,
+    "MemoizationPolicy": 16.0,
+    "RulePolicy": 5.0,
+    "package": 11.0,
 }
-DEFAULT_COMPONENT_SECONDS = 5.0
+DEFAULT_COMPONENT_SECONDS = 15.0
 # Components of config.yml that Rasa registers as not trainable: they never appear in the log.
 NOT_TRAINED = frozenset({"TextNormalizer", "OriginalTextRestorer", "FallbackClassifier", "WhitespaceTokenizer"})
 
