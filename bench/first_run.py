@@ -19,6 +19,7 @@ import argparse
 import hashlib
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -49,13 +50,41 @@ ROWS: list[tuple[str, str, str, str | None]] = [
 HEALTHZ_TIMEOUT_S = 300.0
 
 
+def _children_cpu_s() -> float:
+    """CPU seconds (user + system) of every child process this one has waited for, and theirs."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def tree_cpu_s(pid: int, proc_root: Path = Path("/proc")) -> float:
+    """CPU seconds of a live process and all its descendants so far (Linux ``/proc``), including
+    children they have already reaped."""
+    tick = os.sysconf("SC_CLK_TCK")
+    parent: dict[int, int] = {}
+    cpu: dict[int, float] = {}
+    for stat in proc_root.glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:  # exited meanwhile
+            continue
+        fields = text[text.rindex(")") + 2:].split()  # after "pid (comm) "; comm may hold spaces
+        parent[int(stat.parent.name)] = int(fields[1])
+        cpu[int(stat.parent.name)] = sum(int(x) for x in fields[11:15]) / tick  # utime stime cutime cstime
+    total, todo = 0.0, [pid]
+    while todo:
+        current = todo.pop()
+        total += cpu.get(current, 0.0)
+        todo.extend(child for child, ppid in parent.items() if ppid == current)
+    return total
+
+
 def _progress(msg: str) -> None:
     print(f"[first-run {time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
 def rows(report: dict[str, Any]) -> list[list[str]]:
-    """The table's rows: phase, measured value, target, met? (``-`` where there is no target;
-    ``n/a`` where the phase was not measured, e.g. after a failure)."""
+    """The table's rows: phase, measured value, target, met?, CPU seconds (``-`` where there is no
+    target or CPU figure; ``n/a`` where the phase was not measured, e.g. after a failure)."""
     out: list[list[str]] = []
     for key, label, unit, target_key in ROWS:
         value = report.get(key)
@@ -65,7 +94,8 @@ def rows(report: dict[str, Any]) -> list[list[str]]:
         target = TARGETS.get(target_key) if target_key else None
         target_text = f"≤ {target:g} {unit}" if target is not None else "-"
         met = "-" if target is None else ("n/a" if value is None else ("yes" if value <= target else "NO"))
-        out.append([label, f"{shown} {unit}", target_text, met])
+        cpu = report.get(key.removesuffix("_s") + "_cpu_s") if unit == "s" else None
+        out.append([label, f"{shown} {unit}", target_text, met, "-" if cpu is None else f"{cpu:.0f} s"])
     return out
 
 
@@ -74,7 +104,7 @@ def all_met(report: dict[str, Any]) -> bool:
     return all(report.get(key) is not None and report[key] <= limit for key, limit in TARGETS.items())
 
 
-def table(body: list[list[str]], header: tuple[str, ...] = ("phase", "measured", "target", "met?")) -> str:
+def table(body: list[list[str]], header: tuple[str, ...] = ("phase", "measured", "target", "met?", "CPU")) -> str:
     widths = [max(len(r[i]) for r in [list(header), *body]) for i in range(len(header))]
     line = lambda r: "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True))  # noqa: E731
     return "\n".join([line(list(header)), line(["-" * w for w in widths]), *(line(r) for r in body)])
@@ -94,9 +124,10 @@ def fresh_env(workdir: Path, skip_install: bool) -> dict[str, str]:
     return env
 
 
-def _run_step(cmd: list[str], cwd: Path, env: dict[str, str], log: Path, echo: TextIO | None) -> float:
-    """Run ``cmd``, its output into ``log`` (and echoed, indented); seconds taken. Raises on failure."""
-    started = time.monotonic()
+def _run_step(cmd: list[str], cwd: Path, env: dict[str, str], log: Path, echo: TextIO | None) -> tuple[float, float]:
+    """Run ``cmd``, its output into ``log`` (and echoed, indented); seconds taken and CPU seconds
+    used by it and its children. Raises on failure."""
+    started, cpu_before = time.monotonic(), _children_cpu_s()
     with log.open("w", encoding="utf-8") as handle:
         proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 text=True, errors="replace")
@@ -110,11 +141,12 @@ def _run_step(cmd: list[str], cwd: Path, env: dict[str, str], log: Path, echo: T
     if returncode != 0:
         tail = "".join(log.read_text(encoding="utf-8", errors="replace").splitlines(keepends=True)[-40:])
         raise RuntimeError(f"{' '.join(cmd)} failed with exit {returncode}; log {log}:\n{tail}")
-    return time.monotonic() - started
+    return time.monotonic() - started, round(_children_cpu_s() - cpu_before, 1)
 
 
-def _serve(repo: Path, env: dict[str, str], log: Path) -> tuple[Server, float]:
-    """``python -m bot serve`` of the clone on free ports; the server and its seconds to /healthz 200."""
+def _serve(repo: Path, env: dict[str, str], log: Path) -> tuple[Server, float, float]:
+    """``python -m bot serve`` of the clone on free ports; the server, its seconds to /healthz 200
+    and the CPU seconds its process tree (hub, brain workers, action server) used until then."""
     port, action_port = free_port(), free_port()
     serve_env = {**env, "HUMANLINE_PORT": str(port),
                  # 5055 may be taken on a shared machine; the hub starts its action server here
@@ -129,7 +161,7 @@ def _serve(repo: Path, env: dict[str, str], log: Path) -> tuple[Server, float]:
     except BaseException:
         server.stop()
         raise
-    return server, time.monotonic() - started
+    return server, time.monotonic() - started, round(tree_cpu_s(proc.pid), 1)
 
 
 def measure(workdir: Path, skip_install: bool, seed_model: Path | None, echo: TextIO | None,
@@ -169,16 +201,19 @@ def measure(workdir: Path, skip_install: bool, seed_model: Path | None, echo: Te
         if subprocess.run(["make", "-q", f".venv/{stamp.name}"], cwd=repo, env=env).returncode != 0:
             raise RuntimeError("--skip-install: make still considers the install out of date; not touching the venv")
     _progress("make install" + (" (reusing this venv)" if skip_install else " (empty uv and pip caches)"))
-    report["install_s"] = round(_run_step(["make", "install"], repo, env, logs / "install.log", echo), 1)
+    install_s, report["install_cpu_s"] = _run_step(["make", "install"], repo, env, logs / "install.log", echo)
+    report["install_s"] = round(install_s, 1)
     _progress(f"installed in {report['install_s']} s; make train (empty model cache"
               f"{', seeded' if seed_model else ''})")
-    report["train_s"] = round(_run_step(["make", "train"], repo, env, logs / "train.log", echo), 1)
+    train_s, report["train_cpu_s"] = _run_step(["make", "train"], repo, env, logs / "train.log", echo)
+    report["train_s"] = round(train_s, 1)
 
     _progress(f"trained in {report['train_s']} s; python -m bot serve until /healthz answers 200")
-    server, start_s = _serve(repo, env, logs / "serve-1.log")
+    server, start_s, report["start_cpu_s"] = _serve(repo, env, logs / "serve-1.log")
     on_server(server)
     report["start_s"] = round(start_s, 1)
     report["total_s"] = round(time.monotonic() - started, 1)
+    report["total_cpu_s"] = sum(report[k] for k in ("install_cpu_s", "train_cpu_s", "start_cpu_s"))
     # The box follows /healthz 200 within one poll of the banner thread (bot/banner.py).
     deadline = time.monotonic() + 15
     while "Humanline is ready" not in (serve_log := (logs / "serve-1.log").read_text(errors="replace")):
@@ -195,7 +230,7 @@ def measure(workdir: Path, skip_install: bool, seed_model: Path | None, echo: Te
         report["model_mb"] = round(models[-1].stat().st_size / 1e6, 2)
 
     _progress(f"healthy after {report['total_s']} s in all; second start for the cold start")
-    server, cold = _serve(repo, env, logs / "serve-2.log")
+    server, cold, report["cold_start_cpu_s"] = _serve(repo, env, logs / "serve-2.log")
     on_server(server)
     report["cold_start_s"] = round(cold, 1)
     server.stop()
