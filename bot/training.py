@@ -354,7 +354,8 @@ def ensure_model(force: bool = False, root: Path | None = None, verbose: bool = 
             raise RuntimeError(f"rasa train failed (exit {returncode}); see the output above")
     else:
         log_path = out / f"train-{name.removeprefix(MODEL_PREFIX)}.log"
-        _progress(f"Rasa's output goes to {log_path} (`python -m bot train --verbose` shows it here)")
+        shown = log_path.relative_to(root) if log_path.is_relative_to(root) else log_path
+        _progress(f"Rasa's output goes to {shown} (`python -m bot train --verbose` shows it here)")
         returncode = _run_with_progress(cmd, root, env, log_path, sys.stdout)
         if returncode != 0 or not target.is_file():
             sys.stderr.write(log_path.read_text(encoding="utf-8", errors="replace"))
