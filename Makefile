@@ -7,7 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | md5sum | cut -c1-12)
 
-.PHONY: install train run test test-fast eval bench lint browser-deps clean screenshots
+.PHONY: install train run test test-fast eval eval-dialogue bench lint browser-deps clean screenshots
 
 install: $(STAMP)
 	@echo "==> [1/4 install] $(VENV) ready"
@@ -31,7 +31,7 @@ train: install
 run: train
 	@echo "==> [3/4 migrate] applying the database migrations"
 	@$(PY) -m bot migrate
-	@echo "==> [4/4 start] the action server and the hub; the model loads in the brain workers (about 10 s)"
+	@echo "==> [4/4 start] the action server and the hub; a box with the addresses follows once the model has loaded"
 	@$(PY) -m bot serve
 
 browser-deps:
@@ -50,6 +50,10 @@ test-fast: install
 ## eval: NLU accuracy and macro-F1 per language, external test sets, and the stock-pipeline baseline
 eval: install
 	$(PY) -m bot eval
+
+## eval-dialogue: the scripted multi-turn conversations (eval/dialogues) through the real hub, scored
+eval-dialogue: train
+	$(PY) -m bot eval-dialogue
 
 ## bench: the hub against stock `rasa run` on the same model
 bench: train

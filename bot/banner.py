@@ -43,7 +43,7 @@ def render(url: str, demo: tuple[str, str] | None, *, color: bool = False, ready
         rows.append(("Demo account", f"username {demo[0]}   password {demo[1]}"))
         notes = ["The password is shown only this once: note it now."]
     else:
-        rows.append(("Demo account", "not created by this run (the database has agents)"))
+        rows.append(("Demo account", "none created by this run (agents exist, or not the SQLite demo)"))
         notes = ["Forgot its password? python -m bot reset-password --username demo"]
     rows.append(("Stop", "Ctrl-C"))
     label_width = max(len(label) for label, _ in rows)
