@@ -10,6 +10,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | md5sum | cut -c1-12)
 .PHONY: install train run test test-fast eval eval-dialogue bench lint browser-deps clean screenshots
 
 install: $(STAMP)
+	@echo "==> [1/4 install] $(VENV) ready"
 
 $(STAMP): pyproject.toml
 	@test -n "$(PYTHON310)" || { echo "Python 3.10 is required (Rasa 3.6 does not run on 3.11): install it, e.g. pyenv install 3.10.13"; exit 1; }
@@ -22,11 +23,16 @@ $(STAMP): pyproject.toml
 
 ## train: train the Rasa model unless one for the current config, domain and data exists
 train: install
-	$(PY) -m bot train
+	@echo "==> [2/4 train] the Rasa model, unless one for the current config, domain and data exists"
+	@$(PY) -m bot train
 
-## run: install, train if needed, then start the hub and the action server
+## run: install, train if needed, migrate, then start the hub and the action server; a box with the
+## URLs and the demo account appears once /healthz answers 200 (bot/banner.py)
 run: train
-	$(PY) -m bot serve
+	@echo "==> [3/4 migrate] applying the database migrations"
+	@$(PY) -m bot migrate
+	@echo "==> [4/4 start] the action server and the hub; a box with the addresses follows once the model has loaded"
+	@$(PY) -m bot serve
 
 browser-deps:
 	@bash scripts/install-browser.sh

@@ -6,6 +6,7 @@ Prints a table, writes ``bench/results/bench-<time>.json`` and ``latest.json``, 
     BENCH ratio_throughput=… hub_p99_ms=… rasa_p99_ms=… handoff_notify_p99_ms=… kib_per_idle_conn=… cold_start_s=…
 
 ``python -m bench --smoke`` is the small run kept in ``make test`` so the harness cannot rot.
+``python -m bench first-run`` times a fresh clone to a served demo instead (:mod:`bench.first_run`).
 """
 
 from __future__ import annotations
@@ -62,6 +63,11 @@ def _plot(levels: list[dict[str, Any]]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "first-run":
+        from bench.first_run import main as first_run
+
+        return first_run(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true", help="tiny run for the test suite")
     parser.add_argument("--levels", default="1,10,50,200", help="concurrency levels")
@@ -112,9 +118,9 @@ def main(argv: list[str] | None = None) -> int:
             with ThreadPoolExecutor(2) as pool:
                 f_rasa = pool.submit(servers.start_stock_rasa, workdir, model, actions.port, hub_db)
                 f_hub = pool.submit(servers.start_hub, workdir, model, actions.port, hub_db, {})
-                for f in (f_rasa, f_hub):
-                    f.add_done_callback(lambda f: f.exception() or started.append(
-                        f.result()[0] if isinstance(f.result(), tuple) else f.result()))
+                # Whichever starts is stopped in `finally`, even when the other fails.
+                f_rasa.add_done_callback(lambda f: None if f.exception() else started.append(f.result()))
+                f_hub.add_done_callback(lambda f: None if f.exception() else started.append(f.result()[0]))
                 rasa = f_rasa.result()
                 hub, cold = f_hub.result()
         else:

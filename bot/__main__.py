@@ -5,8 +5,9 @@
   as a child process on loopback (port 5055; it dies with the hub, even a ``kill -9``-ed one,
   and a stale one left on its port is reclaimed) unless ``HUMANLINE_ACTION_ENDPOINT=none`` or
   ``HUMANLINE_START_ACTION_SERVER=0``; create a demo supervisor on an empty database only for the
-  embedded demo or with ``--demo-agent`` / ``HUMANLINE_DEMO_AGENT=yes`` (its password is printed
-  once); load the model and serve the hub.
+  embedded demo or with ``--demo-agent`` / ``HUMANLINE_DEMO_AGENT=yes``; load the model and serve
+  the hub; once ``/healthz`` answers 200 a box shows the widget and console URLs and the demo
+  account's password (once) (:mod:`bot.banner`).
 * ``train`` / ``eval`` — delegate to :func:`bot.training.main` / :func:`bot.evaluation.main`.
 * ``eval-dialogue`` — the scripted multi-turn conversations through the real hub
   (:func:`bot.dialogue_eval.main`, docs/evaluation.md).
@@ -243,16 +244,17 @@ def _embedded_demo(settings: Settings) -> bool:
     return settings.database_url.startswith("sqlite")
 
 
-def _demo_agent(settings: Settings, *, requested: bool = False) -> None:
+def _demo_agent(settings: Settings, *, requested: bool = False) -> tuple[str, str] | None:
     """Create the demo supervisor on an empty database — only for the embedded demo, or when
-    asked for (``--demo-agent`` or ``HUMANLINE_DEMO_AGENT=yes``); ``HUMANLINE_DEMO_AGENT=no`` never."""
+    asked for (``--demo-agent`` or ``HUMANLINE_DEMO_AGENT=yes``); ``HUMANLINE_DEMO_AGENT=no`` never.
+    Its ``(username, password)`` when it did."""
     from bot.services.agents import AgentService
     from bot.services.config import HumanlineConfig
     from bot.store.db import Database
 
     wanted = requested or settings.demo_agent == "yes" or (settings.demo_agent == "auto" and _embedded_demo(settings))
     if not wanted or settings.demo_agent == "no":
-        return
+        return None
     db = Database(settings.database_url)
     try:
         service = AgentService(db)
@@ -260,12 +262,14 @@ def _demo_agent(settings: Settings, *, requested: bool = False) -> None:
             password = secrets.token_urlsafe(12)
             queues = list(HumanlineConfig.load(settings.config_path).queues)
             service.create("demo", "Demo Agent", password, queues, "supervisor")
-            print(f"demo agent created — username: demo  password: {password}  (shown once)", flush=True)
+            return "demo", password  # printed once, in the ready banner (bot.banner)
     finally:
         db.dispose()
+    return None
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from bot.banner import announce_when_ready
     from bot.brain_pool import BrainPool, make_brain
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -304,7 +308,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     child = None
     try:
         _migrate(settings)
-        _demo_agent(settings, requested=getattr(args, "demo_agent", False))
+        demo = _demo_agent(settings, requested=getattr(args, "demo_agent", False))
         try:
             child = _start_action_server(settings)
         except PortTaken as e:
@@ -315,6 +319,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         app = create_app(settings, brain=brain)
         print(f"Humanline hub on http://{settings.host}:{settings.port}/  (console: /console, model: {model})",
               flush=True)
+        announce_when_ready(settings.host, settings.port, demo)  # the box with URLs and login, once /healthz is 200
         app.run(host=settings.host, port=settings.port, access_log=False)  # SIGINT/SIGTERM stop it gracefully
     finally:
         if isinstance(brain, BrainPool):
