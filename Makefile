@@ -18,7 +18,9 @@ $(STAMP): pyproject.toml
 	@echo "==> [1/4 install] Humanline and its dependencies into $(VENV) (first time: 2-4 minutes, mostly TensorFlow)"
 	$(PY) -m pip install --quiet --upgrade pip wheel "setuptools<70" uv
 	@# uv resolves to the same versions as pip and downloads in parallel: minutes faster on a fresh machine
-	$(VENV)/bin/uv pip install --python $(PY) -e '.[dev]'
+	@# --compile-bytecode: uv writes no .pyc by default, and then the first start of every brain
+	@# worker compiles Rasa and TensorFlow itself (tens of seconds of CPU each)
+	$(VENV)/bin/uv pip install --compile-bytecode --python $(PY) -e '.[dev]'
 	@rm -f $(VENV)/.installed-*; touch $@
 
 ## train: train the Rasa model unless one for the current config, domain and data exists
