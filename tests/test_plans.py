@@ -411,3 +411,18 @@ def test_how_to_questions_are_recognised_in_every_script(text: str) -> None:
 )
 def test_requests_are_not_how_to_questions(text: str | None) -> None:
     assert not is_how_to_question(text)
+
+
+def test_the_console_gets_a_plan_change_case_with_its_state(db: Database, config: HumanlineConfig) -> None:
+    from bot.services.conversations import ConversationService
+    from bot.store.models import utcnow
+
+    plans = PlanChangeService(db, config, clock=utcnow)  # the console reads "today" from the real clock
+    down = plans.request_change("v", "basic", "downgrade")
+    details = ConversationService(db).case_details(down.case.id)
+    assert details is not None and details["plan_change"]["state"] == "pending"
+    assert (details["plan_change"]["from_plan"], details["plan_change"]["to_plan"]) == ("standard", "basic")
+    plans.confirm("v", plans.propose("v", "standard").as_slot())  # withdrawn
+    assert ConversationService(db).case_details(down.case.id)["plan_change"]["state"] == "withdrawn"
+    other = plans.cases.open_case("service", visitor_id="v", description="no signal", lang="en")
+    assert "plan_change" not in ConversationService(db).case_details(other.id)
