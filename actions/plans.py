@@ -58,10 +58,15 @@ def requested_kind(tracker: Tracker) -> str | None:
 
 
 def request_texts(tracker: Tracker) -> list[str]:
-    """The customer's words of this request: the latest message, and the latest message that asked
-    for a plan change (the form may have asked for the plan in between)."""
+    """The customer's words of this request: the latest message, and the message that asked for
+    the plan change if the form asked for the plan in between. Not earlier than the last proposal:
+    a "how do I …" already answered is not answered again when the customer picks another plan."""
     texts = [str((tracker.latest_message or {}).get("text") or "")]
-    for event in reversed(tracker.events):
+    events = list(tracker.events)
+    last_user = max((i for i, e in enumerate(events) if e.get("event") == "user"), default=len(events))
+    for event in reversed(events[:last_user]):
+        if event.get("event") == "action" and event.get("name") in (*PROPOSING_ACTIONS, "action_revise_plan_change"):
+            break
         if event.get("event") == "user":
             intent = ((event.get("parse_data") or {}).get("intent") or {}).get("name")
             if intent in KIND_BY_INTENT:
@@ -110,15 +115,17 @@ def utter_proposal(dispatcher: CollectingDispatcher, proposal: PlanChangeProposa
             current_price=_money(proposal.from_price),
         )
     else:
+        # One message either way (a second, separate note would repeat word for word when the
+        # customer revises, and the guard hands off on a repeated reply).
+        replacing: dict[str, Any] = {}
         if pending is not None:
-            dispatcher.utter_message(
-                response="utter_plan_change_replaces_pending",
-                pending_change_name=KIND_NAMES[lang][pending.kind],
-                pending_name=name(pending.to_plan),
-                pending_date=format_date(pending.effective_date, lang),
-            )
+            replacing = {
+                "pending_change_name": KIND_NAMES[lang][pending.kind],
+                "pending_name": name(pending.to_plan),
+                "pending_date": format_date(pending.effective_date, lang),
+            }
         dispatcher.utter_message(
-            response="utter_plan_change_proposal",
+            response="utter_plan_change_proposal_replacing" if pending is not None else "utter_plan_change_proposal",
             change_name=KIND_NAMES[lang][proposal.kind],
             from_name=name(proposal.from_plan),
             to_name=name(proposal.to_plan),
@@ -126,6 +133,7 @@ def utter_proposal(dispatcher: CollectingDispatcher, proposal: PlanChangeProposa
             from_price=_money(proposal.from_price),
             to_price=_money(proposal.to_price),
             price_difference=_difference(proposal.price_difference),
+            **replacing,
         )
     return [SlotSet(PROPOSAL_SLOT, proposal.as_slot()), SlotSet(PROPOSED_FLAG, True)]
 

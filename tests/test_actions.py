@@ -321,7 +321,11 @@ async def confirm(proposal_slots: dict[str, Any], lang: str = "en", visitor: str
 
 
 def test_the_proposal_offers_confirm_change_and_a_person_in_every_script() -> None:
-    for name in ("utter_plan_change_proposal", "utter_plan_change_withdraw_proposal"):
+    for name in (
+        "utter_plan_change_proposal",
+        "utter_plan_change_proposal_replacing",
+        "utter_plan_change_withdraw_proposal",
+    ):
         for variation in DOMAIN["responses"][name]:
             lang = next((c["value"] for c in variation.get("condition", [])), "en")
             buttons = variation["buttons"]
@@ -441,6 +445,20 @@ async def test_how_to_is_read_from_the_request_when_the_form_asked_the_plan(svc)
     assert [m["response"] for m in messages] == ["utter_plan_change_how", "utter_plan_change_proposal"]
 
 
+async def test_how_to_already_answered_is_not_repeated_when_another_plan_is_picked(svc) -> None:
+    # "how can I downgrade to Basic?" → how-to + proposal → "Change something" → taps Premium
+    tracker = make_tracker(
+        "inform",
+        '/inform{"plan": "premium"}',
+        entities={"plan": "premium"},
+        slots={"plan": "premium"},
+        history=[("downgrade_plan", "how can I downgrade to Basic?"), ("deny", "/deny")],
+        prior_actions=[PROPOSAL, "action_revise_plan_change", "plan_change_form"],
+    )
+    messages, _ = await run(ActionProposePlanChange(), tracker)
+    assert [m["response"] for m in messages] == ["utter_plan_change_proposal"]
+
+
 @pytest.mark.parametrize("lang", LANGS)
 async def test_a_scheduled_change_is_shown_as_pending_and_asking_again_recognises_it(svc, lang) -> None:
     _, proposed = await propose("downgrade", lang)
@@ -457,8 +475,11 @@ async def test_after_a_pending_cancellation_a_downgrade_is_a_downgrade_from_the_
     _, proposed = await propose("cancel")
     await confirm(proposed)
     messages, slots = await propose("downgrade")
-    assert [m["response"] for m in messages] == ["utter_plan_change_replaces_pending", "utter_plan_change_proposal"]
-    assert messages[1]["from_name"] == "Standard" and messages[1]["change_name"] == "downgrade"
+    assert [m["response"] for m in messages] == ["utter_plan_change_proposal_replacing"]
+    assert messages[0]["from_name"] == "Standard" and messages[0]["change_name"] == "downgrade"
+    assert messages[0]["pending_change_name"] == "cancellation"
+    assert "a change scheduled for 1 " in render(messages[0], "en")
+    assert "(cancellation: Standard → no plan); this would replace it" in render(messages[0], "en")
     assert slots["plan_proposal"]["kind"] == "downgrade"
     assert recorded_changes(svc) == 1  # still only the cancellation
     _, done = await confirm(slots)

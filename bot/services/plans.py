@@ -427,9 +427,9 @@ _MESSAGES = {
     "在此之前仍為{from_name}。",
 }
 _WITHDRAWN_MESSAGES = {
-    "en": "Your scheduled {kind} to {to_name} (case {number}) is withdrawn. You keep {from_name}.",
-    "zh-Hans": "您预定的{kind}（改为{to_name}，工单号 {number}）已撤销，您继续使用{from_name}。",
-    "zh-Hant": "您預定的{kind}（改為{to_name}，案件編號 {number}）已撤銷，您繼續使用{from_name}。",
+    "en": "Your scheduled {kind} ({from_name} → {to_name}, case {number}) is withdrawn. You keep {from_name}.",
+    "zh-Hans": "您预约的{kind}（{from_name} → {to_name}，工单号 {number}）已撤销，您继续使用{from_name}。",
+    "zh-Hant": "您預約的{kind}（{from_name} → {to_name}，案件編號 {number}）已撤銷，您繼續使用{from_name}。",
 }
 KIND_NAMES = {
     "en": {"upgrade": "upgrade", "downgrade": "downgrade", "cancel": "cancellation", WITHDRAW: "withdrawal"},
