@@ -7,12 +7,17 @@
 - every ``../shared/benchmarks/external/*.jsonl`` (fields ``text``, ``intent``, ``lang``), which is
   only ever parsed, never trained on.
 
-A predicted ``nlu_fallback`` counts as ``out_of_scope``. When our pipeline has an
-``IntentEnsemble``, the same parse also gives the figures of its two members alone (DIET's ranking,
-the linear model's), each under the pipeline's ``FallbackClassifier`` rule, so every run shows
-what the averaging adds. The table is printed and the figures are
-written to ``results/eval.json``. With ``--check`` the exit status is 1 when a target is missed:
-macro-F1 >= 0.90 per language on the held-out split, accuracy >= 0.85 per external file.
+- generated noise in each script (:func:`noise_samples`: keyboard mash, random CJK characters,
+  random Traditional-only characters), which must fall back.
+
+A predicted ``nlu_fallback`` counts as ``out_of_scope``. When our pipeline runs DIET inside an
+``IntentEnsemble``, the same parse also gives the figures of its two members alone (DIET's
+ranking, the linear model's), each under the pipeline's ``FallbackClassifier`` rule. The table
+(with F1 per intent on the held-out split) is printed and the figures are written to
+``results/eval.json``. With ``--check`` the exit status is 1 when a target is missed: macro-F1 >=
+0.92 per language on the held-out split, accuracy >= 0.85 per external file, >= 0.99 of the noise
+falling back. ``--spread`` trains our pipeline twice from scratch and prints the largest
+difference between the two trainings' figures (training is meant to be deterministic).
 """
 
 from __future__ import annotations
@@ -38,8 +43,10 @@ EXTERNAL_DIR = ROOT.parent / "shared" / "benchmarks" / "external"
 HELDOUT_DIR = ROOT / "tests" / "nlu"
 EVAL_MODELS = ROOT / "models" / "eval"
 RESULTS = ROOT / "results" / "eval.json"
-TARGET_MACRO_F1 = 0.90
+TARGET_MACRO_F1 = 0.92
 TARGET_EXTERNAL_ACC = 0.85
+TARGET_NOISE_FALLBACK = 0.99
+NOISE_PER_SCRIPT = 300
 FALLBACK = "nlu_fallback"
 OUT_OF_SCOPE = "out_of_scope"
 
@@ -84,7 +91,7 @@ class Sample:
 @dataclass
 class EvalSet:
     name: str
-    kind: str  # "heldout" or "external"
+    kind: str  # "heldout", "external" or "noise"
     samples: list[Sample] = field(default_factory=list)
 
 
@@ -92,17 +99,19 @@ class EvalSet:
 
 
 def load_heldout(folder: Path = HELDOUT_DIR) -> list[EvalSet]:
-    """One set per language directory under ``tests/nlu``."""
+    """Two sets per language directory under ``tests/nlu``: ``<lang>`` (the split written beside
+    the training data) and ``<lang>/unseen`` (``unseen*.yml``, written apart from it by someone
+    who never read the training data; docs/nlu.md, "The unseen set")."""
     from rasa.shared.nlu.training_data.loading import load_data
 
     sets = []
     for lang_dir in sorted(p for p in folder.glob("*") if p.is_dir()):
-        samples = []
+        split: dict[str, list[Sample]] = {lang_dir.name: [], f"{lang_dir.name}/unseen": []}
         for path in sorted(lang_dir.rglob("*.yml")):
             td = load_data(str(path))
-            samples += [Sample(m.get("text"), m.get("intent")) for m in td.intent_examples]
-        if samples:
-            sets.append(EvalSet(lang_dir.name, "heldout", samples))
+            name = f"{lang_dir.name}/unseen" if path.name.startswith("unseen") else lang_dir.name
+            split[name] += [Sample(m.get("text"), m.get("intent")) for m in td.intent_examples]
+        sets += [EvalSet(name, "heldout", samples) for name, samples in split.items() if samples]
     return sets
 
 
@@ -118,6 +127,41 @@ def load_external(folder: Path = EXTERNAL_DIR) -> list[EvalSet]:
                     samples.append(Sample(row["text"], row["intent"]))
         sets.append(EvalSet(path.name.removesuffix(".jsonl"), "external", samples))
     return sets
+
+
+def noise_samples(lang: str, n: int = NOISE_PER_SCRIPT, seed: int = 7) -> list[Sample]:
+    """``n`` generated out-of-distribution messages for ``lang``, the same ones on every run.
+
+    ``en``: keyboard mash — 1–3 runs of 3–12 random Latin letters; ``zh-Hans``: 3–15 random
+    characters of the CJK Unified Ideographs block (mostly rare ones); ``zh-Hant``: 3–15 random
+    characters that OpenCC changes when converting to Simplified (Traditional-only forms). Every
+    one is labelled ``out_of_scope``: the model must fall back on all of them.
+    """
+    import random
+    import string
+
+    rng = random.Random(f"{seed}:{lang}")
+    if lang == "en":
+        def make() -> str:
+            return " ".join(
+                "".join(rng.choice(string.ascii_lowercase) for _ in range(rng.randint(3, 12)))
+                for _ in range(rng.randint(1, 3))
+            )
+    else:
+        pool = [chr(c) for c in range(0x4E00, 0xA000)]
+        if lang == "zh-Hant":
+            from bot.i18n import to_simplified
+
+            pool = [ch for ch in pool if to_simplified(ch) != ch]
+
+        def make() -> str:
+            return "".join(rng.choice(pool) for _ in range(rng.randint(3, 15)))
+
+    return [Sample(make(), OUT_OF_SCOPE) for _ in range(n)]
+
+
+def load_noise(langs: tuple[str, ...] = ("en", "zh-Hans", "zh-Hant")) -> list[EvalSet]:
+    return [EvalSet(f"noise_{lang}", "noise", noise_samples(lang)) for lang in langs]
 
 
 # ---------------------------------------------------------------- training
@@ -136,9 +180,9 @@ def _inputs_hash(config_text: str, with_code: bool) -> str:
     return digest.hexdigest()[:12]
 
 
-def train_nlu(label: str, config_text: str, with_code: bool, force: bool = False) -> Path:
+def train_nlu(label: str, config_text: str, with_code: bool, force: bool = False, suffix: str = "") -> Path:
     """Train (or reuse) an NLU-only model for ``config_text`` on ``data/nlu``."""
-    name = f"nlu-{label}-{_inputs_hash(config_text, with_code)}"
+    name = f"nlu-{label}-{_inputs_hash(config_text, with_code)}{suffix}"
     target = EVAL_MODELS / f"{name}.tar.gz"
     if target.is_file() and not force:
         _progress(f"{label}: reusing {target.relative_to(ROOT)}")
@@ -148,6 +192,8 @@ def train_nlu(label: str, config_text: str, with_code: bool, force: bool = False
     config_path.write_text(config_text, encoding="utf-8")
     cmd = [*_rasa_command(), "train", "nlu", "--config", str(config_path), "--nlu", "data/nlu",
            "--out", str(EVAL_MODELS), "--fixed-model-name", name]
+    if force:
+        cmd.append("--force")  # also past Rasa's own training cache: a training from scratch
     _progress(f"{label}: training NLU ({' '.join(cmd[1:])})")
     started = time.monotonic()
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
@@ -236,9 +282,12 @@ def decide(ranking: dict[str, float], threshold: float, ambiguity: float) -> str
 def member_predictions(parsed: list[Parsed], config_text: str) -> dict[str, list[str]]:
     """What DIET alone and the linear model alone would have predicted, under the same fallback rule.
 
-    Empty when the model has no ``IntentEnsemble`` (or a message went through without one).
+    Empty when the model has no ``IntentEnsemble`` (or a message went through without one) or
+    the ensemble has no DIET to average with (the shipped configuration): one member is the model.
     """
     if not parsed or any(p.parts is None for p in parsed):
+        return {}
+    if not any((p.parts or {}).get("diet") for p in parsed):
         return {}
     threshold, ambiguity = fallback_settings(config_text)
     return {
@@ -290,7 +339,7 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     our_config = Path(args.config).read_text(encoding="utf-8")
     heldout = load_heldout()
     external = [] if args.no_external else load_external()
-    sets = heldout + external
+    sets = heldout + external + load_noise()
     if not sets:
         raise RuntimeError(f"nothing to evaluate: no {HELDOUT_DIR} and no {EXTERNAL_DIR}")
     _progress(
@@ -334,6 +383,10 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
             entry[label] = {"accuracy": accuracy(gold, pred), "macro_f1": macro_f1(gold, pred)}
         ours = preds["ours"][offset : offset + len(gold)]
         entry["confusions_ours"] = confusions(gold, ours)
+        if es.kind == "noise":
+            report.setdefault("noise", {})[es.name] = {"n": len(gold), "fallback_rate": entry["ours"]["accuracy"]}
+            offset += len(gold)
+            continue
         if es.kind == "heldout":
             # kept in the JSON only: where the points go, and which messages to look at
             entry["f1_by_intent_ours"] = f1_by_label(gold, ours)
@@ -358,7 +411,14 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     for name, e in report["external"].items():
         if e["ours"]["accuracy"] < TARGET_EXTERNAL_ACC:
             misses.append(f"external {name}: accuracy {e['ours']['accuracy']:.3f} < {TARGET_EXTERNAL_ACC}")
-    report["targets"] = {"heldout_macro_f1": TARGET_MACRO_F1, "external_accuracy": TARGET_EXTERNAL_ACC}
+    for name, e in report.get("noise", {}).items():
+        if e["fallback_rate"] < TARGET_NOISE_FALLBACK:
+            misses.append(f"{name}: {e['fallback_rate']:.3f} fell back < {TARGET_NOISE_FALLBACK}")
+    report["targets"] = {
+        "heldout_macro_f1": TARGET_MACRO_F1,
+        "external_accuracy": TARGET_EXTERNAL_ACC,
+        "noise_fallback": TARGET_NOISE_FALLBACK,
+    }
     report["missed"] = misses
     return report
 
@@ -388,6 +448,20 @@ def print_report(report: dict[str, Any]) -> None:
             ["file", "n", "acc ours", "acc base", *(f"acc {t}" for t in member_titles)],
             [[k, e["n"], *pair(e, "accuracy"), *alone(e, "accuracy")] for k, e in report["external"].items()],
         ))
+    if report.get("noise"):
+        print()
+        print("Generated noise (must fall back)")
+        print(_table(["set", "n", "fell back"], [[k, e["n"], e["fallback_rate"]] for k, e in report["noise"].items()]))
+    if report["heldout"]:
+        langs = list(report["heldout"])
+        intents = sorted({i for e in report["heldout"].values() for i in e.get("f1_by_intent_ours", {})})
+        print()
+        print("F1 per intent, ours, held-out")
+        print(_table(
+            ["intent", *langs],
+            [[i, *(report["heldout"][lang].get("f1_by_intent_ours", {}).get(i, "-") for lang in langs)]
+             for i in intents],
+        ))
     if members:
         print()
         print("(DIET alone / linear alone: the two rankings IntentEnsemble averages, each under the same "
@@ -406,6 +480,36 @@ def print_report(report: dict[str, Any]) -> None:
         print("All targets met.")
 
 
+def figures(report: dict[str, Any]) -> dict[str, float]:
+    """Every headline figure of ``report`` for our model, keyed ``kind/set/metric``."""
+    out: dict[str, float] = {}
+    for kind in ("heldout", "external"):
+        for name, e in report.get(kind, {}).items():
+            for metric, value in e["ours"].items():
+                out[f"{kind}/{name}/{metric}"] = float(value)
+    for name, e in report.get("noise", {}).items():
+        out[f"noise/{name}/fallback_rate"] = float(e["fallback_rate"])
+    return out
+
+
+def spread(args: argparse.Namespace) -> int:
+    """Train our pipeline twice from scratch, evaluate both, print the largest differences."""
+    config_text = Path(args.config).read_text(encoding="utf-8")
+    runs = []
+    for i in (1, 2):
+        model = train_nlu("ours", config_text, with_code=True, force=True, suffix=f"-spread{i}")
+        run_args = argparse.Namespace(**{**vars(args), "model": str(model), "no_baseline": True,
+                                         "baseline_model": None})
+        runs.append(figures(evaluate(run_args)))
+    rows = [[key, runs[0][key], runs[1][key], abs(runs[0][key] - runs[1][key])] for key in sorted(runs[0])]
+    print()
+    print("Two trainings of the same inputs, from scratch")
+    print(_table(["figure", "training 1", "training 2", "difference"], rows))
+    largest = max((r[3] for r in rows), default=0.0)
+    print(f"\nLargest difference: {largest:.4f}")
+    return 1 if args.check and largest >= 0.0005 else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bot eval", description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="exit 1 when a target is missed")
@@ -416,7 +520,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-external", action="store_true", help="held-out split only")
     parser.add_argument("--retrain", action="store_true", help="train even if eval models exist")
     parser.add_argument("--out", default=str(RESULTS), help="JSON report path")
+    parser.add_argument("--spread", action="store_true",
+                        help="train our pipeline twice from scratch and print how far the figures differ")
     args = parser.parse_args(argv)
+    if args.spread:
+        try:
+            return spread(args)
+        except RuntimeError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
     try:
         report = evaluate(args)
     except RuntimeError as exc:
