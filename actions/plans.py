@@ -42,8 +42,8 @@ from bot.services.plans import (
 KIND_BY_INTENT = {"upgrade_plan": "upgrade", "downgrade_plan": "downgrade", "cancel_subscription": "cancel"}
 PROPOSAL_SLOT = "plan_proposal"
 PROPOSED_FLAG = "plan_change_proposed"
-# The actions whose reply is a proposal: a "yes" right after one of them confirms it.
-PROPOSING_ACTIONS = ("action_propose_plan_change", "action_change_plan")
+# The action whose reply is a proposal: a "yes" right after it confirms it.
+PROPOSING_ACTIONS = ("action_propose_plan_change",)
 
 CLEAR_PROPOSAL: list[EventType] = [SlotSet(PROPOSAL_SLOT, None), SlotSet(PROPOSED_FLAG, None)]
 CLEAR_REQUEST: list[EventType] = [SlotSet("plan", None), SlotSet("plan_change_kind", None)]
@@ -213,11 +213,11 @@ class ActionChangePlan(ServiceAction):
                 conversation_id=tracker.sender_id,
                 phone=tracker.get_slot("phone"),
             )
-        except ProposalOutdated as outdated:
+        except ProposalOutdated:
+            # Nothing recorded; the customer asks again and sees the summary of the account as it is.
+            # (Always cleared: the confirmation rule ends with the proposal cleared.)
             dispatcher.utter_message(response="utter_plan_change_outdated")
-            if outdated.proposal is None:
-                return [*CLEAR_PROPOSAL]
-            return utter_proposal(dispatcher, outdated.proposal, lang)  # the new state, to confirm again
+            return [*CLEAR_REQUEST, *CLEAR_PROPOSAL]
         catalogue = plans.catalogue
         current_name = catalogue.name(change.from_plan, lang) or NO_PLAN[lang]
         effective = format_date(change.effective_date, lang)

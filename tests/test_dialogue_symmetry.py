@@ -133,17 +133,24 @@ def test_the_rules_alone_predict_every_plan_change_conversation() -> None:
     wrong = []
     for story in YAMLStoryReader(domain).read_from_file(ROOT / "tests" / "stories" / "test_plan_changes.yml"):
         tracker = DialogueStateTracker.from_events(story.block_name, [], slots=domain.slots)
+
+        def expect(action: str, tracker: DialogueStateTracker = tracker, title: str = story.block_name) -> None:
+            prediction = policy.predict_action_probabilities(tracker, domain)
+            best = max(range(len(prediction.probabilities)), key=prediction.probabilities.__getitem__)
+            if domain.action_names_or_texts[best] != action:
+                wrong.append((title, action, domain.action_names_or_texts[best]))
+
         for event in story.events:
             if isinstance(event, UserUttered):
                 event = UserUttered(None, {"name": event.intent_name}, event.entities)
                 if tracker.latest_action_name != "action_listen":
+                    if tracker.latest_action_name is not None:
+                        expect("action_listen")  # the bot's turn is over: it waits for the customer
                     tracker.update(ActionExecuted("action_listen"))
             elif isinstance(event, ActionExecuted) and event.action_name != "action_listen":
-                prediction = policy.predict_action_probabilities(tracker, domain)
-                best = max(range(len(prediction.probabilities)), key=prediction.probabilities.__getitem__)
-                if domain.action_names_or_texts[best] != event.action_name:
-                    wrong.append((story.block_name, event.action_name, domain.action_names_or_texts[best]))
+                expect(event.action_name)
             tracker.update(event)
+        expect("action_listen")
     assert not wrong, wrong
 
 
