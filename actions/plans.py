@@ -235,6 +235,7 @@ class ActionChangePlan(ServiceAction):
                 case_number=change.case_number,
                 effective_date=effective,
                 current_name=current_name,
+                current_plan=change.from_plan or "",  # the Undo button: back to the plan in effect
             )
         else:
             dispatcher.utter_message(
@@ -243,6 +244,7 @@ class ActionChangePlan(ServiceAction):
                 case_number=change.case_number,
                 effective_date=effective,
                 current_name=current_name,
+                current_plan=change.from_plan or "",  # the Undo button: back to the plan in effect
             )
         return [
             SlotSet("case_number", change.case_number),

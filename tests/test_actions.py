@@ -379,6 +379,7 @@ async def test_affirm_records_exactly_the_proposal(svc, kind, lang) -> None:
     assert status.current_plan == "standard"  # pending is not current
     assert (status.pending.kind, status.pending.to_plan) == (kind, proposed["plan_proposal"]["to_plan"])
     assert recorded_changes(svc) == 1
+    assert messages[0]["current_plan"] == "standard"  # the Undo button goes back to the plan in effect
     text = render(messages[0], lang)
     assert case.number in text and messages[0]["effective_date"] in text and STANDARD[lang] in text
     assert_script(text, lang)

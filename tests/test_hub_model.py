@@ -207,3 +207,17 @@ async def test_a_how_to_question_is_answered_and_nothing_is_recorded(system: Liv
         texts = " ".join(m["text"] for m in chat.messages("bot"))
         assert "Account" in texts and "Basic" in proposal["text"], texts
         assert not CASE_NUMBER.search(texts), texts
+
+
+async def test_a_confirmed_downgrade_is_undone_in_the_same_conversation(system: LiveSystem) -> None:
+    async with ChatClient(system.ws_url, lang="en") as chat:
+        await chat.say_and_ack("please downgrade me to the basic plan")
+        _, done = await _confirm_proposal(chat)
+        undo = next(b for b in done.get("buttons") or [] if b["title"] == "Undo")
+        assert undo["payload"] == '/inform{"plan": "standard"}', undo
+        await chat.say_and_ack(undo["payload"])
+        withdraw = await chat.wait_for(_is_proposal, timeout=60)
+        assert "withdraw" in withdraw["text"] and "Basic" in withdraw["text"], withdraw["text"]
+        await chat.say_and_ack("/affirm")
+        undone = await chat.wait_for(lambda f: f["type"] == "message" and "withdrawn" in f.get("text", ""), timeout=60)
+        assert "You keep Standard" in undone["text"], undone["text"]
