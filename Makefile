@@ -7,7 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | md5sum | cut -c1-12)
 
-.PHONY: install train run test test-fast eval bench lint browser-deps clean screenshots
+.PHONY: install train run test test-fast eval eval-dialogue bench lint browser-deps clean screenshots
 
 install: $(STAMP)
 
@@ -44,6 +44,10 @@ test-fast: install
 ## eval: NLU accuracy and macro-F1 per language, external test sets, and the stock-pipeline baseline
 eval: install
 	$(PY) -m bot eval
+
+## eval-dialogue: the scripted multi-turn conversations (eval/dialogues) through the real hub, scored
+eval-dialogue: train
+	$(PY) -m bot eval-dialogue
 
 ## bench: the hub against stock `rasa run` on the same model
 bench: train

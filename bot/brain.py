@@ -12,8 +12,10 @@ returns. Two implementations:
 event loop; it is what ``python -m bot serve`` uses (``HUMANLINE_BRAIN_WORKERS``).
 
 Both read one turn from Rasa's tracker events after the user event: the intent and its
-confidence, the actions run, the slots set, the bot utterances with their buttons. A turn is
-*resolved* when the slot ``resolution`` was set during the turn, or the intent is small talk.
+confidence, the actions run, the slots set, the bot utterances with their buttons. The turn's
+``resolved`` is the brain's claim by :func:`bot.guard.turn_resolves`: the slot ``resolution`` was
+set during the turn, or small talk got its own small-talk answer; the guard checks the claim
+against the conversation (``docs/guard.md``, "Resolved means resolved").
 
 Importing this module does not import Rasa or TensorFlow; they load with the model.
 """
@@ -21,17 +23,32 @@ Importing this module does not import Rasa or TensorFlow; they load with the mod
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
 import logging
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+from bot.guard import turn_resolves
+
 logger = logging.getLogger(__name__)
 
-SMALL_TALK = frozenset({"greet", "goodbye", "thank", "affirm", "deny", "bot_challenge"})
 HANDOFF_ACTION = "action_handoff"
 SLOTS_OF_INTEREST = ("resolution", "handoff_queue", "handoff_reason", "case_number", "lang")
 WARM_UP = ("hello", "你好")  # parsed once after loading (NLU only: nothing is stored)
+
+
+class ActionServerError(RuntimeError):
+    """A custom action of the turn could not be run: the action server was unreachable, timed
+    out or failed. Rasa itself only logs this and carries on without the action's events; the
+    brain reports it so that the hub tells the customer something went wrong and hands off."""
+
+
+class TrackerStoreError(RuntimeError):
+    """The tracker store could not read or write a conversation. Rasa's ``FailSafeTrackerStore``
+    would silently continue in memory (and lose the turn's events); the brain fails the turn."""
 
 
 @dataclass
@@ -158,7 +175,7 @@ def turn_from_events(
             ]
             if e.get("text"):
                 replies.append(BotReply(str(e["text"]), buttons))
-    resolved = bool(slots_set.get("resolution")) or intent in SMALL_TALK
+    resolved = turn_resolves(intent, actions, slots_set.get("resolution"))
     return BrainTurn(
         replies=replies,
         intent=intent,
@@ -169,6 +186,74 @@ def turn_from_events(
         resolved=resolved,
         slots_set=slots_set,
     )
+
+
+_ACTION_FAILURES: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar(
+    "humanline_action_failures", default=None
+)
+
+
+def install_action_failure_probe() -> None:
+    """Make every failed call of a custom action visible to the turn that made it (idempotent).
+
+    Rasa's processor catches any exception of an action, logs it and goes on as if the action
+    had returned no events (``MessageProcessor._run_action``); slot mappings and form validation
+    swallow theirs too. All of them go through ``RemoteAction.run``, which raises
+    ``RasaException`` when the server cannot be reached, times out or answers with an error,
+    and ``ActionExecutionRejection`` for a deliberate rejection (a form's validation: not a
+    failure). This wrapper records the failures in the current turn's
+    :func:`collect_action_failures` list and re-raises, so Rasa behaves exactly as before.
+    """
+    from rasa.core.actions.action import ActionExecutionRejection, RemoteAction
+
+    if getattr(RemoteAction.run, "_humanline_probe", False):
+        return
+    stock = RemoteAction.run
+
+    async def run(self: Any, output_channel: Any, nlg: Any, tracker: Any, domain: Any) -> Any:
+        try:
+            return await stock(self, output_channel, nlg, tracker, domain)
+        except ActionExecutionRejection:
+            raise
+        except Exception as e:
+            failures = _ACTION_FAILURES.get()
+            if failures is not None:
+                failures.append(f"{self.name()}: {e}")
+            raise
+
+    run._humanline_probe = True  # type: ignore[attr-defined]
+    RemoteAction.run = run  # type: ignore[method-assign]
+
+
+@contextlib.contextmanager
+def collect_action_failures() -> Iterator[list[str]]:
+    """The custom-action failures of the code run inside (this task and what it awaits)."""
+    failures: list[str] = []
+    token = _ACTION_FAILURES.set(failures)
+    try:
+        yield failures
+    finally:
+        _ACTION_FAILURES.reset(token)
+
+
+def strict_tracker_store(store: Any) -> Any:
+    """Make Rasa's ``FailSafeTrackerStore`` (which ``Agent`` wraps every store in) raise
+    :class:`TrackerStoreError` instead of falling back to an in-memory store: a retrieve that
+    fails would otherwise start the conversation afresh, and a save that fails would keep the
+    turn's events only in this process. Returns ``store``."""
+    from rasa.core.tracker_store import FailSafeTrackerStore
+
+    def fail(error: Exception) -> None:
+        raise TrackerStoreError(f"the tracker store failed: {type(error).__name__}: {error}") from error
+
+    if isinstance(store, FailSafeTrackerStore):
+        store._on_tracker_store_error = fail
+    return store
+
+
+def _inner_store(store: Any) -> Any:
+    """The store inside Rasa's ``FailSafeTrackerStore`` wrapper (ours has ``forget``)."""
+    return getattr(store, "_tracker_store", store)
 
 
 def tracker_store_kwargs(database_url: str) -> dict[str, Any]:
@@ -245,6 +330,16 @@ def cached_sql_tracker_store(base: type, kwargs: dict[str, Any], max_cached: int
                 sa.event.listen(self.engine, "connect", _sqlite_tracker_pragmas)
                 self.sessionmaker = sa.orm.sessionmaker(bind=self.engine)
                 self._db_lock = sqlite_lock(url.database)
+            else:
+                import sqlalchemy as sa
+                from rasa.core.tracker_store import create_engine_kwargs
+
+                url = self.engine.url
+                self.engine.dispose()
+                # Rasa's engine reuses pooled connections blindly: after a database outage the
+                # first turn got a closed connection. Test each one when it is checked out.
+                self.engine = sa.create_engine(url, pool_pre_ping=True, **create_engine_kwargs(url))
+                self.sessionmaker = sa.orm.sessionmaker(bind=self.engine)
 
         def forget(self, sender_id: str) -> None:
             with self._cache_lock:
@@ -386,6 +481,8 @@ class RasaAgentBrain:
 
     :param model_path: a trained model archive.
     :param action_endpoint: the rasa_sdk webhook URL, or ``None`` for no custom actions.
+    :param action_token: sent as ``Authorization: Bearer`` to the action server, which refuses
+        calls without it (:mod:`actions.server`).
     :param tracker_store: a Rasa ``TrackerStore``, or a ``DATABASE_URL`` for a ``SQLTrackerStore``
         on that database, or ``None`` for an in-memory store.
     :param fast_load: load the TensorFlow models without tracing a training graph
@@ -394,10 +491,11 @@ class RasaAgentBrain:
 
     def __init__(
         self, model_path: str, action_endpoint: str | None = None, tracker_store: Any = None,
-        fast_load: bool = True,
+        fast_load: bool = True, action_token: str | None = None,
     ):
         self.model_path = model_path
         self.action_endpoint = action_endpoint
+        self.action_token = action_token
         self._tracker_store_arg = tracker_store
         self.fast_load = fast_load
         self.agent: Any = None
@@ -411,16 +509,18 @@ class RasaAgentBrain:
         configure_structlog(max(logging.getLogger().getEffectiveLevel(), logging.INFO))
         if self.fast_load:
             install_fast_model_load()
+        install_action_failure_probe()
         from rasa.core.tracker_store import SQLTrackerStore
         from rasa.utils.endpoints import EndpointConfig
 
         store = self._tracker_store_arg
         if isinstance(store, str):
             store = cached_sql_tracker_store(SQLTrackerStore, tracker_store_kwargs(store))
-        endpoint = EndpointConfig(url=self.action_endpoint) if self.action_endpoint else None
+        endpoint = action_endpoint_config(EndpointConfig, self.action_endpoint, self.action_token)
         agent = Agent.load(self.model_path, tracker_store=store, action_endpoint=endpoint)
         if store is not None and getattr(store, "domain", None) is None:
             store.domain = agent.domain
+        strict_tracker_store(agent.tracker_store)
         return agent
 
     async def load(self) -> None:
@@ -437,7 +537,7 @@ class RasaAgentBrain:
 
     def forget(self, conversation_id: str) -> None:
         """Drop the conversation's cached tracker (the next turn reads it from the database)."""
-        store = self.agent.tracker_store if self.agent is not None else None
+        store = _inner_store(self.agent.tracker_store) if self.agent is not None else None
         forget = getattr(store, "forget", None)
         if forget is not None:
             forget(conversation_id)
@@ -460,18 +560,19 @@ class RasaAgentBrain:
         channel = CollectingOutputChannel()
         store = self.agent.tracker_store
         try:
-            await self.agent.handle_message(
-                UserMessage(
-                    text, channel, sender_id=conversation_id, input_channel="humanline",
-                    message_id=message_id, metadata=metadata,
+            with collect_action_failures() as failures:
+                await self.agent.handle_message(
+                    UserMessage(
+                        text, channel, sender_id=conversation_id, input_channel="humanline",
+                        message_id=message_id, metadata=metadata,
+                    )
                 )
-            )
+            if failures:
+                raise ActionServerError("; ".join(failures))
         except BaseException:
             # A failed or cancelled (timed out) turn may have left a half-updated tracker in
             # the cache: the next turn reads the conversation back from the database.
-            forget = getattr(store, "forget", None)
-            if forget is not None:
-                forget(conversation_id)
+            self.forget(conversation_id)
             raise
         tracker = await store.retrieve(conversation_id)
         if tracker is None:
@@ -515,3 +616,11 @@ class RemoteRasaBrain:
                 r.raise_for_status()
                 tracker = await r.json()
         return turn_from_events(tracker.get("events") or [], tracker.get("slots") or {})
+
+
+def action_endpoint_config(endpoint_cls: Any, url: str | None, token: str | None) -> Any:
+    """Rasa's ``EndpointConfig`` of the action server: the token goes in a header (never the
+    query string, which ends up in access logs)."""
+    if not url:
+        return None
+    return endpoint_cls(url=url, headers={"Authorization": f"Bearer {token}"} if token else None)

@@ -18,7 +18,7 @@ a time (Rasa awaits the action server over HTTP between inference steps).
                        {"op": "parse", "id": n, "text": …}          (NLU only, no tracker)
       worker → parent  {"event": "loaded", "pid": …, "load_s": …, "cpu_s": …} | {"event": "load_failed", "error": …}
                        {"id": n, "turn": BrainTurn.to_dict()} | {"id": n, "parsed": {"intent", "confidence"}}
-                       | {"id": n, "error": "…"}
+                       | {"id": n, "error": "…"[, "kind": "action_error"]}
 
   The options travel in the ``init`` frame, not on the command line (``ps`` would show a
   database password).
@@ -58,7 +58,7 @@ import zlib
 from collections.abc import Callable
 from typing import Any
 
-from bot.brain import Brain, BrainTurn, RasaAgentBrain
+from bot.brain import ActionServerError, Brain, BrainTurn, RasaAgentBrain
 
 logger = logging.getLogger(__name__)
 
@@ -85,18 +85,24 @@ def shard(conversation_id: str, workers: int) -> int:
 
 
 def rasa_brain(options: dict[str, Any]) -> RasaAgentBrain:
-    """The default worker factory: ``options`` = ``{model_path, action_endpoint, tracker_store}``."""
-    return RasaAgentBrain(options["model_path"], options.get("action_endpoint"), options.get("tracker_store"))
+    """The default worker factory: ``options`` = ``{model_path, action_endpoint, tracker_store,
+    action_token}``."""
+    return RasaAgentBrain(options["model_path"], options.get("action_endpoint"), options.get("tracker_store"),
+                          action_token=options.get("action_token"))
 
 
-def make_brain(model_path: str, action_endpoint: str | None, database_url: str, workers: int | None) -> Brain:
+def make_brain(
+    model_path: str, action_endpoint: str | None, database_url: str, workers: int | None,
+    action_token: str | None = None,
+) -> Brain:
     """The brain ``python -m bot serve`` uses: ``workers`` = 0 → the model in the hub's own
     process (:class:`RasaAgentBrain`); ≥ 1 → a :class:`BrainPool` of that many processes;
     ``None`` → one process per CPU."""
     if workers == 0:
-        return RasaAgentBrain(model_path, action_endpoint, database_url)
+        return RasaAgentBrain(model_path, action_endpoint, database_url, action_token=action_token)
     return BrainPool(
-        {"model_path": model_path, "action_endpoint": action_endpoint, "tracker_store": database_url},
+        {"model_path": model_path, "action_endpoint": action_endpoint, "tracker_store": database_url,
+         "action_token": action_token},
         workers=workers,
     )
 
@@ -367,6 +373,8 @@ class BrainPool:
                     fut.set_result(msg["turn"])
                 elif "parsed" in msg:
                     fut.set_result(msg["parsed"])
+                elif msg.get("kind") == "action_error":
+                    fut.set_exception(ActionServerError(f"brain worker {w.index}: {msg.get('error')}"))
                 else:
                     fut.set_exception(BrainWorkerError(f"brain worker {w.index}: {msg.get('error')}"))
         except asyncio.CancelledError:
@@ -503,7 +511,10 @@ async def serve_worker(fd: int) -> None:
             _forget(brain, cid)
         except Exception as e:  # noqa: BLE001 - the parent's guard hands off
             _forget(brain, cid)
-            send({"id": rid, "error": f"{type(e).__name__}: {e}"})
+            frame: dict[str, Any] = {"id": rid, "error": f"{type(e).__name__}: {e}"}
+            if isinstance(e, ActionServerError):
+                frame["kind"] = "action_error"  # the hub tells the customer something went wrong
+            send(frame)
         finally:
             tasks.pop(rid, None)
 

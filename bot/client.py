@@ -168,6 +168,11 @@ class ChatClient(FrameStream):
         await self.send_frame({"type": "message", "client_msg_id": cmid, "text": text})
         return cmid
 
+    async def typing(self) -> None:
+        """Tell the agent holding the conversation that the customer is typing (the hub relays at
+        most one every 2 s and stores nothing; call it as often as keys are pressed)."""
+        await self.send_frame({"type": "typing"})
+
     async def say_and_ack(self, text: str, client_msg_id: str | None = None, timeout: float = 10) -> Frame:
         """Send a message and wait for its ``ack``."""
         cmid = await self.say(text, client_msg_id)

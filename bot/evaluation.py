@@ -501,11 +501,12 @@ def spread(args: argparse.Namespace) -> int:
         run_args = argparse.Namespace(**{**vars(args), "model": str(model), "no_baseline": True,
                                          "baseline_model": None})
         runs.append(figures(evaluate(run_args)))
-    rows = [[key, runs[0][key], runs[1][key], abs(runs[0][key] - runs[1][key])] for key in sorted(runs[0])]
+    differences = {key: abs(runs[0][key] - runs[1][key]) for key in sorted(runs[0])}
+    rows: list[list[Any]] = [[key, runs[0][key], runs[1][key], diff] for key, diff in differences.items()]
     print()
     print("Two trainings of the same inputs, from scratch")
     print(_table(["figure", "training 1", "training 2", "difference"], rows))
-    largest = max((r[3] for r in rows), default=0.0)
+    largest = max(differences.values(), default=0.0)
     print(f"\nLargest difference: {largest:.4f}")
     return 1 if args.check and largest >= 0.0005 else 0
 

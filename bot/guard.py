@@ -21,9 +21,12 @@ The guarantee, stated precisely:
   it with its own handoff notice instead of the bot's reply. So the bot handles at most ``N``
   unresolved turns, and the next customer message — turn ``N + 1`` — is never answered by the
   bot: the conversation is already queued for (or owned by) a human when it arrives.
-* **Immediate handoff**, whatever the model predicts, on an explicit request for a person (the
-  ``request_human`` intent, or the keyword rule of :func:`asks_for_human` in :meth:`before_turn`),
-  frustration, the same unresolved request a second time, a second NLU fallback, a reply already
+* **Immediate handoff**, whatever the model predicts, on danger (a threat, harassment or stalking,
+  violence, self-harm, a medical emergency — :func:`bot.signals.read_signals` in :meth:`before_turn`,
+  reason ``danger``), an explicit request for a person (the ``request_human`` intent, or the keyword
+  rule of :func:`asks_for_human` in :meth:`before_turn`), frustration (the ``express_frustration``
+  intent, or a frustration score of the message at or above ``GuardConfig.frustration_threshold``,
+  whatever the intent), the same unresolved request a second time, a second NLU fallback, a reply already
   sent in this conversation, a brain/action/database error or timeout, an action's own handoff
   request, and an unresolved turn for which the brain produced nothing to say.
 * **Silence once handed off.** A decision that hands off delivers none of the turn's bot replies
@@ -33,6 +36,10 @@ The guarantee, stated precisely:
   by a concurrent message (P2 is checked after the reply is generated, not only before).
 * **No canned loops.** No reply text is delivered twice in a conversation (texts are compared
   after :func:`normalize_reply`), across hand-backs too.
+* **"Resolved" means resolved.** Whether a turn spends the budget is decided in one place,
+  :meth:`HandoffGuard.resolves` (with its per-turn half, :func:`turn_resolves`, used by the brain):
+  only a completed action or small talk answered as small talk resolves, and the brain's claim is
+  checked against the conversation — see the rule in ``docs/guard.md``.
 
 The module is pure: no I/O, no clock, no randomness, no Rasa import. Every value is a frozen
 dataclass; methods return new values and never mutate their arguments. See ``docs/guard.md``.
@@ -43,20 +50,24 @@ from __future__ import annotations
 import json
 import re
 import unicodedata
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Final
+
+from bot.signals import Signals, read_signals
 
 __all__ = [
     "ACTION_REQUEST",
     "BRAIN_ERROR",
     "CUSTOMER_REQUEST",
+    "DANGER",
     "ERROR_KINDS",
     "FRUSTRATION",
     "REASONS",
     "REPEATED_FALLBACK",
     "REPEATED_REPLY",
     "REPEATED_REQUEST",
+    "SMALL_TALK_ANSWERS",
     "TIMEOUT",
     "TURN_BUDGET",
     "Decision",
@@ -66,14 +77,19 @@ __all__ = [
     "TurnOutcome",
     "asks_for_human",
     "normalize_reply",
+    "turn_resolves",
 ]
 
 # ---- stable strings -------------------------------------------------------------------------
 
+DANGER: Final = "danger"
+"""The customer reports a threat, harassment or stalking, violence, self-harm or a medical
+emergency (:attr:`bot.signals.Signals.danger`): a person at once, with priority."""
 CUSTOMER_REQUEST: Final = "customer_request"
 """The customer asked for a person (``request_human`` intent or the keyword rule)."""
 FRUSTRATION: Final = "frustration"
-"""The customer is angry or frustrated (``express_frustration`` intent)."""
+"""The customer is angry or frustrated: the ``express_frustration`` intent, or the message's
+frustration score (:func:`bot.signals.read_signals`) reached ``GuardConfig.frustration_threshold``."""
 REPEATED_REQUEST: Final = "repeated_request"
 """The same request came a second time and is still unresolved."""
 REPEATED_FALLBACK: Final = "repeated_fallback"
@@ -90,6 +106,7 @@ ACTION_REQUEST: Final = "action_request"
 """An action asked for a human (``action_handoff``, slots ``handoff_queue``/``handoff_reason``)."""
 
 REASONS: Final[tuple[str, ...]] = (
+    DANGER,
     CUSTOMER_REQUEST,
     FRUSTRATION,
     REPEATED_REQUEST,
@@ -108,6 +125,15 @@ and treated like ``"brain_error"``."""
 
 MAX_FALLBACKS: Final = 2
 """The fallback that hands off: the second one."""
+
+SMALL_TALK_ANSWERS: Final[Mapping[str, str]] = {
+    "greet": "utter_greet",
+    "goodbye": "utter_goodbye",
+    "thank": "utter_thank",
+    "bot_challenge": "utter_iamabot",
+}
+"""Small-talk intents and the response that answers each: the only small talk that resolves a turn.
+``affirm`` and ``deny`` are not small talk: they answer a question or they answer nothing."""
 
 
 # ---- values ---------------------------------------------------------------------------------
@@ -131,6 +157,17 @@ class GuardConfig:
             by slot); they may come unresolved any number of times without counting as a
             repeated request. They still consume the turn budget when unresolved.
         keyword_rule: Apply :func:`asks_for_human` in :meth:`HandoffGuard.before_turn`.
+        signals: Read frustration and danger (:func:`bot.signals.read_signals`) in
+            :meth:`HandoffGuard.before_turn`.
+        frustration_threshold: The frustration score at which :meth:`HandoffGuard.before_turn`
+            hands off (``0.6``: one strong word or anger emoji, or two weaker cues). In ``(0, 1]``.
+        small_talk_intents: Intents that resolve a turn as small talk (the brain's ``resolved``
+            for them means "answered with the small-talk response").
+        answer_intents: Intents that answer a question (``affirm``, ``deny``): they resolve a turn
+            only when the previous turn left a question open (was unresolved).
+        max_small_talk_turns: How many small-talk turns in a row, without a real resolution between
+            them, count as resolved; later ones are unresolved. At least 0. A brain that answers
+            everything as small talk still reaches the turn budget.
 
     Raises:
         ValueError: ``max_unresolved_turns`` is not an integer ≥ 1, or ``brain_timeout_s`` is
@@ -144,6 +181,11 @@ class GuardConfig:
     fallback_intents: frozenset[str] = frozenset({"nlu_fallback", "out_of_scope"})
     repeatable_intents: frozenset[str] = frozenset({"inform", "affirm", "deny"})
     keyword_rule: bool = True
+    signals: bool = True
+    frustration_threshold: float = 0.6
+    small_talk_intents: frozenset[str] = frozenset(SMALL_TALK_ANSWERS)
+    answer_intents: frozenset[str] = frozenset({"affirm", "deny"})
+    max_small_talk_turns: int = 3
 
     def __post_init__(self) -> None:
         n = self.max_unresolved_turns
@@ -152,7 +194,16 @@ class GuardConfig:
         t = self.brain_timeout_s
         if isinstance(t, bool) or not isinstance(t, int | float) or not 0 < t < float("inf"):
             raise ValueError(f"brain_timeout_s must be a positive number of seconds, not {t!r}")
-        for name in ("request_human_intents", "frustration_intents", "fallback_intents", "repeatable_intents"):
+        f = self.frustration_threshold
+        if isinstance(f, bool) or not isinstance(f, int | float) or not 0 < f <= 1:
+            raise ValueError(f"frustration_threshold must be in (0, 1], not {f!r}")
+        m = self.max_small_talk_turns
+        if isinstance(m, bool) or not isinstance(m, int) or m < 0:
+            raise ValueError(f"max_small_talk_turns must be an integer >= 0, not {m!r}")
+        for name in (
+            "request_human_intents", "frustration_intents", "fallback_intents", "repeatable_intents",
+            "small_talk_intents", "answer_intents",
+        ):
             value = getattr(self, name)
             if isinstance(value, str):
                 raise ValueError(f"{name} must be a collection of intent names, not a string")
@@ -178,6 +229,13 @@ class GuardState:
             :meth:`HandoffGuard.hand_back`.
         handoff_reason: Why the conversation was handed off (one of :data:`REASONS`), while
             :attr:`handed_off` is set. An addition to the architecture contract.
+        last_intent: The intent of the previous turn the brain handled since the start or the
+            last hand-back; ``""`` when that intent was unknown, ``None`` before the first turn.
+        last_resolved: The brain claimed that previous turn resolved (:attr:`TurnOutcome.resolved`,
+            without an error) — whether or not the guard counted it: a re-ask of a re-ask is
+            still a re-ask, and an answer after a claimed resolution answers no open question.
+        small_talk_turns: Small-talk turns counted as resolved since the last turn that an action
+            resolved (or the start, or the last hand-back).
     """
 
     unresolved_turns: int = 0
@@ -186,6 +244,9 @@ class GuardState:
     sent_replies: tuple[str, ...] = ()
     handed_off: bool = False
     handoff_reason: str | None = None
+    last_intent: str | None = None
+    last_resolved: bool = False
+    small_talk_turns: int = 0
 
     def to_json(self) -> dict[str, Any]:
         """The state as a JSON-compatible dict (tuples become lists).
@@ -200,6 +261,9 @@ class GuardState:
             "sent_replies": list(self.sent_replies),
             "handed_off": self.handed_off,
             "handoff_reason": self.handoff_reason,
+            "last_intent": self.last_intent,
+            "last_resolved": self.last_resolved,
+            "small_talk_turns": self.small_talk_turns,
         }
 
     @classmethod
@@ -232,7 +296,7 @@ class GuardState:
         if not isinstance(data, Mapping):
             raise ValueError(f"guard state must be a JSON object, not {type(data).__name__}")
         kwargs: dict[str, Any] = {}
-        for key in ("unresolved_turns", "fallbacks"):
+        for key in ("unresolved_turns", "fallbacks", "small_talk_turns"):
             if key in data:
                 value = data[key]
                 if isinstance(value, bool) or not isinstance(value, int) or value < 0:
@@ -244,16 +308,18 @@ class GuardState:
                 if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
                     raise ValueError(f"guard state {key} must be a list of strings, not {value!r}")
                 kwargs[key] = tuple(value)
-        if "handed_off" in data:
-            value = data["handed_off"]
-            if not isinstance(value, bool):
-                raise ValueError(f"guard state handed_off must be a boolean, not {value!r}")
-            kwargs["handed_off"] = value
-        if "handoff_reason" in data:
-            value = data["handoff_reason"]
-            if value is not None and not isinstance(value, str):
-                raise ValueError(f"guard state handoff_reason must be a string or null, not {value!r}")
-            kwargs["handoff_reason"] = value
+        for key in ("handed_off", "last_resolved"):
+            if key in data:
+                value = data[key]
+                if not isinstance(value, bool):
+                    raise ValueError(f"guard state {key} must be a boolean, not {value!r}")
+                kwargs[key] = value
+        for key in ("handoff_reason", "last_intent"):
+            if key in data:
+                value = data[key]
+                if value is not None and not isinstance(value, str):
+                    raise ValueError(f"guard state {key} must be a string or null, not {value!r}")
+                kwargs[key] = value
         return cls(**kwargs)
 
 
@@ -266,8 +332,9 @@ class TurnOutcome:
         confidence: Its confidence; informative only (``nlu_fallback`` already encodes a low one).
         replies: The bot's reply texts for this turn, in order. A list is accepted and stored as
             a tuple; a single string is taken as one reply.
-        resolved: A resolving action completed during the turn (slot ``resolution`` set), or the
-            turn was small talk — as the brain reports it; the guard does not second-guess it.
+        resolved: The brain's claim, by :func:`turn_resolves`: a resolving action completed
+            during the turn (slot ``resolution`` set), or small talk got its small-talk answer.
+            The guard checks the claim against the conversation (:meth:`HandoffGuard.resolves`).
         handoff_requested: An action asked for a human this turn (``action_handoff``).
         handoff_queue: The queue the action asked for, passed on in :attr:`Decision.queue`.
         error: Set when the turn failed: ``"timeout"``, ``"brain_error"``, ``"action_error"``
@@ -320,6 +387,9 @@ class Decision:
         queue: The specialist queue an action asked for (:attr:`TurnOutcome.handoff_queue`), if any.
         withheld: The bot replies of this turn that were *not* delivered, for the agent's
             transcript; never to be shown to the customer.
+        signals: The frustration and danger read from the message by
+            :meth:`~HandoffGuard.before_turn` (``None`` from :meth:`~HandoffGuard.after_turn`, or
+            when ``config.signals`` is off). The hub routes a ``danger`` handoff by it.
     """
 
     deliver: tuple[str, ...]
@@ -329,6 +399,7 @@ class Decision:
     new_handoff: bool = False
     queue: str | None = None
     withheld: tuple[str, ...] = field(default=())
+    signals: Signals | None = None
 
 
 # ---- text rules -----------------------------------------------------------------------------
@@ -345,6 +416,29 @@ def normalize_reply(text: str) -> str:
     Punctuation is kept: ``"Okay."`` and ``"Okay!"`` are different replies.
     """
     return _WS.sub(" ", unicodedata.normalize("NFKC", text)).strip().casefold()
+
+
+def turn_resolves(intent: str | None, actions: Sequence[str], resolution: object) -> bool:
+    """The brain's half of the resolution rule: did this turn, on its own, resolve anything?
+
+    ``True`` when an action completed the customer's stated goal during the turn — it set the
+    ``resolution`` slot (a case opened or reported, a change confirmed, a status given) — or the
+    message was small talk and got *its* small-talk answer (``greet`` answered by ``utter_greet``…,
+    :data:`SMALL_TALK_ANSWERS`). Everything else is unresolved: a generic acknowledgement
+    (``utter_ack``, ``utter_deny_ack``), a menu, a fallback or out-of-scope reply, a question.
+    ``affirm``/``deny`` resolve only through an action (a confirmed change).
+
+    The guard then checks the claim against the conversation (:meth:`HandoffGuard.resolves`).
+
+    Args:
+        intent: The NLU intent of the message.
+        actions: The actions run during the turn, in order (``action_listen`` excluded).
+        resolution: The value the turn set in the ``resolution`` slot, if any.
+    """
+    if resolution:
+        return True
+    answer = SMALL_TALK_ANSWERS.get(intent or "")
+    return answer is not None and answer in actions
 
 
 # English. Phrases that are a question about the bot, not a request for a person.
@@ -373,6 +467,17 @@ _EN_TARGETS = (
     r"support\s+staff|service\s+team|team\s+member"
 )
 _EN_VERB_TARGET = re.compile(rf"\b(?:{_EN_VERBS})\b(?:\s+(?:{_EN_FILLER})\b)*\s+(?:{_EN_TARGETS})\b")
+# Indirect requests: "is anyone (actually) there?", "anybody there", "is there a human", "someone
+# who can help", "hello? anyone?".
+_EN_INDIRECT = re.compile(
+    r"\b(?:any|some)(?:one|body)\s+(?:(?:actually|really|even|still|real)\s+)?(?:there|here|reading|listening|"
+    r"around|awake|on the other (?:side|end))\b"
+    r"|\bis\s+there\s+(?:an?\s+|any\s+)?(?:real\s+|actual\s+|live\s+)?(?:human|person|people|someone|somebody|"
+    r"anyone|anybody|agent|staff)\b"
+    r"|\b(?:someone|somebody|anyone|anybody|person|human)\s+(?:who|that)\s+(?:can|could|will|would)\s+"
+    r"(?:actually\s+|really\s+)?(?:help|understand|fix|do something|sort)"
+    r"|^(?:(?:hello|hi|hey)\W+)?(?:any|some)(?:one|body)\W*$"
+)
 # A message made only of these words and containing one of _STANDALONE_TARGETS ("agent",
 # "human please", "operator!!") is a request; "the agent hung up on me" is not ("hung", "up").
 _STANDALONE_TARGETS = frozenset(
@@ -397,6 +502,11 @@ _ZH_TRIGGER = re.compile(
     r"|(?:和|跟|同|找|搵|联系|聯絡|聯繫)(?:你们|你們|你哋)?(?:的|嘅)?(?:工作人员|工作人員|职员|職員)"
     r"|不要机器人|不要機器人|唔要機械人|唔要機器人"
     r"|(?:要|找|搵|转|轉|接)\s*(?:一个|一個|个|個)?\s*(?:human|agent|operator|person)\b"
+    # Indirect: 有没有人 / 有没有能说上话的人 / 有冇人, 有人在吗 / 有人嗎, (你们客服)人呢, 同客服講.
+    r"|有[没沒冇]有?(?:[^，。！？,.!?\s]{0,8}?(?:的|嘅))?真?人(?![工信资資账賬帐帳中用隐隱名民口数數类類])"
+    r"|有人(?:在|喺度?|喺)?(?:吗|嗎|嘛|么|麼|冇|無|无)(?:[?？!！。.\s]|$)"
+    r"|(?<![别別他其])人呢"
+    r"|(?:同|跟|和)(?:你们|你們|你哋)?(?:的|嘅)?客服(?:講|讲|倾|傾|说|說|谈|談)"
 )
 
 
@@ -417,11 +527,15 @@ def asks_for_human(text: str) -> bool:
     * a request verb (talk, speak, connect, transfer, get, want, need, escalate…) followed, after
       filler words only (to, me, a, the, your, please…), by a target (human, agent, person,
       operator, someone, staff, manager, supervisor, customer service…): ``"can I speak to an
-      operator"``, ``"pass me to one of your staff"``.
+      operator"``, ``"pass me to one of your staff"``;
+    * an indirect request: ``"is anyone (actually) there?"``, ``"anybody there"``, ``"is there a
+      human"``, ``"someone who can help"``, ``"hello? anyone?"``.
 
     Chinese: 人工 (转人工, 人工客服), 真人 (真人客服), 专人/專人, 专员/專員 (客服专员), 搵人, 活人,
     转/轉(接) … 客服, 找/叫/让 … 主管/经理/领导, 跟/同 … 工作人员/職員, 找/换个人 (not 个人信息,
-    个人资料, 个人账户…), 找人帮, 不要机器人, and 要/找/搵 + an English target (``"我要 agent"``).
+    个人资料, 个人账户…), 找人帮, 不要机器人, 要/找/搵 + an English target (``"我要 agent"``), and
+    indirect requests: 有没有人, 有没有能说上话的人, 有冇人, 有人在吗/有人嗎, 人呢 (你们客服人呢),
+    同客服講.
 
     Not matched, on purpose: a mention of an agent in a complaint (``"the agent hung up on
     me"``, ``"I talked to an agent"``), a question about the bot (``"are you a human?"``,
@@ -430,8 +544,8 @@ def asks_for_human(text: str) -> bool:
     Known false positives, accepted: ``"I want to talk to human resources"``, ``"how do I
     contact customer service"``, ``"I need someone to explain my bill"``, negations such as
     ``"no need for a real person"``, a complaint such as ``"your representative was rude"``.
-    Misspellings (``"humna"``, 转人公) and indirect requests (你们客服人呢, 我要同客服講) are left to
-    the NLU.
+    Also accepted: ``"has anyone (有没有人) had this problem"``. Misspellings (``"humna"``,
+    转人公) are left to the NLU.
     """
     t = _WS.sub(" ", unicodedata.normalize("NFKC", text)).strip().casefold()
     if not t:
@@ -440,7 +554,7 @@ def asks_for_human(text: str) -> bool:
     if _ZH_TRIGGER.search(zh):
         return True
     en = _EN_EXCLUDE.sub(" ", zh)
-    if _EN_STRONG.search(en) or _EN_VERB_TARGET.search(en):
+    if _EN_STRONG.search(en) or _EN_VERB_TARGET.search(en) or _EN_INDIRECT.search(en):
         return True
     words = re.findall(r"\w+", en)
     return bool(words) and len(words) <= 8 and set(words) <= _STANDALONE_VOCAB and bool(
@@ -473,14 +587,21 @@ class HandoffGuard:
     def before_turn(self, state: GuardState, text: str) -> Decision:
         """Decide whether the bot may take a customer message, before the brain sees it.
 
-        Refuses (``handoff=True``, ``deliver=()``) when:
+        Reads the message's signals (:func:`bot.signals.read_signals`, unless ``config.signals``
+        is off; returned in :attr:`Decision.signals`) and refuses (``handoff=True``,
+        ``deliver=()``), in this order, when:
 
         * the conversation is already handed off (``new_handoff=False``, ``reason`` = the stored
           :attr:`GuardState.handoff_reason`);
+        * the message reports danger (``Signals.danger``): ``reason="danger"`` — the hub routes
+          it with priority and tells the customer to call the emergency number;
         * the budget is already spent — only reachable with a state written under a smaller
           ``N`` or by an older version: ``reason="turn_budget"`` or ``"repeated_fallback"``;
         * ``text`` asks for a person according to :func:`asks_for_human` (unless
-          ``config.keyword_rule`` is off): ``reason="customer_request"``.
+          ``config.keyword_rule`` is off): ``reason="customer_request"``;
+        * the message's frustration score is at least ``config.frustration_threshold``, whatever
+          its intent: ``reason="frustration"``. The brain never sees the message; the hub finds
+          the request in it by parsing it with the NLU alone.
 
         Otherwise allows the turn (``handoff=False``, ``reason=None``, state unchanged); the hub
         then calls the brain and **must** call :meth:`after_turn` with its outcome — with
@@ -490,15 +611,62 @@ class HandoffGuard:
             state: The conversation's persisted state.
             text: The customer message as received.
         """
+        cfg = self._config
+        signals = read_signals(text) if cfg.signals else None
+        reason: str | None = None
         if state.handed_off:
-            return self._already_handed_off(state)
-        if state.unresolved_turns >= self._config.max_unresolved_turns:
-            return self._hand_off(state, TURN_BUDGET)
-        if state.fallbacks >= MAX_FALLBACKS:
-            return self._hand_off(state, REPEATED_FALLBACK)
-        if self._config.keyword_rule and asks_for_human(text):
-            return self._hand_off(state, CUSTOMER_REQUEST)
-        return Decision(deliver=(), handoff=False, reason=None, state=state)
+            return replace(self._already_handed_off(state), signals=signals)
+        if signals is not None and signals.danger is not None:
+            reason = DANGER
+        elif state.unresolved_turns >= cfg.max_unresolved_turns:
+            reason = TURN_BUDGET
+        elif state.fallbacks >= MAX_FALLBACKS:
+            reason = REPEATED_FALLBACK
+        elif cfg.keyword_rule and asks_for_human(text):
+            reason = CUSTOMER_REQUEST
+        elif signals is not None and signals.frustration >= cfg.frustration_threshold:
+            reason = FRUSTRATION
+        if reason is not None:
+            return replace(self._hand_off(state, reason), signals=signals)
+        return Decision(deliver=(), handoff=False, reason=None, state=state, signals=signals)
+
+    def resolves(self, state: GuardState, outcome: TurnOutcome) -> bool:
+        """Whether ``outcome`` counts as a resolved turn — the one place the rule is enforced.
+
+        The brain's claim (:attr:`TurnOutcome.resolved`, made by :func:`turn_resolves`: an action
+        completed the customer's goal, or small talk got its small-talk answer) is necessary but
+        not enough. The turn is **unresolved** when:
+
+        * it failed (``outcome.error``), or the brain does not claim it resolved;
+        * its intent is a fallback intent (a fallback reply resolves nothing);
+        * the customer re-asks: the brain claimed the previous turn resolved, with the same
+          intent (an unknown intent counts as the same unknown intent) — the answer evidently did
+          not do;
+        * it is an answer intent (``affirm``/``deny``) that answers nothing: no previous turn,
+          or the brain claimed the previous turn resolved, or it was a fallback (no question was
+          left open);
+        * it is small talk beyond ``config.max_small_talk_turns`` in a row without a turn that an
+          action resolved in between — so a brain that answers everything as small talk still
+          reaches the turn budget.
+
+        Pass the state as it was before the turn. Pure.
+        """
+        cfg = self._config
+        if outcome.error is not None or not outcome.resolved:
+            return False
+        intent = outcome.intent or ""
+        if intent in cfg.fallback_intents:
+            return False
+        if state.last_resolved and intent == state.last_intent:
+            return False
+        if intent in cfg.answer_intents:
+            return bool(
+                state.last_intent is not None and not state.last_resolved
+                and state.last_intent not in cfg.fallback_intents
+            )
+        if intent in cfg.small_talk_intents:
+            return state.small_talk_turns < cfg.max_small_talk_turns
+        return True
 
     def after_turn(self, state: GuardState, outcome: TurnOutcome) -> Decision:
         """Decide what to do with the brain's output for one customer message.
@@ -507,8 +675,9 @@ class HandoffGuard:
         was handed off meanwhile — by another message of the same customer — nothing is
         delivered (P2).
 
-        The turn is counted first: unresolved (``not outcome.resolved`` or an error) consumes
-        one unit of the turn budget; a fallback intent counts as a fallback; the intent of an
+        The turn is counted first: unresolved (:meth:`resolves` says no — an error, no claim, a
+        fallback, a re-ask, an answer to nothing, small talk beyond its cap) consumes one unit
+        of the turn budget; a fallback intent counts as a fallback; the intent of an
         unresolved turn is remembered. Then the first rule that applies, in this order, hands
         off with its reason:
 
@@ -539,8 +708,10 @@ class HandoffGuard:
         texts = tuple(r for r in outcome.replies if normalize_reply(r))
         normalised = tuple(normalize_reply(r) for r in texts)
         intent = outcome.intent
-        unresolved = outcome.error is not None or not outcome.resolved
+        resolved = self.resolves(state, outcome)
+        unresolved = not resolved
         is_fallback = intent is not None and intent in cfg.fallback_intents
+        small_talk = (intent or "") in cfg.small_talk_intents
         tracked = bool(unresolved and intent and not is_fallback and intent not in cfg.repeatable_intents)
         repeated_request = tracked and intent in state.unresolved_intents
         counted = replace(
@@ -549,6 +720,9 @@ class HandoffGuard:
             fallbacks=state.fallbacks + (1 if is_fallback else 0),
             unresolved_intents=state.unresolved_intents
             + ((intent,) if tracked and intent and not repeated_request else ()),
+            last_intent=intent or "",
+            last_resolved=outcome.error is None and outcome.resolved,
+            small_talk_turns=(state.small_talk_turns + 1 if small_talk else 0) if resolved else state.small_talk_turns,
         )
         seen = set(state.sent_replies)
         repeated_reply = any(n in seen for n in normalised) or len(set(normalised)) < len(normalised)
@@ -572,7 +746,7 @@ class HandoffGuard:
             reason = TURN_BUDGET
         elif unresolved and not texts:
             reason = BRAIN_ERROR
-        if reason == ACTION_REQUEST and outcome.resolved and texts and not repeated_reply:
+        if reason == ACTION_REQUEST and resolved and texts and not repeated_reply:
             # A completed action that routes the customer to specialists (a case was opened and
             # queued): its confirmation — case number, queue, expected time — is the one bot
             # reply that goes out together with the handoff. Nothing is said after it.
@@ -592,7 +766,8 @@ class HandoffGuard:
         """The state after an agent explicitly hands the conversation back to the bot.
 
         Clears :attr:`~GuardState.handed_off` and gives the bot a fresh budget: the unresolved
-        turn count, the fallback count and the remembered unresolved intents restart from zero.
+        turn count, the fallback count, the remembered unresolved intents, the previous turn and
+        the small-talk count restart from zero.
         :attr:`~GuardState.sent_replies` is kept, so the bot still never repeats a reply it sent
         earlier in the conversation — before or after the agent — and a canned loop cannot
         resume after a hand-back. Idempotent.

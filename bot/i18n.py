@@ -165,6 +165,18 @@ _TEXTS: dict[str, dict[str, str]] = {
         "zh-Hans": "抱歉，我们的系统出了问题，无法自动完成。您发送的内容都已保存，将由工作人员继续为您处理。",
         "zh-Hant": "抱歉，我們的系統出了問題，無法自動完成。您傳送的內容都已保存，將由工作人員繼續為您處理。",
     },
+    "danger": {
+        "en": "If you are in immediate danger, call the emergency number {number} now. I am passing you to a "
+        "person straight away, with priority.",
+        "zh-Hans": "如果您正处于紧急危险中，请立即拨打紧急电话 {number}。我正在优先为您转接工作人员。",
+        "zh-Hant": "如果您正處於緊急危險中，請立即撥打緊急電話 {number}。我正在優先為您轉接專人。",
+    },
+    "danger_no_number": {
+        "en": "If you are in immediate danger, call your local emergency number now. I am passing you to a "
+        "person straight away, with priority.",
+        "zh-Hans": "如果您正处于紧急危险中，请立即拨打当地紧急电话。我正在优先为您转接工作人员。",
+        "zh-Hant": "如果您正處於緊急危險中，請立即撥打當地緊急電話。我正在優先為您轉接專人。",
+    },
     "case_ref": {"en": " as case {case}", "zh-Hans": "（案件编号 {case}）", "zh-Hant": "（案件編號 {case}）"},
     "agent_joined": {
         "en": "{name} has joined the conversation.",

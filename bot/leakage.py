@@ -1,6 +1,7 @@
 """Training data must not copy the text it is evaluated on.
 
-The held-out split (``tests/nlu``) and the external sets (``../shared/benchmarks/external``) only
+The held-out split (``tests/nlu``), the external sets (``../shared/benchmarks/external``) and the
+customer turns of the multi-turn evaluation (``eval/dialogues``, :mod:`bot.dialogues`) only
 measure anything if no training example is the same sentence or a close paraphrase of one of
 theirs. :func:`find_leaks` compares every example under ``data/nlu`` with every evaluation
 sentence and reports the pairs whose normalised texts are more alike than ``threshold``
@@ -109,14 +110,27 @@ def training_sentences(folder: Path = TRAINING_DIR) -> list[Origin]:
     return out
 
 
+def dialogue_sentences(folder: Path | None = None) -> list[Origin]:
+    """Every typed customer turn of ``eval/dialogues`` (button presses are not sentences), as
+    ``dialogue:<script>`` with the intent ``<conversation id>#<turn>`` (they have no intent label)."""
+    from bot.dialogues import DIALOGUES_DIR, load_dialogues
+
+    return [
+        Origin(f"dialogue:{d.script}", f"{d.id}#{number}", text)
+        for d in load_dialogues(folder or DIALOGUES_DIR)
+        for number, text in d.texts()
+    ]
+
+
 def evaluation_sentences() -> list[Origin]:
+    """The held-out split, the external sets and the dialogue evaluation's customer turns."""
     def origins(kind: str, name: str, samples: list[Sample]) -> list[Origin]:
         return [Origin(f"{kind}:{name}", s.intent, s.text) for s in samples]
 
     out = []
     for es in load_heldout() + load_external():
         out += origins(es.kind, es.name, es.samples)
-    return out
+    return out + dialogue_sentences()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,8 +18,6 @@ def _env(name: str, default: str) -> str:
     return default if value is None or value == "" else value
 
 
-
-
 @dataclass
 class Settings:
     """All settings of one hub process."""
@@ -37,7 +35,7 @@ class Settings:
     max_text_chars: int = 4000
     rate_limit_per_10s: int = 20
     agent_reply_timeout_s: float = 300.0
-    visitor_token_ttl_s: int = 30 * 24 * 3600
+    visitor_token_ttl_s: int = 24 * 3600
     agent_token_ttl_s: int = 12 * 3600
     config_path: str = str(ROOT / "config" / "humanline.yml")
     webhook_url: str | None = None
@@ -45,11 +43,45 @@ class Settings:
     sla_check_interval_s: float = 60.0
     #: brain worker processes: ``None`` one per CPU, ``0`` the model in the hub's own process
     brain_workers: int | None = None
+    #: region (ISO 3166 code) whose emergency number customers reporting danger are given;
+    #: ``None``: the configuration's ``emergency.default_region``
+    region: str | None = None
+    #: bearer token of ``GET /metrics``; ``None``: the route answers 404
+    metrics_token: str | None = None
+    #: a turn still pending after this long (crash, database outage, another hub died) is resumed
+    turn_retry_after_s: float = 10.0
+    #: how often the hub looks for pending turns and retries owed fail-safe handoffs
+    turn_recovery_interval_s: float = 1.0
+    #: earlier signing keys, still accepted for visitor tokens while they rotate out
+    previous_secrets: tuple[str, ...] = ()
+    #: where the secret came from: ``env``, ``file``, ``database`` (embedded demo only) or ``default``
+    secret_source: str = "default"
+    #: accept the old, never-expiring ``hex(HMAC(identity_secret, user_id))`` identity form
+    identity_legacy_hmac: bool = False
+    #: create the demo supervisor on an empty database: ``auto`` (embedded SQLite only), ``yes``, ``no``
+    demo_agent: str = "auto"
+    #: bearer token the hub sends to the action server and the action server requires
+    action_token: str | None = None
+    #: addresses (or CIDR networks) of reverse proxies whose ``X-Forwarded-For`` is believed
+    trusted_proxies: tuple[str, ...] = ()
+    #: anonymous traffic per client address: new visitors per minute, hellos per minute, open sockets
+    new_visitors_per_minute: int = 10
+    hellos_per_minute: int = 60
+    sockets_per_address: int = 50
+    #: failed-login policy (bot.hub.ratelimit.LoginThrottle)
+    login_attempts_per_address: int = 30
+    scrypt_n: int = 2**17
+    #: HMAC-SHA256 key for the ``Humanline-Signature`` header of outgoing webhooks
+    webhook_secret: str | None = None
+    #: log notification recipients and texts (phone numbers, messages) instead of redacting them
+    log_personal_data: bool = False
 
     @classmethod
     def from_env(cls) -> Settings:
         """Settings from ``HUMANLINE_*`` and ``DATABASE_URL`` environment variables."""
         origins = _env("HUMANLINE_ALLOWED_ORIGINS", "")
+        secret, source = _secret()
+        proxies = _env("HUMANLINE_TRUSTED_PROXIES", "")
         action = _env("HUMANLINE_ACTION_ENDPOINT", "http://127.0.0.1:5055/webhook")
         return cls(
             host=_env("HUMANLINE_HOST", "127.0.0.1"),
@@ -57,9 +89,11 @@ class Settings:
             database_url=_env("DATABASE_URL", "sqlite:///humanline.db"),
             model_path=os.environ.get("HUMANLINE_MODEL") or None,
             action_endpoint=None if action.lower() == "none" else action,
-            # Empty: the hub generates a key once and keeps it in its database (bot.hub.app), so
-            # visitor tokens survive a restart; several hubs share it through the database.
-            secret=os.environ.get("HUMANLINE_SECRET") or "",
+            # Empty: only the embedded SQLite demo may generate a key and keep it in its database
+            # (bot.hub.app); anything else refuses to start without HUMANLINE_SECRET(_FILE).
+            secret=secret,
+            secret_source=source,
+            previous_secrets=tuple(s.strip() for s in _env("HUMANLINE_SECRET_PREVIOUS", "").split(",") if s.strip()),
             identity_secret=os.environ.get("HUMANLINE_IDENTITY_SECRET") or None,
             allowed_origins=tuple(o.strip() for o in origins.split(",") if o.strip()),
             max_unresolved_turns=int(_env("HUMANLINE_MAX_UNRESOLVED_TURNS", "3")),
@@ -72,7 +106,59 @@ class Settings:
             outbox_interval_s=float(_env("HUMANLINE_OUTBOX_INTERVAL", "5")),
             sla_check_interval_s=float(_env("HUMANLINE_SLA_CHECK_INTERVAL", "60")),
             brain_workers=_workers(_env("HUMANLINE_BRAIN_WORKERS", "")),
+            region=os.environ.get("HUMANLINE_REGION") or None,
+            metrics_token=os.environ.get("HUMANLINE_METRICS_TOKEN") or None,
+            turn_retry_after_s=float(_env("HUMANLINE_TURN_RETRY_AFTER", "10")),
+            turn_recovery_interval_s=float(_env("HUMANLINE_TURN_RECOVERY_INTERVAL", "1")),
+            identity_legacy_hmac=_flag(_env("HUMANLINE_IDENTITY_LEGACY_HMAC", "0")),
+            visitor_token_ttl_s=int(_env("HUMANLINE_VISITOR_TOKEN_TTL", str(24 * 3600))),
+            demo_agent=_choice("HUMANLINE_DEMO_AGENT", ("auto", "yes", "no")),
+            action_token=os.environ.get("HUMANLINE_ACTION_TOKEN") or None,
+            trusted_proxies=tuple(p.strip() for p in proxies.split(",") if p.strip()),
+            new_visitors_per_minute=int(_env("HUMANLINE_NEW_VISITORS_PER_MINUTE", "10")),
+            hellos_per_minute=int(_env("HUMANLINE_HELLOS_PER_MINUTE", "60")),
+            sockets_per_address=int(_env("HUMANLINE_SOCKETS_PER_ADDRESS", "50")),
+            login_attempts_per_address=int(_env("HUMANLINE_LOGIN_ATTEMPTS_PER_ADDRESS", "30")),
+            scrypt_n=scrypt_cost(),
+            webhook_secret=os.environ.get("HUMANLINE_WEBHOOK_SECRET") or None,
+            log_personal_data=_flag(_env("HUMANLINE_LOG_PERSONAL_DATA", "0")),
         )
+
+
+def _flag(value: str) -> bool:
+    return value.strip().lower() in ("1", "yes", "true", "on")
+
+
+def _choice(name: str, allowed: tuple[str, ...]) -> str:
+    value = _env(name, allowed[0]).strip().lower()
+    value = {"1": "yes", "true": "yes", "0": "no", "false": "no"}.get(value, value)
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {', '.join(allowed)}")
+    return value
+
+
+def _secret() -> tuple[str, str]:
+    """The visitor-token signing key and where it came from: ``HUMANLINE_SECRET``, else the
+    first line of the file ``HUMANLINE_SECRET_FILE``, else empty (``default``)."""
+    value = os.environ.get("HUMANLINE_SECRET") or ""
+    if value:
+        return value, "env"
+    path = os.environ.get("HUMANLINE_SECRET_FILE") or ""
+    if path:
+        text = Path(path).read_text(encoding="utf-8").strip()
+        if len(text) < 32:
+            raise ValueError("HUMANLINE_SECRET_FILE must hold a key of at least 32 characters")
+        return text.splitlines()[0].strip(), "file"
+    return "", "default"
+
+
+def scrypt_cost() -> int:
+    """scrypt's CPU/memory cost ``N`` for new password hashes (``HUMANLINE_SCRYPT_N``, default
+    2**17 as OWASP recommends; a power of two of at least 2**14)."""
+    n = int(_env("HUMANLINE_SCRYPT_N", str(2**17)))
+    if n < 2**14 or n & (n - 1):
+        raise ValueError("HUMANLINE_SCRYPT_N must be a power of two of at least 16384")
+    return n
 
 
 def _workers(value: str) -> int | None:

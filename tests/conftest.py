@@ -15,6 +15,10 @@ clock), ``cases`` (:class:`CaseService`), ``plans`` (:class:`PlanChangeService`)
 from __future__ import annotations
 
 import os
+
+# Tests hash many passwords: the lowest accepted scrypt cost keeps them fast (test_security checks
+# that the default is OWASP's 2**17). Set before bot.services.agents reads it at import.
+os.environ.setdefault("HUMANLINE_SCRYPT_N", str(2**14))
 import subprocess
 import uuid
 from collections.abc import Iterator

@@ -85,9 +85,17 @@ def VaryingBrain() -> ScriptedBrain:  # noqa: N802
     return ScriptedBrain(lambda text, n: turn(f"Unhelpful answer number {n}.", intent=f"intent_{n}"))
 
 
+RESOLVING_INTENTS = ("check_case_status", "rate_case", "reopen_case")
+
+
 def GreeterBrain() -> ScriptedBrain:  # noqa: N802
-    """Small talk: resolved greetings, different each time."""
-    return ScriptedBrain(lambda text, n: turn(f"Hello! (#{n})", intent="greet", resolved=True))
+    """Resolves every turn with a friendly reply, different each time: each turn a different
+    completed request without a case category (a status given, a case rated, a case reopened), so
+    neither the re-ask rule nor the small-talk cap of the guard's resolution rule applies and a
+    handoff still goes to the default queue."""
+    return ScriptedBrain(
+        lambda text, n: turn(f"Hello! (#{n})", intent=RESOLVING_INTENTS[n % len(RESOLVING_INTENTS)], resolved=True)
+    )
 
 
 class RaisingBrain(ScriptedBrain):
@@ -208,9 +216,12 @@ def running_hub(tmp_path: Path, brain: Any, db: Database | None = None, **overri
     if db is None:
         db = Database(f"sqlite:///{tmp_path / f'hub-{port}.db'}")
     database_url = str(db.url)
+    # Every test client comes from 127.0.0.1: the per-address abuse limits are lifted unless a
+    # test sets them (tests/test_security.py does).
+    limits = {"new_visitors_per_minute": 100_000, "hellos_per_minute": 100_000, "sockets_per_address": 100_000}
     settings = replace(
         Settings(), host="127.0.0.1", port=port, database_url=database_url, action_endpoint=None,
-        secret="test-secret", identity_secret="identity-secret", **overrides,
+        secret="test-secret", identity_secret="identity-secret", **{**limits, **overrides},
     )
     db.migrate()
     app = create_app(settings, brain=brain, db=db)
@@ -258,6 +269,38 @@ def running_hub(tmp_path: Path, brain: Any, db: Database | None = None, **overri
         thread.join(30)
         if own_db:
             db.dispose()
+
+
+# ---- waiting for a conversation to settle ----------------------------------------------------
+
+
+async def _pong(chat: FrameStream) -> None:
+    await chat._ws.send(json.dumps({"type": "ping"}))
+    await chat.wait_for(lambda f: f["type"] == "pong")
+
+
+async def settle(srv: RunningHub, chat: Any, timeout: float = 15.0) -> None:
+    """Return once the hub has processed every message ``chat`` sent and every frame it sent
+    meanwhile has arrived — instead of waiting a fixed time and hoping.
+
+    A socket's frames are handled in order, so a ``pong`` proves the earlier messages were stored
+    and their turns scheduled; then the conversation's turn worker must be gone (every turn done,
+    its frames written); a second ``pong`` comes after every frame those turns sent. Frames that
+    arrived meanwhile stay in ``chat.frames`` (and are still returned by ``wait_for``).
+    """
+    await _pong(chat)
+    cid = chat.conversation_id
+
+    async def busy() -> bool:
+        return cid in srv.hub._workers or cid in srv.hub._turns
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(busy(), srv.loop)):
+        if loop.time() > deadline:
+            raise asyncio.TimeoutError(f"conversation {cid} still has turns after {timeout} s")
+        await asyncio.sleep(0.01)
+    await _pong(chat)
 
 
 # ---- agent client --------------------------------------------------------------------------

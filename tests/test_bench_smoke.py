@@ -32,7 +32,13 @@ def test_bench_smoke_prints_a_numeric_bench_line(trained_model: Path) -> None:
     assert set(values) == set(FIELDS), values
     for name in FIELDS:
         number = float(values[name])
-        assert math.isfinite(number) and number >= 0 or name == "kib_per_idle_conn", (name, values[name])
+        assert math.isfinite(number), (name, values[name])
+        if name == "kib_per_idle_conn":
+            # An RSS difference over the smoke's few sockets: it may be a little below zero (the
+            # allocator returned memory meanwhile) but never absent, and never near a megabyte.
+            assert -64 < number < 1024, (name, values[name])
+        else:
+            assert number >= 0, (name, values[name])
     assert re.search(r"hub÷rasa", proc.stdout)
 
     report = json.loads((ROOT / "bench" / "results" / "latest-smoke.json").read_text())

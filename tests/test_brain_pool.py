@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from bot.brain import BotReply, BrainTurn
+from bot.brain import ActionServerError, BotReply, BrainTurn
 from bot.brain_pool import BrainPool, BrainWorkerError, make_brain, shard
 from bot.settings import Settings
 
@@ -33,7 +33,8 @@ FAKE = "tests.test_brain_pool:fake_brain"
 
 
 class FakeBrain:
-    """Echoes; ``raise`` raises, ``crash`` kills the worker, ``sleep <s>`` waits, ``forgotten?``
+    """Echoes; ``raise`` raises, ``action down`` fails as an unreachable action server would,
+    ``crash`` kills the worker, ``sleep <s>`` waits, ``forgotten?``
     lists the conversations the worker was told to forget."""
 
     def __init__(self, options: dict[str, Any]):
@@ -51,6 +52,8 @@ class FakeBrain:
     async def handle(self, conversation_id: str, text: str, metadata: dict[str, Any]) -> BrainTurn:
         if text == "raise":
             raise ValueError("the model exploded")
+        if text == "action down":
+            raise ActionServerError("action_open_case: Couldn't connect to the server")
         if text == "crash":
             os._exit(7)
         if text.startswith("sleep "):
@@ -151,10 +154,11 @@ def test_make_brain_in_process_or_pool() -> None:
     from bot.brain import RasaAgentBrain
 
     assert isinstance(make_brain("m.tar.gz", None, "sqlite://", 0), RasaAgentBrain)
-    pool = make_brain("m.tar.gz", "http://a/webhook", "sqlite:///x.db", 3)
+    pool = make_brain("m.tar.gz", "http://a/webhook", "sqlite:///x.db", 3, "tok")
     assert isinstance(pool, BrainPool) and pool.size == 3
+    # The action token travels to the workers in the init frame (never on a command line).
     assert pool.options == {"model_path": "m.tar.gz", "action_endpoint": "http://a/webhook",
-                            "tracker_store": "sqlite:///x.db"}
+                            "tracker_store": "sqlite:///x.db", "action_token": "tok"}
     assert make_brain("m.tar.gz", None, "sqlite://", None).size >= 1  # type: ignore[union-attr]
 
 
@@ -200,6 +204,14 @@ async def test_a_failed_turn_raises_and_the_worker_forgets_the_conversation(pool
     turn = await pool.handle(cid, "forgotten?", {})
     assert json.loads(turn.replies[0].text) == [cid]
     assert await pool.ready()  # the worker lives on
+
+
+async def test_an_action_server_failure_keeps_its_kind_across_the_pool(pool: BrainPool) -> None:
+    """The hub tells the customer about an action failure: the pool must not blur it into a
+    generic worker error."""
+    with pytest.raises(ActionServerError, match="Couldn't connect"):
+        await pool.handle("c-action", "action down", {})
+    assert await pool.ready()
 
 
 async def test_a_cancelled_turn_is_cancelled_in_the_worker_and_forgotten(pool: BrainPool) -> None:

@@ -11,6 +11,7 @@ from bot.guard import (
     ACTION_REQUEST,
     BRAIN_ERROR,
     CUSTOMER_REQUEST,
+    DANGER,
     FRUSTRATION,
     REASONS,
     REPEATED_FALLBACK,
@@ -25,6 +26,7 @@ from bot.guard import (
     TurnOutcome,
     asks_for_human,
     normalize_reply,
+    turn_resolves,
 )
 
 _counter = iter(range(10**9))
@@ -86,7 +88,7 @@ def test_defaults_match_the_architecture() -> None:
     assert (state.unresolved_turns, state.fallbacks, state.unresolved_intents, state.sent_replies) == (0, 0, (), ())
     assert state.handed_off is False
     assert set(REASONS) == {
-        "customer_request", "frustration", "repeated_request", "repeated_fallback", "repeated_reply",
+        "danger", "customer_request", "frustration", "repeated_request", "repeated_fallback", "repeated_reply",
         "turn_budget", "brain_error", "timeout", "action_request",
     }
     assert HandoffGuard().config == GuardConfig()
@@ -178,7 +180,8 @@ def test_resolved_turns_do_not_consume_the_budget() -> None:
     guard = HandoffGuard()
     state = GuardState()
     for i in range(30):
-        outcome = resolved("check_case_status", f"Case HL-20260101-{i:04d} is being verified.")
+        intent = ("check_case_status", "complaint_billing", "downgrade_plan")[i % 3]
+        outcome = resolved(intent, f"Case HL-20260101-{i:04d} is being verified.")
         d = turn(guard, state, "status?", outcome)
         assert_delivers(d, outcome)
         state = d.state
@@ -400,7 +403,7 @@ def test_keyword_rule_recognises_requests_for_a_person(text: str) -> None:
 @pytest.mark.parametrize("text", NOT_REQUESTS)
 def test_keyword_rule_leaves_other_messages_to_the_brain(text: str) -> None:
     assert not asks_for_human(text)
-    d = HandoffGuard().before_turn(GuardState(), text)
+    d = HandoffGuard(GuardConfig(signals=False)).before_turn(GuardState(), text)
     assert d == Decision(deliver=(), handoff=False, reason=None, state=GuardState())
 
 
@@ -478,6 +481,8 @@ def test_methods_do_not_mutate_their_arguments() -> None:
     GuardState(),
     GuardState(3, 1, ("downgrade_plan", "request_refund"), ("hi", "你好 世界"), True, "turn_budget"),
     GuardState(sent_replies=("a \"quoted\" reply",), handed_off=True, handoff_reason=None),
+    GuardState(last_intent="greet", last_resolved=True, small_talk_turns=2),
+    GuardState(last_intent="", last_resolved=False),
 ])
 def test_json_round_trip(state: GuardState) -> None:
     data = state.to_json()
@@ -501,7 +506,194 @@ def test_from_json_tolerates_missing_and_unknown_keys() -> None:
 @pytest.mark.parametrize("bad", [
     [], "[1]", "{not json", 5, {"unresolved_turns": -1}, {"unresolved_turns": "2"}, {"fallbacks": True},
     {"sent_replies": "hi"}, {"sent_replies": [1]}, {"handed_off": "yes"}, {"handoff_reason": 3},
+    {"last_intent": 1}, {"last_resolved": "yes"}, {"small_talk_turns": -1},
 ])
 def test_from_json_rejects_corrupt_state(bad: object) -> None:
     with pytest.raises(ValueError):
         GuardState.from_json(bad)  # type: ignore[arg-type]
+
+
+# ---- signals: danger and frustration, whatever the intent (issue #12, item 3) ----------------------
+
+DANGER_MESSAGES = [
+    "The technician who came to my home last week now sends me frightening messages every night",
+    "I want to end my life", "my mother collapsed and is not breathing", "someone threatened to kill me",
+    "上门维修的师傅一直给我发微信骚扰我", "我不想活了", "快递员打我", "有人威胁我",
+    "上門安裝的師傅成日send訊息畀我，好驚", "我想自殺", "佢家暴我", "我阿媽暈低咗",
+]
+
+
+@pytest.mark.parametrize("text", DANGER_MESSAGES)
+def test_danger_hands_off_at_once_whatever_else_the_message_says(text: str) -> None:
+    d = HandoffGuard().before_turn(GuardState(sent_replies=("x",)), text)
+    assert_handoff(d, DANGER)
+    assert d.signals is not None and d.signals.danger is not None
+    assert d.state.sent_replies == ("x",)
+
+
+def test_danger_comes_before_every_other_reason() -> None:
+    spent = GuardState(unresolved_turns=5, fallbacks=3)
+    assert_handoff(HandoffGuard().before_turn(spent, "get me a human, he is stalking me"), DANGER)
+
+
+FRUSTRATED = [
+    "😤😤", "🤬", "this bot is useless, where is my refund", "what a waste of time, I want to downgrade",
+    "nobody helps here, my bill is wrong", "WHY IS MY BILL STILL WRONG!!!",
+    "垃圾客服，我要退款", "气死我了，又扣我钱", "搞什么，我要降级", "😡😡",
+    "廢物客服，我要退款", "激氣，又扣我錢", "你哋真係冇用", "搞乜鬼呀",
+]
+
+
+@pytest.mark.parametrize("text", FRUSTRATED)
+def test_frustration_hands_off_at_once_whatever_the_intent(text: str) -> None:
+    d = HandoffGuard().before_turn(GuardState(), text)
+    assert_handoff(d, FRUSTRATION)
+    assert d.signals is not None and d.signals.frustration >= GuardConfig().frustration_threshold
+
+
+CALM = ["I want to downgrade", "my bill is wrong", "我要退款", "我想降級", "hi!", "still waiting"]
+
+
+@pytest.mark.parametrize("text", CALM)
+def test_calm_messages_go_to_the_brain_with_their_signals(text: str) -> None:
+    d = HandoffGuard().before_turn(GuardState(), text)
+    assert not d.handoff and d.reason is None and d.state == GuardState()
+    assert d.signals is not None and d.signals.danger is None and d.signals.frustration < 0.6
+
+
+def test_frustration_threshold_and_signals_are_configurable() -> None:
+    lenient = HandoffGuard(GuardConfig(frustration_threshold=1.0))
+    assert not lenient.before_turn(GuardState(), "WHERE IS MY ORDER").handoff
+    assert_handoff(HandoffGuard().before_turn(GuardState(), "WHERE IS MY ORDER"), FRUSTRATION)
+    off = HandoffGuard(GuardConfig(signals=False)).before_turn(GuardState(), "😤😤 I want to end my life")
+    assert not off.handoff and off.signals is None
+    for bad in (0, -0.1, 1.5, True, "0.5"):
+        with pytest.raises(ValueError):
+            GuardConfig(frustration_threshold=bad)  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        GuardConfig(max_small_talk_turns=-1)
+
+
+def test_a_handed_off_conversation_still_reports_danger_signals() -> None:
+    state = GuardState(handed_off=True, handoff_reason=TURN_BUDGET)
+    d = HandoffGuard().before_turn(state, "he is outside my door with a knife")
+    assert_handoff(d, TURN_BUDGET, new=False)
+    assert d.signals is not None and d.signals.danger == "violence"
+
+
+INDIRECT_REQUESTS = [
+    "is anyone actually there?", "anybody there?", "is there a human I can talk to", "hello? anyone?",
+    "can I talk to someone who can help", "is there anyone who can actually help me",
+    "有没有人", "有没有能说上话的人", "有人在吗？", "人呢", "你们客服人呢", "有冇人呀", "有人在嗎", "我要同客服講",
+]
+
+
+@pytest.mark.parametrize("text", INDIRECT_REQUESTS)
+def test_indirect_requests_for_a_person_hand_off_before_the_brain(text: str) -> None:
+    assert asks_for_human(text)
+    assert_handoff(HandoffGuard().before_turn(GuardState(), text), CUSTOMER_REQUEST)
+
+
+@pytest.mark.parametrize("text", ["有没有个人套餐", "别人呢？", "is there a fee for this", "anyone can see my data?"])
+def test_indirect_rule_keeps_its_exclusions(text: str) -> None:
+    assert not asks_for_human(text)
+
+
+# ---- "resolved" means resolved (issue #12, item 4) ---------------------------------------------------
+
+
+@pytest.mark.parametrize(("intent", "actions", "resolution", "expected"), [
+    ("greet", ["utter_greet"], None, True),
+    ("bot_challenge", ["utter_iamabot"], None, True),
+    ("thank", ["utter_thank"], None, True),
+    ("greet", ["utter_default"], None, False),  # small talk without its answer
+    ("affirm", ["utter_ack"], None, False),  # a generic acknowledgement
+    ("deny", ["utter_deny_ack"], None, False),
+    ("out_of_scope", ["utter_out_of_scope"], None, False),
+    ("nlu_fallback", ["utter_out_of_scope"], None, False),
+    ("downgrade_plan", ["plan_change_form"], None, False),  # a question (or a confirmation proposal)
+    ("affirm", ["action_change_plan", "utter_plan_change_recorded"], "plan_change_recorded", True),
+    ("complaint_billing", ["action_open_case"], "case_opened", True),
+    (None, [], None, False),
+])
+def test_turn_resolves_only_on_a_completed_action_or_answered_small_talk(
+    intent: str | None, actions: list[str], resolution: str | None, expected: bool
+) -> None:
+    assert turn_resolves(intent, actions, resolution) is expected
+
+
+def test_affirm_or_deny_answering_nothing_is_unresolved() -> None:
+    guard = HandoffGuard()
+    d = turn(guard, GuardState(), "yes", resolved("affirm"))
+    assert d.state.unresolved_turns == 1
+    d = turn(guard, resolved_state := turn(guard, GuardState(), "status", resolved()).state, "no", resolved("deny"))
+    assert resolved_state.unresolved_turns == 0 and d.state.unresolved_turns == 1
+
+
+def test_affirm_answering_an_open_question_resolves_when_the_action_completed() -> None:
+    guard = HandoffGuard()
+    proposal = unresolved("downgrade_plan", "Basic from 1 Jan, -100/month. OK?")
+    d = turn(guard, GuardState(), "downgrade to basic", proposal)
+    d = turn(guard, d.state, "yes", resolved("affirm", "Done: Basic from 1 January."))
+    assert not d.handoff and d.state.unresolved_turns == 1 and d.state.last_resolved
+
+
+def test_a_customer_who_re_asks_after_a_resolved_turn_is_unresolved() -> None:
+    guard = HandoffGuard()
+    d = turn(guard, GuardState(), "status?", resolved("check_case_status", "Case 1 is being verified."))
+    assert d.state.unresolved_turns == 0
+    d = turn(guard, d.state, "status??", resolved("check_case_status", "Case 1 is still being verified."))
+    assert d.state.unresolved_turns == 1
+    d = turn(guard, d.state, "and the status?", resolved("check_case_status", "Case 1: verifying."))
+    assert_handoff(d, REPEATED_REQUEST)
+
+
+def test_a_fallback_is_never_resolved_whatever_the_brain_says() -> None:
+    d = turn(HandoffGuard(), GuardState(), "blah", resolved("out_of_scope", "I can't help with that here."))
+    assert d.state.unresolved_turns == 1 and d.state.fallbacks == 1
+
+
+def test_small_talk_resolves_only_a_few_turns_in_a_row() -> None:
+    guard = HandoffGuard(GuardConfig(max_unresolved_turns=3, max_small_talk_turns=2))
+    state = GuardState()
+    intents = ["greet", "thank", "bot_challenge", "goodbye", "greet", "thank"]
+    decisions = []
+    for i, intent in enumerate(intents):
+        d = turn(guard, state, "hm", resolved(intent, f"small talk {i}"))
+        decisions.append(d)
+        state = d.state
+        if d.handoff:
+            break
+    assert [d.state.unresolved_turns for d in decisions] == [0, 0, 1, 2, 3]
+    assert_handoff(decisions[-1], TURN_BUDGET)
+
+
+def test_an_action_resets_the_small_talk_count() -> None:
+    guard = HandoffGuard(GuardConfig(max_small_talk_turns=1))
+    d = turn(guard, GuardState(), "hi", resolved("greet"))
+    d = turn(guard, d.state, "refund please", resolved("request_refund"))
+    d = turn(guard, d.state, "thanks", resolved("thank"))
+    assert d.state.unresolved_turns == 0 and d.state.small_talk_turns == 1
+
+
+def test_the_issue_loop_of_canned_acknowledgements_reaches_a_person() -> None:
+    """"and? can you do it?" / "anyone there?" answered by "No problem…" / "You're welcome!…"."""
+    guard = HandoffGuard()
+    state = GuardState()
+    script = [
+        ("and? can you do it?", "affirm", ["utter_ack"], None),
+        ("thanks", "thank", ["utter_thank"], None),
+        ("no", "deny", ["utter_deny_ack"], None),
+        ("thanks??", "thank", ["utter_thank"], None),
+        ("ok", "affirm", ["utter_ack"], None),
+    ]
+    handed = None
+    for i, (text, intent, actions, resolution) in enumerate(script):
+        outcome = TurnOutcome(intent, 0.9, (f"canned {i}",), turn_resolves(intent, actions, resolution))
+        d = turn(guard, state, text, outcome)
+        state = d.state
+        if d.handoff:
+            handed = i
+            break
+    # the two "thanks" got their small-talk answer; the three acknowledgements spent the budget
+    assert handed == 4 and state.handoff_reason == TURN_BUDGET

@@ -13,7 +13,14 @@ Properties, for every N in 1..6:
     the brain has handled N unresolved turns no further message is allowed;
 (b) no reply is delivered after a handoff until a hand-back, nor with the handoff itself;
 (c) no reply text (normalised) is delivered twice in a conversation;
-(d) once handed off, every later ``before_turn`` refuses until a hand-back.
+(d) once handed off, every later ``before_turn`` refuses until a hand-back;
+(e) between two hand-backs, at most N + ``max_small_talk_turns`` turns in a row are handled
+    without real progress (a turn an action resolved), and a message reporting danger is never
+    let through to the brain.
+
+"Unresolved" is judged by the oracle's own statement of the rule in ``docs/guard.md``
+(:class:`ResolutionRule`), not by the guard's state, and never by the brain's word alone: a brain
+that answers everything as small talk, or claims every turn resolved, is among the adversaries.
 
 The last tests show the oracle is not vacuous: deliberately broken guards are caught.
 """
@@ -41,6 +48,7 @@ from bot.guard import (
     TurnOutcome,
     normalize_reply,
 )
+from bot.signals import read_signals
 
 # ---- the simulated hub ---------------------------------------------------------------------------
 
@@ -72,6 +80,7 @@ class Step:
     kind: Literal["before", "after", "hand_back"]
     decision: Decision | None = None
     outcome: TurnOutcome | None = None
+    text: str | None = None
 
 
 class Driver:
@@ -91,7 +100,7 @@ class Driver:
     def before(self, text: str) -> bool:
         d = self.guard.before_turn(self.load(), text)
         self.save(d.state)
-        self.log.append(Step("before", d))
+        self.log.append(Step("before", d, text=text))
         return not d.handoff
 
     def after(self, outcome: TurnOutcome) -> None:
@@ -134,16 +143,54 @@ def drive(guard: HandoffGuard, events: list[Event]) -> list[Step]:
 # ---- the oracle ------------------------------------------------------------------------------------
 
 
+SMALL_TALK = frozenset({"greet", "goodbye", "thank", "bot_challenge"})
+ANSWERS = frozenset({"affirm", "deny"})
+FALLBACKS = frozenset({"nlu_fallback", "out_of_scope"})
+SMALL_TALK_CAP = GuardConfig().max_small_talk_turns
+
+
+class ResolutionRule:
+    """The oracle's statement of "resolved means resolved" (docs/guard.md), turn by turn."""
+
+    def __init__(self) -> None:
+        self.prev_intent: str | None = None
+        self.prev_claim = False
+        self.small_talk = 0
+
+    def judge(self, o: TurnOutcome) -> tuple[bool, bool]:
+        """(resolved, real progress: resolved by an action) for the next handled turn."""
+        claim = o.error is None and o.resolved
+        intent = o.intent or ""
+        if not claim or intent in FALLBACKS or (self.prev_claim and intent == self.prev_intent):
+            ok = False
+        elif intent in ANSWERS:
+            ok = self.prev_intent is not None and not self.prev_claim and self.prev_intent not in FALLBACKS
+        elif intent in SMALL_TALK:
+            ok = self.small_talk < SMALL_TALK_CAP
+        else:
+            ok = True
+        progress = ok and intent not in SMALL_TALK
+        if progress:
+            self.small_talk = 0
+        elif ok:
+            self.small_talk += 1
+        self.prev_intent, self.prev_claim = intent, claim
+        return ok, progress
+
+
 def check_log(log: list[Step], n: int) -> list[str]:
-    """Every violation of properties (a)–(d) in a driver log, as readable strings (empty: all good)."""
+    """Every violation of properties (a)–(e) in a driver log, as readable strings (empty: all good)."""
     problems: list[str] = []
     handed = False
     brain_unresolved = 0  # unresolved turns the guard let the brain handle since the last hand-back
     answered_unresolved = 0  # unresolved turns whose replies reached the customer, same span
+    idle = 0  # turns handled in a row without real progress, same span
+    rule = ResolutionRule()
     delivered: set[str] = set()
     for i, step in enumerate(log):
         if step.kind == "hand_back":
-            handed, brain_unresolved, answered_unresolved = False, 0, 0
+            handed, brain_unresolved, answered_unresolved, idle = False, 0, 0, 0
+            rule = ResolutionRule()
             continue
         d = step.decision
         assert d is not None
@@ -161,12 +208,20 @@ def check_log(log: list[Step], n: int) -> list[str]:
                 problems.append(f"(d) step {i}: before_turn allowed a message after a handoff")
             if brain_unresolved >= n and not d.handoff:
                 problems.append(f"(a) step {i}: message allowed after {brain_unresolved} unresolved turns (N={n})")
+            if not d.handoff and step.text is not None and read_signals(step.text).danger is not None:
+                problems.append(f"(e) step {i}: a message reporting danger went to the brain")
         else:
             outcome = step.outcome
             assert outcome is not None
-            is_unresolved = outcome.error is not None or not outcome.resolved
             if d.deliver and handed:
                 problems.append(f"(b) step {i}: delivered {d.deliver!r} after a handoff")
+            is_unresolved = True
+            if not handed:
+                ok, progress = rule.judge(outcome)
+                is_unresolved = not ok
+                idle = 0 if progress else idle + 1
+                if idle > n + SMALL_TALK_CAP:
+                    problems.append(f"(e) step {i}: {idle} turns in a row without progress (N={n})")
             if not handed and is_unresolved:
                 brain_unresolved += 1
             if d.deliver and is_unresolved:
@@ -203,7 +258,10 @@ NEUTRAL_TEXTS = [
     "hi", "my bill is wrong", "I want to downgrade", "refund please", "我要降级套餐", "我要退款",
     "status of HL-20260101-0001", "ok", "", "the agent hung up on me", "你是人工智能吗",
 ]
-TRIGGER_TEXTS = ["agent", "转人工", "真人客服", "I want to talk to a human", "轉人工", "representative"]
+TRIGGER_TEXTS = [
+    "agent", "转人工", "真人客服", "I want to talk to a human", "轉人工", "representative", "is anyone there?", "人呢",
+    "😤😤", "useless bot", "垃圾", "he is stalking me", "我不想活了", "我阿媽暈低咗",
+]
 
 texts = st.one_of(st.sampled_from(NEUTRAL_TEXTS), st.sampled_from(TRIGGER_TEXTS), st.text(max_size=30))
 confidences = st.one_of(st.none(), st.floats(0, 1))
@@ -240,13 +298,28 @@ stalling_brain = st.builds(
     lambda intent: TurnOutcome(intent, 0.99, (f"Let me check that for you ({next(_fresh)}).",), resolved=False),
     st.sampled_from(["complaint_billing", "downgrade_plan", "cancel_subscription", "request_refund", "inform"]),
 )
+# Answers everything as small talk or as an acknowledgement and claims every turn resolved, with a
+# fresh reply each time: the repeated-reply rule never fires, only the resolution rule stops it.
+small_talk_brain = st.builds(
+    lambda intent: TurnOutcome(intent, 0.99, (f"You're welcome! Anything else? ({next(_fresh)})",), resolved=True),
+    st.sampled_from(["greet", "thank", "goodbye", "bot_challenge", "affirm", "deny"]),
+)
+# Claims every turn resolved, whatever the intent.
+claiming_brain = st.builds(
+    lambda intent: TurnOutcome(intent, 0.99, (f"Done! ({next(_fresh)})",), resolved=True),
+    st.one_of(st.none(), st.sampled_from(INTENTS)),
+)
 BRAINS: dict[str, st.SearchStrategy[TurnOutcome]] = {
     "looping": looping_brain,
+    "small_talk": small_talk_brain,
+    "claiming": claiming_brain,
     "random": random_brain,
     "raising": raising_brain,
     "hanging": hanging_brain,
     "stalling": stalling_brain,
-    "mixture": st.one_of(looping_brain, random_brain, raising_brain, hanging_brain, stalling_brain),
+    "mixture": st.one_of(
+        looping_brain, random_brain, raising_brain, hanging_brain, stalling_brain, small_talk_brain, claiming_brain
+    ),
 }
 
 
@@ -305,22 +378,43 @@ def test_a_stalling_brain_gets_exactly_n_minus_1_answers(n: int, turns: int) -> 
     assert check_log(driver.log, n) == []
 
 
+def _new_requests(outcomes: list[TurnOutcome]) -> list[TurnOutcome]:
+    """Drop an outcome whose intent repeats the previous one (a re-ask is not a new request), and
+    small talk after ``SMALL_TALK_CAP`` small-talk turns in a row."""
+    out: list[TurnOutcome] = []
+    small = 0
+    for o in outcomes:
+        if out and out[-1].intent == o.intent:
+            continue
+        if o.intent in SMALL_TALK:
+            if small >= SMALL_TALK_CAP:
+                continue
+            small += 1
+        else:
+            small = 0
+        out.append(o)
+    return out
+
+
 @settings(max_examples=100, deadline=None)
 @given(
     n=st.integers(1, 6),
     outcomes=st.lists(
         st.builds(
             TurnOutcome,
-            intent=st.sampled_from(["greet", "thank", "check_case_status", "downgrade_plan", "inform"]),
+            intent=st.sampled_from(
+                ["greet", "thank", "check_case_status", "downgrade_plan", "inform", "request_refund"]
+            ),
             confidence=confidences,
             replies=st.lists(st.uuids().map(str), min_size=1, max_size=3).map(tuple),
             resolved=st.just(True),
         ),
         max_size=30,
-    ),
+    ).map(_new_requests),
 )
 def test_a_resolving_brain_is_never_interrupted(n: int, outcomes: list[TurnOutcome]) -> None:
-    """Liveness: the guard is not a guard that simply always hands off."""
+    """Liveness: the guard is not a guard that simply always hands off. Every turn resolves a new
+    request, or is small talk within its cap."""
     driver = Driver(HandoffGuard(GuardConfig(max_unresolved_turns=n)))
     for i, outcome in enumerate(outcomes):
         driver.message(Message(["hi", "my bill", "我要降级", "status?"][i % 4], outcome))
@@ -339,6 +433,9 @@ def test_a_resolving_brain_is_never_interrupted(n: int, outcomes: list[TurnOutco
         sent_replies=st.lists(st.text(max_size=50), max_size=10).map(tuple),
         handed_off=st.booleans(),
         handoff_reason=st.one_of(st.none(), st.sampled_from(REASONS)),
+        last_intent=st.one_of(st.none(), st.text(max_size=20)),
+        last_resolved=st.booleans(),
+        small_talk_turns=st.integers(0, 10),
     ),
 )
 def test_state_survives_the_json_column(state: GuardState) -> None:
@@ -426,6 +523,21 @@ class SpeaksWhileHandingOff(HandoffGuard):
         return replace(d, deliver=outcome.replies) if d.new_handoff else d
 
 
+class TrustsTheBrain(HandoffGuard):
+    """Counts a turn resolved whenever the brain says so (the old rule: canned acknowledgements and
+    endless small talk keep the customer with the bot)."""
+
+    def resolves(self, state: GuardState, outcome: TurnOutcome) -> bool:
+        return outcome.error is None and outcome.resolved
+
+
+class IgnoresDanger(HandoffGuard):
+    """Reads no signals: danger goes to the brain like any other message."""
+
+    def __init__(self, config: GuardConfig | None = None) -> None:
+        super().__init__(replace(config or GuardConfig(), signals=False))
+
+
 class ForgetsSentReplies(HandoffGuard):
     """Does not remember what it sent: canned loops go through."""
 
@@ -444,9 +556,11 @@ ANGRY = TurnOutcome("express_frustration", 0.9, ("I understand.",), resolved=Fal
 BROKEN: list[tuple[GuardFactory, str, list[Event]]] = [
     (IgnoresBudget, "(a)", [Message(f"m{i}", _unresolved(i)) for i in range(5)]),
     (ForgetsHandoffBeforeTurn, "(d)", [Message("m0", _unresolved(0))] * 4),
-    (SpeaksAfterHandoff, "(b)", [Pair(Message("ugh", ANGRY), Message("hello?", LOOP))]),
+    (SpeaksAfterHandoff, "(b)", [Pair(Message("so?", ANGRY), Message("hello?", LOOP))]),
     (SpeaksWhileHandingOff, "(b)", [Message(f"m{i}", _unresolved(i)) for i in range(5)]),
     (ForgetsSentReplies, "(c)", [Message("downgrade", LOOP), Message("downgrade!", LOOP)]),
+    (TrustsTheBrain, "(a)", [Message(f"m{i}", TurnOutcome("thank", 0.9, (f"welcome {i}",), True)) for i in range(8)]),
+    (IgnoresDanger, "(e)", [Message("he is stalking me", _unresolved(0))]),
 ]
 
 

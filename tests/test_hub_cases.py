@@ -13,7 +13,7 @@ from bot.brain import BrainTurn
 from bot.client import ChatClient
 from bot.services.cases import CaseService
 from bot.store.models import Case
-from tests.hubtools import RaisingBrain, ScriptedBrain, running_hub, turn
+from tests.hubtools import RaisingBrain, ScriptedBrain, running_hub, settle, turn
 
 
 def _is_queued(f: dict[str, Any]) -> bool:
@@ -30,7 +30,7 @@ async def test_a_failing_brain_is_explained_to_the_customer_before_the_queue_not
         async with ChatClient(srv.ws_url, lang="en") as chat:
             await chat.say_and_ack("my bill is wrong")
             await chat.wait_for(_is_queued)
-            await chat.drain(0.3)
+            await settle(srv, chat)
             system = [m["text"] for m in chat.messages("system")]
             assert "something went wrong on our side" in system[0]
             assert any("Customer care" in t for t in system[1:])  # then the queue / no-agent notice
@@ -48,7 +48,7 @@ async def test_a_failing_action_is_explained_too(tmp_path: Path) -> None:
             await chat.say_and_ack("我要退款")
             queued = await chat.wait_for(_is_queued)
             assert queued["queue"] == "finance_compliance"
-            await chat.drain(0.3)
+            await settle(srv, chat)
             assert "系统出了问题" in chat.messages("system")[0]["text"]
 
 

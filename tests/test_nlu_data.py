@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bot.leakage import Origin, evaluation_sentences, find_leaks, normalise, training_sentences
+from bot.leakage import Origin, dialogue_sentences, evaluation_sentences, find_leaks, normalise, training_sentences
 
 
 def _o(text: str, intent: str = "x", source: str = "s") -> Origin:
@@ -36,11 +36,26 @@ def test_chinese_is_compared_by_character() -> None:
 def test_no_training_sentence_copies_the_heldout_split_or_the_external_sets() -> None:
     evaluation = evaluation_sentences()
     assert any(o.source.startswith("heldout:") for o in evaluation), "tests/nlu is missing"
+    assert any(o.source.startswith("dialogue:") for o in evaluation), "eval/dialogues is missing"
     leaks = find_leaks(training_sentences(), evaluation)
     assert not leaks, "\n".join(
         f"{leak.training.source} {leak.training.text!r} ~ {leak.evaluation.source} {leak.evaluation.text!r}"
         for leak in leaks
     )
+
+
+def test_every_typed_turn_of_the_dialogue_evaluation_is_compared_with_the_training_data() -> None:
+    from bot.dialogues import SCRIPTS, load_dialogues
+
+    dialogue = dialogue_sentences()
+    assert {o.source for o in dialogue} == {f"dialogue:{s}" for s in SCRIPTS}
+    assert len(dialogue) == sum(1 for d in load_dialogues() for _ in d.texts())
+    # a training sentence written after a dialogue turn is caught like one copied from tests/nlu
+    turn = next(o for o in dialogue if len(normalise(o.text)) > 30)
+    assert find_leaks([_o(turn.text + "!")], dialogue)
+    leaks = find_leaks(training_sentences(), dialogue)
+    assert not leaks, "\n".join(f"{x.training.source} {x.training.text!r} ~ {x.evaluation.intent} {x.evaluation.text!r}"
+                                for x in leaks)
 
 
 SUBSTANTIVE = [

@@ -98,7 +98,6 @@ def test_i18n_import_is_light() -> None:
 
 
 def test_component_process_and_training_data() -> None:
-    pytest.importorskip("rasa")
     from rasa.shared.nlu.training_data.message import Message
     from rasa.shared.nlu.training_data.training_data import TrainingData
 
@@ -143,7 +142,6 @@ def test_component_process_and_training_data() -> None:
 
 
 def test_tokenizer_drops_whitespace_and_punctuation() -> None:
-    pytest.importorskip("rasa")
     from rasa.shared.nlu.training_data.message import Message
 
     from bot.nlu.tokenizer import HumanlineJiebaTokenizer
@@ -155,7 +153,6 @@ def test_tokenizer_drops_whitespace_and_punctuation() -> None:
 
 
 def test_tokenizer_gives_english_words_their_stem_as_lemma() -> None:
-    pytest.importorskip("rasa")
     from rasa.shared.nlu.training_data.message import Message
 
     from bot.nlu.tokenizer import HumanlineJiebaTokenizer
@@ -222,7 +219,6 @@ nlu:
 @pytest.mark.slow
 def test_component_in_a_real_rasa_pipeline(tmp_path: Path) -> None:
     """Train a tiny NLU model with our components and parse through rasa's Agent."""
-    pytest.importorskip("rasa")
     from rasa.core.agent import Agent
     from rasa.model_training import train_nlu
 

@@ -98,8 +98,37 @@ def test_logging_sender_logs(caplog: pytest.LogCaptureFixture) -> None:
     assert "HL-20261104-0001" in caplog.text
 
 
+def test_logging_sender_redacts_phone_numbers_and_texts_unless_asked(caplog: pytest.LogCaptureFixture) -> None:
+    payload = {"case_number": "HL-20261104-0001", "event": "opened", "message": "my address is 5 Elm St",
+               "description": "call me on 13800138000"}
+    with caplog.at_level(logging.INFO, logger="humanline.outbox"):
+        LoggingSender().send("sms", "13800138000", payload)
+    assert "HL-20261104-0001" in caplog.text and "opened" in caplog.text and "*********00" in caplog.text
+    assert "13800138000" not in caplog.text and "Elm St" not in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="humanline.outbox"):
+        LoggingSender(personal_data=True).send("sms", "13800138000", payload)
+    assert "13800138000" in caplog.text and "Elm St" in caplog.text
+
+
+def test_webhooks_are_signed_with_a_timestamp(webhook: Any) -> None:
+    from bot.services.notifications import verify_webhook_signature, webhook_signature
+
+    url, hook = webhook
+    WebhookSender(url, secret="hook-key", clock=lambda: 1_700_000_000).send("sms", "x", {"case_number": "HL-1"})
+    (headers, body) = hook.raw[-1]
+    signature = headers["Humanline-Signature"]
+    assert signature.startswith("t=1700000000,v1=")
+    assert verify_webhook_signature("hook-key", signature, body, now=1_700_000_010)
+    assert not verify_webhook_signature("other-key", signature, body, now=1_700_000_010)
+    assert not verify_webhook_signature("hook-key", signature, body + b" ", now=1_700_000_010)
+    assert not verify_webhook_signature("hook-key", signature, body, now=1_700_000_000 + 3600)  # replayed late
+    assert signature == webhook_signature("hook-key", body, 1_700_000_000)
+
+
 class _Hook(BaseHTTPRequestHandler):
     received: list[dict[str, Any]] = []
+    raw: list[tuple[dict[str, str], bytes]] = []
     status = 200
     delay = 0.0
 
@@ -107,6 +136,7 @@ class _Hook(BaseHTTPRequestHandler):
         body = self.rfile.read(int(self.headers["Content-Length"]))
         time.sleep(type(self).delay)
         type(self).received.append(json.loads(body))
+        type(self).raw.append((dict(self.headers.items()), body))
         self.send_response(type(self).status)
         self.end_headers()
 
@@ -116,7 +146,7 @@ class _Hook(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def webhook() -> Any:
-    _Hook.received, _Hook.status, _Hook.delay = [], 200, 0.0
+    _Hook.received, _Hook.raw, _Hook.status, _Hook.delay = [], [], 200, 0.0
     server = HTTPServer(("127.0.0.1", 0), _Hook)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()

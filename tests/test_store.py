@@ -42,7 +42,21 @@ def test_upgrade_on_empty_database_creates_all_14_tables(db: Database) -> None:
     assert len(TABLES) == 14
     assert _tables(db) - {"alembic_version"} == TABLES
     assert set(Base.metadata.tables) == TABLES
-    assert _revision(db) == ["0002"]
+    assert _revision(db) == [_head()]
+
+
+def _head() -> str:
+    """The one head of the migration chain (several heads would fail here)."""
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    from bot.store.db import MIGRATIONS_DIR
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    head = ScriptDirectory.from_config(cfg).get_current_head()
+    assert head is not None
+    return head
 
 
 def test_migrate_twice_is_a_noop(db: Database) -> None:
@@ -137,16 +151,23 @@ def test_a_generated_secret_is_kept_and_shared(db: Database) -> None:
     assert db.stored_secret("other") != first
 
 
-def test_a_hub_without_a_configured_secret_uses_the_stored_one(db: Database) -> None:
+def test_a_hub_without_a_configured_secret_uses_the_stored_one_only_on_sqlite(db: Database) -> None:
+    """The embedded SQLite demo keeps its generated key; any other database refuses to start
+    without a configured one (a backup must not be enough to forge visitors: docs/security.md)."""
     from dataclasses import replace
 
     from sanic import Sanic
 
     from bot.hub import create_app
+    from bot.hub.app import MissingSecret
     from bot.settings import Settings
 
     Sanic.test_mode = True
     settings = replace(Settings(), secret="", database_url=str(db.url), action_endpoint=None)
+    if not db.is_sqlite:
+        with pytest.raises(MissingSecret):
+            create_app(settings, brain=None, db=db)
+        return
     one = create_app(settings, brain=None, db=db).ctx.hub.settings.secret
     two = create_app(settings, brain=None, db=db).ctx.hub.settings.secret
     assert one and one == two == db.stored_secret("visitor_token")

@@ -3,7 +3,10 @@
 The first frame must be ``{"type":"auth","token",...}`` with a login token from
 ``POST /api/agents/login``; a bad or expired token gets an ``unauthorized`` error and close code
 ``4001`` (the console then asks for the password again); so does the end of the token's life, or
-a logout (``POST /api/agents/logout``), on a socket that is already open. With ``last_event_id`` the agent gets,
+a logout (``POST /api/agents/logout``), on a socket that is already open; so does a disabled
+account or a revoked token, checked before every frame and every :data:`SESSION_RECHECK_S`. A
+change of the agent's role or queues closes the socket with ``4005`` (``session_changed``) and the
+console reconnects with the new rights. With ``last_event_id`` the agent gets,
 after the ``ready`` snapshot, every event addressed to it since that id (see
 :mod:`bot.hub.events`). Every action is audited by the hub.
 """
@@ -23,7 +26,10 @@ from bot.store.models import utcnow
 logger = logging.getLogger(__name__)
 
 CLOSE_UNAUTHORIZED = 4001
+#: the agent's role or queues changed: reconnect (the console does) to get a fresh ``ready``
+CLOSE_SESSION_CHANGED = 4005
 AUTH_TIMEOUT_S = 15.0
+SESSION_RECHECK_S = 30.0
 MAX_AGENT_TEXT = 8000
 
 
@@ -47,7 +53,7 @@ class AgentSession:
             frame = json.loads(raw)
             if not isinstance(frame, dict):
                 raise ValueError
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):
             await send_frame(self.ws, {"type": "error", "code": "invalid_json", "message": "frames must be JSON"})
             return
         try:
@@ -94,10 +100,30 @@ class AgentSession:
                 raise HubError("invalid_field", "hours must be a number above 0 and at most 720")
             await hub.case_extend(self.agent, _str(frame, "case_number"), _str(frame, "reason"), float(hours),
                                   frame.get("conversation_id"))
+        elif kind == "typing":
+            await hub.agent_typing(self.agent, _str(frame, "conversation_id"))
+        elif kind == "set_capacity":
+            if "max_concurrent" not in frame:
+                raise HubError("missing_field", "max_concurrent (a number, or null for the default) is required")
+            updated = await hub.set_capacity(self.agent, frame.get("agent_id"), frame["max_concurrent"],
+                                             frame.get("allow_overflow"))
+            await send_frame(self.ws, {"type": "agent_capacity", "agent": updated})
         elif kind == "ping":
             await send_frame(self.ws, {"type": "pong"})
         else:
             raise HubError("unknown_type", f"unknown frame type {kind!r}")
+
+
+async def _session_changed(hub: Hub, token: str, agent: AgentInfo) -> tuple[str, str, int] | None:
+    """Why the socket of ``agent`` opened with ``token`` must end now (error code, message, close
+    code), or ``None`` while the token is valid and the role and queues are those it began with."""
+    found = await hub.run(hub.agents.session_of, token)
+    if found is None:
+        return "unauthorized", "the session has ended; log in again", CLOSE_UNAUTHORIZED
+    current = found[0]
+    if current.role != agent.role or set(current.skills) != set(agent.skills):
+        return "session_changed", "your role or queues changed; reconnecting", CLOSE_SESSION_CHANGED
+    return None
 
 
 async def serve_agent(hub: Hub, request: Any, ws: Any) -> None:
@@ -107,7 +133,7 @@ async def serve_agent(hub: Hub, request: Any, ws: Any) -> None:
         try:
             raw = await asyncio.wait_for(ws.recv(), AUTH_TIMEOUT_S)
             frame = json.loads(raw) if raw else None
-        except (asyncio.TimeoutError, ValueError):
+        except (asyncio.TimeoutError, ValueError, RecursionError):
             frame = None
         if not isinstance(frame, dict) or frame.get("type") != "auth":
             await send_frame(ws, {"type": "error", "code": "unauthorized", "message": "send auth with a token first"})
@@ -125,6 +151,11 @@ async def serve_agent(hub: Hub, request: Any, ws: Any) -> None:
         await send_frame(ws, await hub.ready_frame(agent))
         last = frame.get("last_event_id")
         if isinstance(last, int) and not isinstance(last, bool):
+            if not hub.events.complete_since(last):
+                # Some events after `last` were pushed out of the ring: the replay below is only
+                # part of them, and the ready snapshot is the complete picture.
+                await send_frame(ws, {"type": "events_truncated", "last_event_id": last,
+                                      "oldest_event_id": hub.events.oldest_id()})
             for missed in hub.events.missed(agent.id, last):
                 await send_frame(ws, missed)
         if agent.available:
@@ -136,13 +167,25 @@ async def serve_agent(hub: Hub, request: Any, ws: Any) -> None:
         while True:
             # The session ends with its token: the socket does not outlive the login.
             remaining = (expires_at - utcnow()).total_seconds()
-            try:
-                raw = await asyncio.wait_for(ws.recv(), timeout=max(0.0, remaining))
-            except asyncio.TimeoutError:
+            if remaining <= 0:
                 await send_frame(ws, {"type": "error", "code": "unauthorized",
                                       "message": "the session has expired; log in again"})
                 await ws.close(code=CLOSE_UNAUTHORIZED, reason="session expired")
                 return
+            try:
+                raw = await asyncio.wait_for(ws.recv(), timeout=min(remaining, SESSION_RECHECK_S))
+            except asyncio.TimeoutError:
+                raw = None
+            if remaining > SESSION_RECHECK_S or raw is not None:
+                # Before every frame and every SESSION_RECHECK_S: the token may have been revoked,
+                # the agent disabled or given another role or other queues — by this hub or by
+                # the CLI in another process — and the socket must not keep the old rights.
+                ended = await _session_changed(hub, token, agent)
+                if ended is not None:
+                    code, message, close = ended
+                    await send_frame(ws, {"type": "error", "code": code, "message": message})
+                    await ws.close(code=close, reason=code)
+                    return
             if raw is not None:
                 await session.on_text(raw)
     except Exception as exc:  # noqa: BLE001

@@ -8,10 +8,17 @@ Routes:
 * ``WS /ws/chat`` — customers (:mod:`bot.hub.customer_ws`); ``WS /ws/agent`` — agents
   (:mod:`bot.hub.agent_ws`);
 * ``POST /api/agents/login`` — ``{username, password}`` → ``{token, expires_at, agent}`` or 401
-  (429 after repeated failures);
+  (429 while :class:`~bot.hub.ratelimit.LoginThrottle` says wait, 503 while the hashing executor
+  is full);
 * ``POST /api/agents/logout`` — ``Authorization: Bearer <token>``: revokes the token and closes
   the agent sockets opened with it;
-* ``GET /api/supervisor/overview`` — queues, SLA breaches, satisfaction, recent audit (supervisors);
+* ``GET /api/supervisor/overview`` — queues, SLA breaches, satisfaction, recent audit, agents' load
+  (supervisors);
+* ``POST /api/supervisor/agents/<id>/capacity`` — ``{max_concurrent, allow_overflow?}``: an
+  agent's limit of conversations at once (supervisors; audited);
+* ``GET /metrics`` — Prometheus text format (:mod:`bot.hub.metrics`) with
+  ``Authorization: Bearer $HUMANLINE_METRICS_TOKEN``; 404 when no token is configured, 401 without it;
+* ``POST /api/supervisor/unlock`` — ``{username}``: clears that username's login throttle (supervisors);
 * ``/``, ``/widget.js``, ``/console`` and the console's assets, from ``bot/web``.
 
 A brain with an async ``load()`` that is not ready yet is loaded in the background after the
@@ -21,6 +28,7 @@ server starts, so ``/healthz`` answers 503 until the model is in; a brain with a
 
 from __future__ import annotations
 
+import hmac
 import itertools
 import logging
 from dataclasses import replace
@@ -29,12 +37,13 @@ from typing import Any
 
 from sanic import Sanic
 from sanic.request import Request
-from sanic.response import HTTPResponse, file, json
+from sanic.response import HTTPResponse, file, json, text
 
 from bot.brain import Brain
 from bot.hub.agent_ws import serve_agent
-from bot.hub.core import Hub
+from bot.hub.core import Hub, HubError
 from bot.hub.customer_ws import serve_customer
+from bot.hub.security import request_address
 from bot.settings import Settings
 from bot.store.db import Database
 
@@ -54,9 +63,7 @@ _names = itertools.count(1)
 def create_app(settings: Settings, brain: Brain | None = None, db: Database | None = None, **hub_kw: Any) -> Sanic:
     """A Sanic app serving one hub. ``db`` defaults to ``Database(settings.database_url)``."""
     db = db or Database(settings.database_url)
-    if not settings.secret:
-        # No HUMANLINE_SECRET: one generated key, kept in the database, signs visitor tokens.
-        settings = replace(settings, secret=db.stored_secret("visitor_token"))
+    settings = resolve_secret(settings, db)
     hub = Hub(settings, db, brain, **hub_kw)
     app = Sanic(f"humanline_{next(_names)}")
     # The frame limit is far above the text limit so that a long message gets a `text_too_long`
@@ -91,19 +98,59 @@ def create_app(settings: Settings, brain: Brain | None = None, db: Database | No
             body.get("password"), str
         ):
             return json({"error": "bad_request", "message": "username and password are required"}, status=400)
-        address, username = request.ip or "?", body["username"][:64]
-        limiters = ((hub.login_failures_by_address, address), (hub.login_failures_by_username, username))
-        wait = max(limiter.retry_after(key) for limiter, key in limiters)
-        if wait > 0:
-            return json({"error": "rate_limited", "message": "Too many failed logins; try again later."},
-                        status=429, headers={"Retry-After": str(int(wait) + 1)})
-        result = await hub.run(hub.agents.login, body["username"], body["password"])
+        security = hub.security
+        address, username, password = request_address(request, security.trusted_proxies), body["username"][:64], \
+            body["password"]
+        if not security.reserve_login():
+            return json({"error": "busy", "message": "Too many logins at once; try again in a moment."},
+                        status=503, headers={"Retry-After": "1"})
+        result = None
+        try:
+            # Counted (as a failure, until it succeeds) before anything slow happens: parallel
+            # attempts cannot all pass the throttle while the first hash is still running.
+            wait = security.login.begin(address, username)
+            if wait > 0:
+                return json({"error": "rate_limited", "message": "Too many failed logins; try again later."},
+                            status=429, headers={"Retry-After": str(int(wait) + 1)})
+            try:
+                found = await hub.run(hub.agents.credentials, username)
+                ok = await security.check_password(password, found.password_hash)
+                result = await hub.run(hub.agents.finish_login, username, found, password, ok)
+            finally:
+                if result is None:
+                    security.login.failed(address, username)
+                else:
+                    security.login.succeeded(address, username)
+        finally:
+            security.release_login()
         if result is None:
-            for limiter, key in limiters:
-                limiter.hit(key)
             return json({"error": "unauthorized", "message": "Wrong username or password."}, status=401)
         token, expires, agent = result
         return json({"token": token, "expires_at": expires.isoformat(), "agent": agent.to_dict()})
+
+    @app.post("/api/supervisor/unlock")
+    async def unlock(request: Request) -> HTTPResponse:
+        """A supervisor clears the login throttle of a username (this hub process)."""
+        supervisor, refusal = await _supervisor(request)
+        if supervisor is None:
+            return refusal
+        body = request.json if request.body else None
+        if not isinstance(body, dict) or not isinstance(body.get("username"), str) or not body["username"]:
+            return json({"error": "bad_request", "message": "username is required"}, status=400)
+        username = body["username"][:64]
+        hub.security.login.unlock(username)
+        await hub.run(hub.agents.record, supervisor, "login_unlocked", f"agent:{username}")
+        return json({"status": "unlocked", "username": username})
+
+    async def _supervisor(request: Request) -> tuple[Any, HTTPResponse]:
+        auth = request.headers.get("authorization", "")
+        token = auth[7:] if auth.lower().startswith("bearer ") else None
+        agent = await hub.run(hub.agents.authenticate, token)
+        if agent is None:
+            return None, json({"error": "unauthorized", "message": "log in first"}, status=401)
+        if agent.role != "supervisor":
+            return None, json({"error": "forbidden", "message": "supervisors only"}, status=403)
+        return agent, json({})
 
     @app.post("/api/agents/logout")
     async def logout(request: Request) -> HTTPResponse:
@@ -115,14 +162,36 @@ def create_app(settings: Settings, brain: Brain | None = None, db: Database | No
 
     @app.get("/api/supervisor/overview")
     async def overview(request: Request) -> HTTPResponse:
-        auth = request.headers.get("authorization", "")
-        token = auth[7:] if auth.lower().startswith("bearer ") else None
-        agent = await hub.run(hub.agents.authenticate, token)
+        supervisor, refusal = await _supervisor(request)
+        if supervisor is None:
+            return refusal
+        return json({**await hub.run(_overview, hub), "agents": await hub.agents_load()})
+
+    @app.post("/api/supervisor/agents/<agent_id:int>/capacity")
+    async def set_capacity(request: Request, agent_id: int) -> HTTPResponse:
+        agent, refusal = await _supervisor(request)
         if agent is None:
-            return json({"error": "unauthorized", "message": "log in first"}, status=401)
-        if agent.role != "supervisor":
-            return json({"error": "forbidden", "message": "supervisors only"}, status=403)
-        return json(await hub.run(_overview, hub))
+            return refusal
+        body = request.json if request.body else None
+        if not isinstance(body, dict) or "max_concurrent" not in body:
+            return json({"error": "bad_request", "message": "max_concurrent (a number, or null) is required"},
+                        status=400)
+        try:
+            updated = await hub.set_capacity(agent, agent_id, body["max_concurrent"], body.get("allow_overflow"))
+        except HubError as e:
+            return json({"error": e.code, "message": e.message}, status=404 if e.code == "not_found" else 400)
+        return json({"agent": updated})
+
+    @app.get("/metrics")
+    async def metrics(request: Request) -> HTTPResponse:
+        expected = settings.metrics_token
+        if not expected:  # not configured: the route does not exist
+            return text("not found\n", status=404)
+        auth = request.headers.get("authorization", "")
+        given = auth[7:] if auth.lower().startswith("bearer ") else ""
+        if not hmac.compare_digest(given.encode(), expected.encode()):
+            return text("unauthorized\n", status=401, headers={"WWW-Authenticate": 'Bearer realm="metrics"'})
+        return text(await hub.run(_metrics, hub), content_type="text/plain; version=0.0.4; charset=utf-8")
 
     @app.websocket("/ws/chat")
     async def ws_chat(request: Request, ws: Any) -> None:
@@ -146,9 +215,59 @@ def create_app(settings: Settings, brain: Brain | None = None, db: Database | No
     return app
 
 
+class MissingSecret(RuntimeError):
+    """No signing key is configured for a database that is not the embedded SQLite demo."""
+
+
+def resolve_secret(settings: Settings, db: Database) -> Settings:
+    """``settings`` with a visitor-token signing key.
+
+    A configured key (``HUMANLINE_SECRET`` or ``HUMANLINE_SECRET_FILE``) is used as it is. Without
+    one, only the embedded SQLite demo generates a key and keeps it in its own database (so a copy
+    of that file can forge its visitors, which for a demo is the accepted trade-off); any other
+    database refuses to start, because a database backup must not be enough to impersonate a
+    customer.
+
+    :raises MissingSecret: no key and not SQLite.
+    """
+    if settings.secret:
+        return settings
+    if not db.is_sqlite:
+        raise MissingSecret(
+            "HUMANLINE_SECRET (or HUMANLINE_SECRET_FILE) is required outside the embedded SQLite demo: "
+            "generate one with `python -m bot secret` (docs/security.md)"
+        )
+    logger.warning("no HUMANLINE_SECRET: using the key stored in the SQLite database (demo only)")
+    return replace(settings, secret=db.stored_secret("visitor_token"), secret_source="database")
+
+
+#: pages that must not be framed by another site (clickjacking) and may load only our own code
+_PAGE_POLICIES = {
+    # The console: our script and stylesheet only, sockets to this host only.
+    "console.html": "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+                    "connect-src 'self' {ws}; object-src 'none'; base-uri 'none'; form-action 'self'; "
+                    "frame-ancestors 'none'",
+    # The demo page: the widget injects its stylesheet, so inline styles are allowed there.
+    "index.html": "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+                  "connect-src 'self' {ws}; object-src 'none'; base-uri 'none'; frame-ancestors 'none'",
+}
+
+
+def security_headers(name: str, host: str | None) -> dict[str, str]:
+    """Response headers of the static file ``name`` served for ``host`` (docs/security.md)."""
+    headers = {"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer"}
+    policy = _PAGE_POLICIES.get(name)
+    if policy is not None:
+        host = (host or "").strip()
+        ws = f"ws://{host} wss://{host}" if host and all(c not in host for c in " ;,'\"") else ""
+        headers["Content-Security-Policy"] = policy.format(ws=ws).replace("'self' ;", "'self';")
+        headers["X-Frame-Options"] = "DENY"
+    return headers
+
+
 def _static_handler(path: Path) -> Any:
     async def handler(request: Request) -> HTTPResponse:
-        return await file(path, headers={"Cache-Control": "no-cache"})
+        return await file(path, headers=security_headers(path.name, request.headers.get("host")))
 
     return handler
 
@@ -183,3 +302,17 @@ def _overview(hub: Hub) -> dict[str, Any]:
         "audit": audit,
         "agents_online": [a.to_dict() for a in hub.online.values()],
     }
+
+
+def _metrics(hub: Hub) -> str:
+    """The ``/metrics`` text: the hub's counters plus gauges read now (in a worker thread)."""
+    breaches: dict[str, int] = {"first_response": 0, "progress_update": 0}
+    for b in hub.cases.breaches():
+        breaches[b.kind] = breaches.get(b.kind, 0) + 1
+    queues = [(q["name"], int(q["waiting"]), int(q["with_agent"])) for q in hub.queues.snapshot()]
+    return hub.metrics.render(
+        queues=queues,
+        sla_breaches=breaches,
+        sockets={"customer": hub.customers.count(), "agent": hub.agent_sockets.count()},
+        agents_online=len(hub.online),
+    )

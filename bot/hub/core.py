@@ -6,6 +6,9 @@ The socket handlers (:mod:`bot.hub.customer_ws`, :mod:`bot.hub.agent_ws`) parse 
 * **Turns in order.** Customer messages of one conversation are processed one after another by a
   per-conversation worker, under the conversation's :class:`asyncio.Lock` (which the agent-side
   transitions take too).
+* **Turns survive.** A message awaits its turn durably (a mark stored with it before the ack);
+  a turn a crash or a database outage interrupted is resumed, and a fail-safe handoff the
+  database refused is retried until written (see "turns: in order, durable, resumed" below).
 * **The guard decides (P1).** While the bot holds a conversation each message goes through
   ``guard.before_turn``, the brain (under ``brain_timeout_s``, every exception caught) and
   ``guard.after_turn``; only ``Decision.deliver`` is sent, and ``Decision.handoff`` queues the
@@ -23,29 +26,40 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import weakref
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any, TypeVar
 
-from bot.brain import BotReply, Brain, BrainTurn
-from bot.hub.events import AgentEventLog, Registry
+from bot.brain import ActionServerError, BotReply, Brain, BrainTurn
+from bot.hub.events import AgentEventLog, LRUDict, Registry
+from bot.hub.metrics import Metrics
 from bot.hub.ratelimit import RateLimiter
+from bot.hub.security import HubSecurity
 from bot.i18n import detect_script, resolve_script, t
 from bot.services.agents import AgentInfo, AgentService
 from bot.services.cases import CaseError, CaseService
 from bot.services.config import HumanlineConfig
-from bot.services.conversations import ConversationInfo, ConversationService, HandoffInfo, MessageRecord
+from bot.services.conversations import (
+    AtCapacity,
+    ConversationInfo,
+    ConversationService,
+    HandoffInfo,
+    MessageRecord,
+)
 from bot.services.queues import QueueService
+from bot.services.summary import SummaryService
 from bot.settings import Settings
 from bot.store.db import Database
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
-# Failed agent logins allowed per window before login answers 429 (see bot/hub/app.py).
-LOGIN_WINDOW_S = 300.0
-LOGIN_FAILURES_PER_ADDRESS = 20
-LOGIN_FAILURES_PER_USERNAME = 10
+# At most one typing signal a side relays per conversation in this many seconds.
+TYPING_INTERVAL_S = 2.0
+
+MAX_CONVERSATION_MEMOS = 50_000
 
 
 class HubError(Exception):
@@ -82,26 +96,36 @@ class Hub:
         self.guard = guard or g.HandoffGuard(
             g.GuardConfig(max_unresolved_turns=settings.max_unresolved_turns, brain_timeout_s=settings.brain_timeout_s)
         )
-        self.conversations = ConversationService(db)
+        self.metrics = Metrics()
+        self.conversations = ConversationService(db, on_stored=self.metrics.message_stored)
         self.agents = AgentService(db, settings.agent_token_ttl_s)
         self.queues = QueueService(db, self.config)
         self.cases = CaseService(db, self.config)
+        self.summaries = SummaryService(db, self.config, self.conversations)
         self.customers = Registry()  # conversation id -> customer sockets
         self.agent_sockets = Registry()  # agent id -> agent sockets
         self.online: dict[int, AgentInfo] = {}  # agents with at least one socket
         self._sockets_by_token: dict[str, set[Any]] = {}  # agent token -> its open sockets (logout)
         self.events = AgentEventLog()
-        # Customer messages per visitor (all its sockets together), and agent logins: failures
-        # per client address and per username, so a guessing client is slowed down and cannot
-        # keep the CPU busy with password hashing.
+        # Customer messages per visitor (all its sockets together); per-address and login limits
+        # and the password-hashing executor are in bot.hub.security.
         self.message_limiter = RateLimiter(max(1, settings.rate_limit_per_10s), 10.0)
-        self.login_failures_by_address = RateLimiter(LOGIN_FAILURES_PER_ADDRESS, LOGIN_WINDOW_S)
-        self.login_failures_by_username = RateLimiter(LOGIN_FAILURES_PER_USERNAME, LOGIN_WINDOW_S)
+        self.security = HubSecurity(settings)
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         self._turns: dict[str, asyncio.Queue[MessageRecord]] = {}
         self._workers: dict[str, asyncio.Task[None]] = {}
-        self._last_status: dict[str, tuple[Any, ...]] = {}
-        self._timed_out: dict[str, set[int]] = {}
+        # Turns queued or running here, by (conversation, seq): never scheduled twice.
+        self._scheduled: set[tuple[str, int]] = set()
+        # Conversations whose fail-safe handoff could not be written (the database was away),
+        # with the seq of the failed turn: retried until the database takes it.
+        self._owed_handoffs: dict[str, int] = {}
+        # Per-conversation memos, bounded (they would otherwise grow with every conversation seen).
+        self._last_status: LRUDict[str, tuple[Any, ...]] = LRUDict(MAX_CONVERSATION_MEMOS)
+        self._timed_out: LRUDict[str, set[int]] = LRUDict(MAX_CONVERSATION_MEMOS)
+        # Per agent: its load check and the assignment happen under this lock, so two claims for
+        # different conversations cannot both see room for one more.
+        self._agent_locks: dict[int, asyncio.Lock] = {}
+        self._typing_relayed: dict[tuple[str, str], float] = {}  # (conversation, side) -> last relay
         self._background: set[asyncio.Task[Any]] = set()
         self._watcher: asyncio.Task[None] | None = None
 
@@ -125,13 +149,15 @@ class Hub:
         return task
 
     async def start(self) -> None:
-        """Start the agent reply-timeout watcher and the outbox/SLA maintenance loop."""
+        """Start the agent reply-timeout watcher, the outbox/SLA maintenance loop and the turn
+        recovery loop (which first resumes every turn left pending by an earlier run)."""
         if self._watcher is None:
             await self.run(self.queues.sync_catalogue)
             self._watcher = asyncio.ensure_future(self._watch_reply_timeouts())
-            from bot.hub.maintenance import run_maintenance
+            from bot.hub.maintenance import run_maintenance, run_turn_recovery
 
             self.spawn(run_maintenance(self.db, self.cases, self.settings))
+            self.spawn(run_turn_recovery(self, self.settings.turn_recovery_interval_s))
 
     async def stop(self) -> None:
         tasks = [*self._background, *self._workers.values()]
@@ -140,6 +166,7 @@ class Hub:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        self.security.close()
         # Going away (1001): clients reconnect to another hub or after the restart.
         sockets = [*self.customers.sockets(), *self.agent_sockets.sockets()]
         await asyncio.gather(
@@ -167,59 +194,141 @@ class Hub:
     ) -> tuple[MessageRecord, bool]:
         """Store a customer message (idempotent by ``client_msg_id``); returns it and whether new."""
         appended = await self.run(
-            self.conversations.append, conversation.id, "customer", text, client_msg_id=client_msg_id
+            self.conversations.append, conversation.id, "customer", text, client_msg_id=client_msg_id,
+            awaiting_turn=True,
         )
         assert appended is not None
         return appended.message, appended.created
 
+    # ---- turns: in order, durable, resumed -------------------------------------------------
+    #
+    # A customer message is stored with a durable "awaiting its turn" mark
+    # (``messages.turn_pending_since``) before it is acknowledged. The mark is cleared in the
+    # transaction that records the turn's result (the guard state after a brain call, see
+    # ``ConversationService.finish_turn``), or once the turn ended otherwise (forwarded to the
+    # agent, queued, handed off by the fail-safe). A turn that never got there — the hub was
+    # killed, the database went away — keeps its mark, and the recovery loop
+    # (:func:`bot.hub.maintenance.run_turn_recovery`) schedules it again: at start-up every
+    # pending turn, later those pending for more than ``turn_retry_after_s``.
+
     def schedule_turn(self, message: MessageRecord) -> None:
-        """Queue a stored customer message for its conversation's worker (in seq order)."""
+        """Queue a stored customer message for its conversation's worker (in seq order). A
+        message already queued or running here is not queued again."""
         cid = message.conversation_id
+        key = (cid, message.seq)
+        if key in self._scheduled:
+            return
+        self._scheduled.add(key)
         queue = self._turns.get(cid)
         if queue is None:
             queue = self._turns[cid] = asyncio.Queue()
         queue.put_nowait(message)
         if cid not in self._workers:
-            self._workers[cid] = asyncio.ensure_future(self._worker(cid))
+            self._start_worker(cid)
+
+    def _start_worker(self, cid: str) -> None:
+        self._workers[cid] = asyncio.ensure_future(self._worker(cid))
 
     async def _worker(self, cid: str) -> None:
-        queue = self._turns[cid]
+        queue = self._turns.setdefault(cid, asyncio.Queue())
+        stalled = False
         try:
-            while not queue.empty():
+            while True:
+                # A handoff the customer was promised comes before any further turn: the bot
+                # must not answer a conversation it said a person would take.
+                if cid in self._owed_handoffs and not await self._settle_handoff(cid):
+                    stalled = True  # the database is still away: the recovery loop comes back
+                    return
+                if queue.empty():
+                    return
                 message = queue.get_nowait()
                 try:
                     await self.process_customer_message(message)
                 except Exception:  # noqa: BLE001 - one bad turn must not stop the conversation
                     logger.exception("turn of conversation %s failed", cid)
-                    await self._fail_safe(cid)
+                    await self._fail_safe(cid, message.seq)
+                else:
+                    try:
+                        await self.run(self.conversations.turn_done, cid, message.seq)
+                    except Exception:  # noqa: BLE001 - the turn ran; a resume would only repeat a no-op
+                        logger.warning("clearing the pending mark of %s/%d failed", cid, message.seq, exc_info=True)
+                finally:
+                    self._scheduled.discard((cid, message.seq))
         finally:
             self._workers.pop(cid, None)
             if queue.empty():
                 self._turns.pop(cid, None)
-            else:  # something arrived while we were finishing
-                self._workers[cid] = asyncio.ensure_future(self._worker(cid))
+            elif not stalled:  # something arrived while we were finishing
+                self._start_worker(cid)
 
-    async def _fail_safe(self, cid: str) -> None:
+    async def _fail_safe(self, cid: str, seq: int) -> None:
         """A turn failed outside the brain (database, unreadable guard state…): P1 says hand off.
 
-        The message is already stored. If the handoff cannot be written either, the customer
-        is at least told, with an ``error`` frame, that the message is kept and a person will
-        answer — never silence.
+        The message is already stored. If the handoff cannot be written now (the database is
+        away), it is owed: the customer is told, with an ``error`` frame, that the message is
+        kept and a person will answer, and the handoff is retried — before any later turn of
+        the conversation, and by the recovery loop — until the database takes it.
         """
-        try:
-            async with self.lock(cid):
-                conv = await self.run(self.conversations.get, cid)
-                if conv is not None and conv.status == "bot":
-                    await self.handoff(cid, self.config.default_queue, "brain_error", lang=conv.lang)
-                    return
-        except Exception:  # noqa: BLE001 - the database itself may be down
-            logger.exception("handing off conversation %s after a failed turn failed too", cid)
+        if await self._settle_handoff(cid, seq):
+            return
+        self._owed_handoffs[cid] = max(seq, self._owed_handoffs.get(cid, 0))
         with contextlib.suppress(Exception):
             await self.send_customers(
                 cid, {"type": "error", "code": "unavailable",
                       "message": "We could not process your message automatically. It is saved and a person will "
                                  "answer you as soon as possible."},
             )
+
+    async def _settle_handoff(self, cid: str, seq: int | None = None) -> bool:
+        """Hand a conversation whose turn failed to a person, if the bot still holds it, and
+        clear the pending marks up to the failed turn. False when the database refused."""
+        seq = seq if seq is not None else self._owed_handoffs.get(cid)
+        try:
+            async with self.lock(cid):
+                conv = await self.run(self.conversations.get, cid)
+                if conv is not None and conv.status == "bot":
+                    await self.handoff(cid, self.config.default_queue, "brain_error", lang=conv.lang)
+                if seq is not None:
+                    await self.run(self.conversations.turn_done, cid, seq)
+        except Exception:  # noqa: BLE001 - the database itself may be down
+            logger.warning("handing off conversation %s after a failed turn failed too", cid, exc_info=True)
+            return False
+        if self._owed_handoffs.pop(cid, None) is not None:
+            logger.info("conversation %s handed off after the failure of its turn", cid)
+        return True
+
+    async def resume_pending_turns(self, older_than_s: float) -> int | None:
+        """Retry the owed handoffs, then schedule the turns whose mark is older than
+        ``older_than_s`` and that no worker of this hub has. Returns how many were resumed, or
+        ``None`` when the brain is not ready yet (a model still loading after a restart): the
+        turns wait for it rather than fail and hand off.
+
+        Each resumed turn is first taken with a conditional ``UPDATE`` that moves its mark to
+        now (:meth:`ConversationService.claim_pending_turn`): when several hubs share the
+        database, one of them takes it. A turn running on another hub for longer than
+        ``older_than_s`` could be taken too; ``turn_retry_after_s`` is therefore several
+        times ``brain_timeout_s``.
+        """
+        for cid in list(self._owed_handoffs):
+            if cid not in self._workers:
+                self._start_worker(cid)
+        try:
+            brain_ready = self.brain is not None and await self.brain.ready()
+        except Exception:  # noqa: BLE001 - not ready
+            brain_ready = False
+        if not brain_ready:
+            return None
+        resumed = 0
+        for message in await self.run(self.conversations.pending_turns, older_than_s):
+            if (message.conversation_id, message.seq) in self._scheduled:
+                continue
+            if await self.run(self.conversations.claim_pending_turn, message.conversation_id, message.seq,
+                              older_than_s):
+                logger.warning("resuming the turn of message %d of conversation %s", message.seq,
+                               message.conversation_id)
+                self.schedule_turn(message)
+                resumed += 1
+        return resumed
 
     async def process_customer_message(self, message: MessageRecord) -> None:
         """What happens after a customer message is stored and acknowledged."""
@@ -246,35 +355,47 @@ class Hub:
             elif conv.status == "bot":
                 await self._bot_turn(conv, message, lang, state)
             elif conv.status == "queued":
+                await self._escalate_danger(conv, message, lang)
                 self.spawn(self._annotate(message))
 
-    async def _annotate(self, message: MessageRecord) -> None:
+    async def _annotate(self, message: MessageRecord, timeout_s: float | None = None) -> str | None:
         """Give a customer message the bot did not handle its intent and confidence, for the
         agent's transcript: parsed by the NLU only (no dialogue, no tracker), when the brain
-        can do that. Best effort: a failure or a slow parse only leaves the fields empty."""
+        can do that. Best effort: a failure or a slow parse only leaves the fields empty.
+        Returns the intent (``None`` when unknown)."""
         parse = getattr(self.brain, "parse", None)
         if parse is None:
-            return
+            return None
         try:
-            intent, confidence = await asyncio.wait_for(parse(message.text), timeout=self.settings.brain_timeout_s)
+            intent, confidence = await asyncio.wait_for(
+                parse(message.text), timeout=timeout_s or self.settings.brain_timeout_s
+            )
         except Exception:  # noqa: BLE001 - the transcript just shows no intent
             logger.info("parsing a message for the agent's transcript failed", exc_info=True)
-            return
+            return None
         if intent is None:
-            return
+            return None
         await self.run(self.conversations.set_nlu, message.conversation_id, message.seq, intent, confidence)
         conv = await self.run(self.conversations.get, message.conversation_id)
         if conv is not None and conv.status == "agent" and conv.agent_id is not None:
             await self.emit(conv.agent_id, {"type": "nlu", "conversation_id": conv.id, "seq": message.seq,
                                             "intent": intent, "confidence": confidence})
+        return str(intent)
 
     async def _bot_turn(self, conv: ConversationInfo, message: MessageRecord, lang: str, state: Any) -> None:
         g = _guard_module()
         before = self.guard.before_turn(state, message.text)
         if before.handoff:
             await self.run(self.conversations.save_guard_state, conv.id, before.state)
-            await self.handoff(conv.id, self.config.default_queue, before.reason or "customer_request", lang=lang)
-            self.spawn(self._annotate(message))  # the brain never saw it: the transcript still gets its intent
+            if before.reason == g.DANGER:
+                await self._danger_handoff(conv.id, lang)
+                self.spawn(self._annotate(message))  # the transcript still gets its intent
+                return
+            # The brain never saw the message: the NLU alone finds the request in it, so that the
+            # queue and the case follow it (an angry refund request goes to finance, not general).
+            intent = await self._annotate(message, timeout_s=min(1.0, self.settings.brain_timeout_s))
+            request_queue = await self.run(self._request_queue, conv.id, intent)
+            await self.handoff(conv.id, request_queue, before.reason or "customer_request", lang=lang, intent=intent)
             return
         turn, error = await self._call_brain(conv, message.text, lang)
         outcome = g.TurnOutcome(
@@ -298,7 +419,7 @@ class Hub:
             slots = turn.slots if turn else {}
             queue = (
                 getattr(decision, "queue", None) or outcome.handoff_queue or slots.get("handoff_queue")
-                or self.config.default_queue
+                or await self.run(self._request_queue, conv.id, outcome.intent)
             )
             if queue not in self.config.queues:
                 queue = self.config.default_queue
@@ -314,15 +435,22 @@ class Hub:
         if self.brain is None:
             return None, "brain_error"
         metadata = {"visitor_id": conv.visitor_id, "lang": lang, "conversation_id": conv.id}
+        started = time.perf_counter()
         try:
             turn = await asyncio.wait_for(
                 self.brain.handle(conv.id, text, metadata), timeout=self.settings.brain_timeout_s
             )
+            self.metrics.bot_turn("ok", time.perf_counter() - started)
             return turn, None
         except asyncio.TimeoutError:
+            self.metrics.bot_turn("timeout", time.perf_counter() - started)
             logger.warning("brain timed out on conversation %s", conv.id)
             return None, "timeout"
+        except ActionServerError:
+            logger.exception("a custom action failed on conversation %s", conv.id)
+            return None, "action_error"
         except Exception:  # noqa: BLE001 - any brain failure hands off (P1)
+            self.metrics.bot_turn("brain_error", time.perf_counter() - started)
             logger.exception("brain failed on conversation %s", conv.id)
             return None, "brain_error"
 
@@ -377,6 +505,46 @@ class Hub:
         await self._announce_queued(cid, h, lang, first=True)
         return h
 
+    def _request_queue(self, cid: str, intent: str | None = None) -> str:
+        """The queue of a new handoff of ``cid``: it follows the conversation's request — the
+        category of its open case, else of the last understood request (``intent``, this turn's,
+        then the stored intents of its customer messages, newest first), else the default queue
+        (:func:`bot.services.routing.handoff_queue`). Blocking: run it in a worker thread."""
+        from bot.services.routing import handoff_queue
+
+        case = self.cases.open_for_conversation(cid)
+        stored = [m.intent for m in reversed(self.conversations.messages_after(cid, 0)) if m.sender == "customer"]
+        return handoff_queue(case.category if case is not None else None, [intent, *stored], self.config)
+
+    def _danger_text(self, lang: str | None) -> str:
+        number = self.config.emergency_number(self.settings.region)
+        return t("danger", lang, number=number) if number else t("danger_no_number", lang)
+
+    async def _danger_handoff(self, cid: str, lang: str) -> None:
+        """Promise 9: the customer reported danger. Tell them, in their script, to call the local
+        emergency number if in immediate danger, then queue the conversation — in the danger
+        queue, where it is served first with its own (short) first-response target."""
+        await self.system_message(cid, self._danger_text(lang))
+        await self.handoff(cid, self.config.danger_queue or self.config.default_queue, "danger", lang=lang)
+
+    async def _escalate_danger(self, conv: ConversationInfo, message: MessageRecord, lang: str) -> None:
+        """A customer already waiting in another queue reports danger: move the conversation to the
+        danger queue (served first) and give the emergency advice. The caller holds the lock."""
+        from bot.signals import read_signals
+
+        queue = self.config.danger_queue or self.config.default_queue
+        if conv.queue == queue or read_signals(message.text).danger is None:
+            return
+        h = await self.run(
+            self.conversations.queue, conv.id, queue, "danger", from_statuses=("queued",), end_outcome="transferred"
+        )
+        if h is None:
+            return
+        await self.system_message(conv.id, self._danger_text(lang))
+        await self._announce_queued(conv.id, h, lang, first=True)
+        if conv.queue:
+            await self.refresh_queue(conv.queue)
+
     async def _announce_queued(self, cid: str, h: HandoffInfo, lang: str | None, *, first: bool) -> None:
         def reads() -> tuple[ConversationInfo | None, str | None, list[AgentInfo]]:
             # One trip to a worker thread for the three reads the notification needs (three
@@ -392,10 +560,11 @@ class Hub:
         recipients = [a.id for a in everyone if h.queue in a.skills or a.role == "supervisor"]
         await self.emit_many(recipients, {"type": "handoff", **entry})
         display = self.queues.display(h.queue, lang)
-        online = len(self.agents_for(h.queue, available_only=True))
-        positions = await self.run(self.queues.positions, h.queue, online)
+        online, slots, free = await self.queue_capacity(h.queue)
+        positions = await self.run(self.queues.positions, h.queue, online, slots, free)
         pos = positions.get(cid)
-        if first:
+        if first:  # a handoff (a transfer or a requeue announces again with first=False)
+            self.metrics.handoff(h.reason)
             if online:
                 minutes = max(1, round((pos.eta_seconds if pos else 0) / 60))
                 text = t("queued", lang, queue=display, position=pos.position if pos else 1, minutes=minutes,
@@ -433,8 +602,8 @@ class Hub:
         """Push changed positions to the queue's customers and a snapshot to every agent
         (``positions``: as just read by the caller, to save reading them twice)."""
         if positions is None:
-            online = len(self.agents_for(queue, available_only=True))
-            current: dict[str, Any] = await self.run(self.queues.positions, queue, online)
+            online, slots, free = await self.queue_capacity(queue)
+            current: dict[str, Any] = await self.run(self.queues.positions, queue, online, slots, free)
         else:
             current = positions
         for cid, pos in current.items():
@@ -452,8 +621,8 @@ class Hub:
         """The current ``status`` frame of a conversation (sent after ``welcome``)."""
         lang = conv.lang or "en"
         if conv.status == "queued" and conv.queue:
-            online = len(self.agents_for(conv.queue, available_only=True))
-            positions = await self.run(self.queues.positions, conv.queue, online)
+            online, slots, free = await self.queue_capacity(conv.queue)
+            positions = await self.run(self.queues.positions, conv.queue, online, slots, free)
             if conv.id in positions:
                 pos = positions[conv.id]
                 return self._status_frame(pos, lang, pos.entry.case_number)
@@ -473,27 +642,154 @@ class Hub:
             return
         snapshot = await self.run(self.queues.snapshot)
         waiting = await self.run(self.queues.waiting)
+        agents = await self.agents_load()
         for agent in list(self.online.values()):
             mine = [w.frame() for w in waiting if w.queue in agent.skills or agent.role == "supervisor"]
-            await self.emit(agent.id, {"type": "queue", "queues": snapshot, "waiting": mine})
+            await self.emit(agent.id, {"type": "queue", "queues": snapshot, "waiting": mine, "agents": agents})
+
+    def capacity_of(self, agent: AgentInfo) -> int:
+        """How many conversations ``agent`` may hold at once (its own limit or the default)."""
+        return agent.capacity(self.config.agents.max_concurrent_default)
+
+    def _agent_lock(self, agent_id: int) -> asyncio.Lock:
+        lock = self._agent_locks.get(agent_id)
+        if lock is None:
+            lock = self._agent_locks[agent_id] = asyncio.Lock()
+        return lock
+
+    async def queue_capacity(self, queue: str) -> tuple[int, int, int]:
+        """``(agents, places, free places)`` of the available agents online with the skill for
+        ``queue``: the queue estimate counts places, not heads."""
+        pool = self.agents_for(queue, available_only=True)
+        if not pool:
+            return 0, 0, 0
+        loads = await self.run(self.agents.loads, [a.id for a in pool])
+        caps = {a.id: self.capacity_of(a) for a in pool}
+        return len(pool), sum(caps.values()), sum(max(0, caps[a] - loads[a]) for a in caps)
+
+    async def agents_load(self) -> list[dict[str, Any]]:
+        """Every agent with its load for the console: ``{id, display_name, role, online,
+        available, load, max_concurrent (the limit in force), own_max_concurrent (``None``: the
+        default), allow_overflow}``; online agents first."""
+        def read() -> tuple[list[AgentInfo], dict[int, int]]:
+            return self.agents.all(), self.agents.loads()
+
+        everyone, loads = await self.run(read)
+        rows: list[dict[str, Any]] = []
+        for a in everyone:
+            current = self.online.get(a.id)
+            rows.append({
+                "id": a.id, "display_name": a.display_name, "role": a.role, "online": current is not None,
+                "available": (current or a).available, "load": loads.get(a.id, 0),
+                "max_concurrent": self.capacity_of(a), "own_max_concurrent": a.max_concurrent,
+                "allow_overflow": a.allow_overflow,
+            })
+        rows.sort(key=lambda r: (not r["online"], str(r["display_name"]).lower()))
+        return rows
 
     async def auto_assign(self, queue: str) -> None:
-        """Give waiting conversations of ``queue``, oldest first, to the least busy available agent
-        online with the skill (an agent who let the conversation time out is skipped for it)."""
+        """Give waiting conversations of ``queue``, oldest first, to the least loaded available
+        agent online with the skill who has room for one more (fewest conversations, then most
+        free places); an agent who let the conversation time out is skipped for it. Stops when
+        nobody has room."""
         candidates = self.agents_for(queue, available_only=True)
         if not candidates:
             return
+        loads = await self.run(self.agents.loads, [a.id for a in candidates])
         for entry in await self.run(self.queues.waiting, [queue]):
+            # The hub's current view: availability, skills or limits may have changed meanwhile.
+            pool = [a for a in self.agents_for(queue, available_only=True) if a.id in loads]
+            room = [a for a in pool if loads[a.id] < self.capacity_of(a)]
+            if not room:
+                return
             skip = self._timed_out.get(entry.conversation_id, set())
-            pool = [a for a in self.agents_for(queue, available_only=True) if a.id not in skip]
-            if not pool:
+            room = [a for a in room if a.id not in skip]
+            if not room:
                 continue
-            loads = {a.id: await self.run(self.agents.load, a.id) for a in pool}
-            agent = min(pool, key=lambda a: (loads[a.id], a.id))
+            agent = min(room, key=lambda a: (loads[a.id], loads[a.id] - self.capacity_of(a), a.id))
             try:
                 await self.claim(agent, entry.conversation_id, automatic=True)
-            except HubError:
+            except HubError as e:
+                if e.code == "at_capacity":  # it took conversations elsewhere meanwhile
+                    loads[agent.id] = self.capacity_of(agent)
                 continue
+            loads[agent.id] += 1
+
+    def _refill(self, agent_id: int | None) -> None:
+        """An agent has room again (released a conversation, got a higher limit): offer it the
+        waiting conversations of its queues."""
+        agent = self.online.get(agent_id) if agent_id is not None else None
+        if agent is None or not agent.available:
+            return
+        queues = self.config.queues if agent.role == "supervisor" else agent.skills
+        for queue in queues:
+            if queue in self.config.queues:
+                self.spawn(self.auto_assign(queue))
+
+    async def set_capacity(
+        self, supervisor: AgentInfo, agent_id: Any, max_concurrent: Any, allow_overflow: Any = None
+    ) -> dict[str, Any]:
+        """A supervisor sets an agent's limit (``None``: the configured default) and, when given,
+        whether the agent may claim by hand above it. Audited; every console gets the new load
+        table; a raised limit fills the agent from its queues."""
+        if supervisor.role != "supervisor":
+            raise HubError("forbidden", "only a supervisor can change an agent's capacity")
+        if isinstance(agent_id, bool) or not isinstance(agent_id, int):
+            raise HubError("invalid_field", "agent_id must be an agent's id")
+        if max_concurrent is not None and (
+            isinstance(max_concurrent, bool) or not isinstance(max_concurrent, int) or not 1 <= max_concurrent <= 100
+        ):
+            raise HubError("invalid_field", "max_concurrent must be a whole number from 1 to 100, or null")
+        if allow_overflow is not None and not isinstance(allow_overflow, bool):
+            raise HubError("invalid_field", "allow_overflow must be true or false")
+        updated = await self.run(
+            self.agents.set_capacity, agent_id, supervisor.actor, max_concurrent=max_concurrent,
+            allow_overflow=allow_overflow,
+        )
+        if updated is None:
+            raise HubError("not_found", "no such agent")
+        if updated.id in self.online:
+            self.online[updated.id] = replace(self.online[updated.id], max_concurrent=updated.max_concurrent,
+                                              allow_overflow=updated.allow_overflow)
+        await self.broadcast_queues()
+        self._refill(updated.id)
+        return updated.to_dict()
+
+    # ---- typing indicators ----------------------------------------------------------------
+
+    def _typing_due(self, cid: str, side: str) -> bool:
+        """Whether a typing signal of ``side`` in ``cid`` may be relayed now (at most one per
+        :data:`TYPING_INTERVAL_S`); the rest are dropped without an error."""
+        now = time.monotonic()
+        key = (cid, side)
+        if now - self._typing_relayed.get(key, -TYPING_INTERVAL_S) < TYPING_INTERVAL_S:
+            return False
+        if len(self._typing_relayed) > 10_000:  # forget conversations nobody types in any more
+            self._typing_relayed = {k: v for k, v in self._typing_relayed.items() if now - v < TYPING_INTERVAL_S}
+        self._typing_relayed[key] = now
+        return True
+
+    async def customer_typing(self, cid: str) -> None:
+        """The customer is typing: tell the agent holding the conversation (not stored, not put
+        in the agent's event ring: a replayed "typing…" would be stale)."""
+        if not self._typing_due(cid, "customer"):
+            return
+        conv = await self.run(self.conversations.get, cid)
+        if conv is None or conv.status != "agent" or conv.agent_id is None:
+            return
+        await self.agent_sockets.send(conv.agent_id, {"type": "typing", "conversation_id": cid, "sender": "customer"})
+        self.metrics.typing_relayed("customer")
+
+    async def agent_typing(self, agent: AgentInfo, cid: str) -> None:
+        """The agent is typing in a conversation it holds: tell the customer (never stored).
+        Ignored for a conversation the agent does not hold (it may just have been released)."""
+        if not self._typing_due(cid, f"agent:{agent.id}"):
+            return
+        conv = await self.run(self.conversations.get, cid)
+        if conv is None or conv.status != "agent" or conv.agent_id != agent.id:
+            return
+        await self.send_customers(cid, {"type": "typing", "sender": "agent", "agent_name": agent.display_name})
+        self.metrics.typing_relayed("agent")
 
     # ---- agents ---------------------------------------------------------------------------
 
@@ -547,12 +843,19 @@ class Hub:
             "queues": snapshot,
             "waiting": [w.frame() for w in waiting if w.queue in agent.skills or agent.role == "supervisor"],
             "conversations": mine,
+            "agents": await self.agents_load(),
             "last_event_id": self.events.oldest_id(),
         }
 
     async def _conversation_view(self, conv: ConversationInfo) -> dict[str, Any]:
         transcript = await self.run(self.conversations.messages_after, conv.id, 0)
         case = await self.run(self.conversations.case_details, conv.case_id)
+        # The handoff summary above the transcript: best effort, a failure leaves it out.
+        try:
+            summary = await self.run(self.summaries.summary, conv.id)
+        except Exception:  # noqa: BLE001 - the conversation opens without its summary
+            logger.exception("summarising conversation %s failed", conv.id)
+            summary = None
         return {
             "conversation_id": conv.id,
             "queue": conv.queue,
@@ -560,6 +863,7 @@ class Hub:
             "lang": conv.lang,
             "transcript": [m.agent_frame() for m in transcript],
             "case": case,
+            "summary": summary,
         }
 
     async def _held(self, agent: AgentInfo, cid: str) -> ConversationInfo:
@@ -571,7 +875,8 @@ class Hub:
         return conv
 
     async def claim(self, agent: AgentInfo, cid: str, *, automatic: bool = False) -> None:
-        """Take a queued conversation. Of racing claims exactly one wins."""
+        """Take a queued conversation. Of racing claims exactly one wins. An agent at its limit
+        gets ``at_capacity`` (by hand: unless a supervisor allowed it to overflow)."""
         async with self.lock(cid):
             conv = await self.run(self.conversations.get, cid)
             if conv is None:
@@ -580,7 +885,16 @@ class Hub:
                 raise HubError("already_claimed", "this conversation is not waiting any more")
             if conv.queue not in agent.skills and agent.role != "supervisor":
                 raise HubError("forbidden", "this conversation is in a queue you do not serve")
-            h = await self.run(self.conversations.assign, cid, agent.id)
+            # Capacity: automatic assignment never goes above the limit; a claim by hand only
+            # when a supervisor allowed this agent to overflow. Checked in the assigning
+            # transaction (the agent's row locked) and, in this hub, under the agent's lock.
+            limit = None if agent.allow_overflow and not automatic else self.capacity_of(agent)
+            async with self._agent_lock(agent.id):
+                try:
+                    h = await self.run(self.conversations.assign, cid, agent.id, max_load=limit)
+                except AtCapacity as e:
+                    raise HubError("at_capacity", f"you already hold {e.load} conversations (your limit is "
+                                                  f"{e.limit}); resolve one or ask a supervisor") from None
             if h is None:
                 raise HubError("already_claimed", "another agent took this conversation")
             await self.run(self.agents.record, agent, "auto_assigned" if automatic else "claim", cid, queue=h.queue)
@@ -642,6 +956,7 @@ class Hub:
             await self._announce_queued(cid, h, lang, first=False)
         if conv.queue and conv.queue != queue:
             await self.refresh_queue(conv.queue)
+        self._refill(agent.id)
 
     async def hand_back(self, agent: AgentInfo, cid: str) -> None:
         """The agent returns the conversation to the bot; the guard's budget starts afresh."""
@@ -657,6 +972,7 @@ class Hub:
             await self.system_message(cid, t("handed_back", conv.lang or "en"))
             await self.send_customers(cid, {"type": "status", "status": "bot"})
         await self.broadcast_queues()
+        self._refill(agent.id)
 
     async def resolve(self, agent: AgentInfo, cid: str) -> None:
         """The agent closes the conversation (status ``closed``; a new customer message reopens
@@ -674,6 +990,7 @@ class Hub:
                 frame["case_id"] = number
             await self.send_customers(cid, frame)
         await self.broadcast_queues()
+        self._refill(agent.id)
 
     async def set_availability(self, agent: AgentInfo, available: bool) -> AgentInfo:
         updated = await self.run(self.agents.set_available, agent, available)
@@ -689,15 +1006,18 @@ class Hub:
     async def _case_for(self, agent: AgentInfo, number: str) -> Any:
         """The case ``number`` if ``agent`` may work on it: a supervisor, the agent holding a
         conversation of the case, or an agent serving the case's queue."""
+        # One answer for "no such case" and "not yours": case numbers are sequential, so a
+        # different error would let an agent map every other queue's cases by probing.
+        refusal = HubError("invalid_case", f"no case {number!r} that you may work on")
         case = await self.run(self.cases.get, number)
         if case is None:
-            raise HubError("invalid_case", f"no case {number!r}")
+            raise refusal
         if agent.role == "supervisor" or case.queue in agent.skills:
             return case
         held = await self.run(self.conversations.by_agent, agent.id)
         if any(c.case_id == case.id for c in held):
             return case
-        raise HubError("forbidden", f"case {case.number} is in a queue you do not serve")
+        raise refusal
 
     async def _case_action(
         self, agent: AgentInfo, number: str, action: str, cid: Any, fn: Callable[..., Any], *args: Any,
@@ -808,3 +1128,4 @@ class Hub:
             lang = conv.lang or "en"
             await self.system_message(cid, t("requeued", lang, queue=self.queues.display(h.queue, lang)))
             await self._announce_queued(cid, new, lang, first=False)
+        self._refill(h.agent_id)

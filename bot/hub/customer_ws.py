@@ -1,9 +1,14 @@
 """The customer WebSocket ``/ws/chat`` (docs/protocol.md; the binding subset is PROTOCOL.md).
 
-One :class:`CustomerSession` per socket. Frames are validated here; a bad frame gets an ``error``
-frame and the socket stays usable. Only credential and origin failures close it:
-``4001`` (``unauthorized``: bad or expired visitor token, bad identity signature) and ``4003``
-(``forbidden``: origin not allowed, or someone else's conversation).
+One :class:`CustomerSession` per socket. Frames are validated here; a bad frame (also JSON nested
+too deeply to parse) gets an ``error`` frame and the socket stays usable. Only credential, origin
+and abuse-limit failures close it: ``4001`` (``unauthorized``: bad, expired or revoked visitor
+token, bad identity token), ``4003`` (``forbidden``: origin not allowed, or someone else's
+conversation) and ``4029`` (``rate_limited``: too many sockets, hellos or new visitors from one
+client address, see :mod:`bot.hub.security`; a hello with a valid identity token is vouched for
+by the app's backend and exempt, so a backend relaying many users from one address works).
+Until ``hello`` succeeded a frame may be at most :data:`PRE_HELLO_MAX_BYTES` (larger: close
+``1009``), so an anonymous socket cannot make the hub buffer the full frame limit.
 
 A ``message`` is stored first and acknowledged after; a resend with the same ``client_msg_id``
 gets the same ``ack`` and nothing else.
@@ -15,16 +20,20 @@ import json
 import logging
 from typing import Any
 
-from bot.hub.auth import origin_allowed, sign_visitor, verify_identity, verify_visitor
+from bot.hub.auth import identity_user, origin_allowed, sign_visitor, verify_visitor_claim
 from bot.hub.core import Hub
 from bot.hub.events import send_frame
+from bot.hub.security import request_address
 from bot.i18n import LANGS
 from bot.services.conversations import ConversationInfo
+from bot.services.credentials import VisitorCredentials
 
 logger = logging.getLogger(__name__)
 
 CLOSE_UNAUTHORIZED = 4001
 CLOSE_FORBIDDEN = 4003
+CLOSE_RATE_LIMITED = 4029
+PRE_HELLO_MAX_BYTES = 64 * 1024
 CHANNELS = ("web", "app", "cli")
 MAX_CLIENT_MSG_ID = 128
 
@@ -41,9 +50,12 @@ class Closing(Exception):
 class CustomerSession:
     """The state of one customer socket: its conversation, once ``hello`` succeeded."""
 
-    def __init__(self, hub: Hub, ws: Any):
+    def __init__(self, hub: Hub, ws: Any, address: str = "?"):
         self.hub = hub
         self.ws = ws
+        self.address = address
+        #: whether this socket counts against its address's open-socket cap
+        self.counted_socket = False
         self.conversation: ConversationInfo | None = None
 
     async def error(self, code: str, message: str) -> None:
@@ -56,7 +68,7 @@ class CustomerSession:
     async def on_text(self, raw: str | bytes) -> None:
         try:
             frame = json.loads(raw)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):
             await self.error("invalid_json", "frames must be JSON objects")
             return
         if not isinstance(frame, dict):
@@ -64,9 +76,16 @@ class CustomerSession:
             return
         kind = frame.get("type")
         if kind == "hello":
-            await self.on_hello(frame)
+            async with self.hub.security.hello_slots:
+                await self.on_hello(frame)
         elif kind == "message":
             await self.on_message(frame)
+        elif kind == "typing":
+            # Relayed to the agent holding the conversation (rate-limited there), never stored.
+            if self.conversation is None:
+                await self.error("not_ready", "send hello first")
+            else:
+                await self.hub.customer_typing(self.conversation.id)
         elif kind == "ping":
             await send_frame(self.ws, {"type": "pong"})
         else:
@@ -84,18 +103,33 @@ class CustomerSession:
         visitor_id: str | None = None
         identity = frame.get("identity")
         if identity is not None:
-            if not isinstance(identity, dict) or not verify_identity(
-                settings.identity_secret, identity.get("user_id"), identity.get("signature")
-            ):
-                await self.deny("unauthorized", "the identity signature is not valid", CLOSE_UNAUTHORIZED)
-            visitor_id = await hub.run(hub.conversations.visitor_for_user, identity["user_id"], lang)
+            user_id = identity_user(settings.identity_secret, identity, legacy=settings.identity_legacy_hmac)
+            if user_id is None:
+                await self.deny("unauthorized", "the identity token is not valid or has expired", CLOSE_UNAUTHORIZED)
+            visitor_id = await hub.run(hub.conversations.visitor_for_user, user_id, lang)
             channel = "app" if frame.get("channel") not in CHANNELS else channel
+            # Vouched for by the app's backend, which may relay many users from one address:
+            # not an anonymous socket, so not under the per-address caps.
+            if self.counted_socket:
+                hub.security.close_socket(self.address)
+                self.counted_socket = False
+        elif not hub.security.hellos.hit(self.address):
+            await self.deny("rate_limited", "too many chats from your network; try again in a minute",
+                            CLOSE_RATE_LIMITED)
         token = frame.get("visitor_token")
         if token is not None and visitor_id is None:
-            visitor_id = verify_visitor(settings.secret, token) if isinstance(token, str) else None
-            if visitor_id is None or not await hub.run(hub.conversations.visitor_exists, visitor_id):
+            claim = verify_visitor_claim((settings.secret, *settings.previous_secrets), token)
+            if claim is None or not await hub.run(VisitorCredentials(hub.db).accepts, claim.visitor_id,
+                                                  claim.issued_ms):
                 await self.deny("unauthorized", "the visitor token is not valid or has expired", CLOSE_UNAUTHORIZED)
+            assert claim is not None
+            visitor_id = claim.visitor_id
         if visitor_id is None:
+            # Anonymous visitors cost a row, a conversation and possibly a handoff each: capped
+            # per client address (the per-visitor message limit does not bound how many exist).
+            if not hub.security.new_visitors.hit(self.address):
+                await self.deny("rate_limited", "too many new chats from your network; try again in a minute",
+                                CLOSE_RATE_LIMITED)
             visitor_id = await hub.run(hub.conversations.create_visitor, lang)
 
         conv: ConversationInfo | None = None
@@ -117,6 +151,7 @@ class CustomerSession:
             last_seq = 0
 
         self.conversation = conv
+        _frame_limit(self.ws, None)  # the app's frame limit from now on
         hub.customers.add(conv.id, self.ws)
         await send_frame(
             self.ws,
@@ -171,11 +206,16 @@ class CustomerSession:
 
 async def serve_customer(hub: Hub, request: Any, ws: Any) -> None:
     """The Sanic WebSocket handler body of ``/ws/chat``."""
-    session = CustomerSession(hub, ws)
+    address = request_address(request, hub.security.trusted_proxies)
+    session = CustomerSession(hub, ws, address)
     try:
         if not origin_allowed(request.headers.get("origin"), request.headers.get("host"),
                               hub.settings.allowed_origins):
             await session.deny("forbidden", "this origin may not open a chat", CLOSE_FORBIDDEN)
+        session.counted_socket = hub.security.open_socket(address)
+        if not session.counted_socket:
+            await session.deny("rate_limited", "too many open chats from your network", CLOSE_RATE_LIMITED)
+        _frame_limit(ws, PRE_HELLO_MAX_BYTES)
         while True:
             raw = await ws.recv()
             if raw is None:
@@ -187,8 +227,26 @@ async def serve_customer(hub: Hub, request: Any, ws: Any) -> None:
         if not _is_closed(exc):
             logger.exception("customer socket failed")
     finally:
+        if session.counted_socket:
+            hub.security.close_socket(address)
         if session.conversation is not None:
             hub.customers.discard(session.conversation.id, ws)
+
+
+def _frame_limit(ws: Any, limit: int | None) -> None:
+    """Set the largest frame the socket accepts (``None``: the app's ``WEBSOCKET_MAX_SIZE``).
+
+    Sanic's socket wraps a sans-I/O ``websockets`` connection whose ``max_size`` is read for
+    every frame; the frame already being read keeps the limit it started with.
+    """
+    connection = getattr(ws, "connection", None)
+    if connection is None or not hasattr(connection, "max_size"):
+        return
+    if limit is None:
+        limit = getattr(ws, "_humanline_max_size", connection.max_size)
+    else:
+        ws._humanline_max_size = connection.max_size
+    connection.max_size = limit
 
 
 def _is_closed(exc: BaseException) -> bool:

@@ -9,7 +9,15 @@ id that is still in the ring; anything older is covered by the ``ready`` snapsho
 from the database (queues, the agent's conversations with their transcripts).
 
 A socket is anything with an ``async send(str)``; a failed send drops the socket from the
-registry and never disturbs the sender.
+registry and never disturbs the sender. A send that does not complete within
+:data:`SEND_TIMEOUT_S` (a client that stopped reading: the socket's write buffer is full and the
+send waits for it to drain) counts as failed and the connection is cut (1008), so a slow reader
+cannot hold a conversation's lock, or the hub, for longer than that; the client reconnects and
+gets what it missed by ``last_seq`` / ``last_event_id``.
+
+:meth:`AgentEventLog.missed` also says whether the ring still reached back to the agent's last
+event; when it did not, the agent socket sends an ``events_truncated`` frame so the console knows
+the ``ready`` snapshot, not the replay, is the complete picture.
 """
 
 from __future__ import annotations
@@ -19,14 +27,39 @@ import itertools
 import json
 import logging
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
+
+K = TypeVar("K")
+V = TypeVar("V")
 
 logger = logging.getLogger(__name__)
 
 RING_SIZE = 5000
+SEND_TIMEOUT_S = 5.0
+
+
+class LRUDict(OrderedDict[K, V]):
+    """A dict that keeps at most ``max_size`` keys, forgetting the least recently written.
+
+    For the hub's per-conversation memos (the last status frame sent, the agents who timed out
+    on a conversation): without a bound they would grow with every conversation the process ever
+    saw. Forgetting an entry only costs a repeated status frame or a repeated offer.
+    """
+
+    def __init__(self, max_size: int) -> None:
+        super().__init__()
+        if max_size < 1:
+            raise ValueError("max_size must be at least 1")
+        self.max_size = max_size
+
+    def __setitem__(self, key: K, value: V) -> None:
+        super().__setitem__(key, value)
+        self.move_to_end(key)
+        while len(self) > self.max_size:
+            self.popitem(last=False)
 
 
 class Socket(Protocol):
@@ -38,13 +71,18 @@ def dumps(frame: dict[str, Any]) -> str:
 
 
 async def send_frame(ws: Socket, frame: dict[str, Any]) -> bool:
-    """Send one JSON frame; False when the socket is gone."""
-    try:
-        await ws.send(dumps(frame))
-        return True
-    except Exception:  # noqa: BLE001 - a closed or broken socket is simply skipped
-        logger.debug("send failed", exc_info=True)
-        return False
+    """Send one JSON frame; False when the socket is gone (or too slow: see the module docstring)."""
+    return await _send_raw(ws, dumps(frame))
+
+
+def _cut(ws: Socket) -> None:
+    """Abort a connection whose client does not read (synchronous: it cannot block in turn)."""
+    fail = getattr(ws, "fail_connection", None)
+    if fail is not None:
+        try:
+            fail(1008, "client too slow")
+        except Exception:  # noqa: BLE001 - already gone
+            logger.debug("failing a slow connection failed", exc_info=True)
 
 
 class Registry:
@@ -90,9 +128,14 @@ class Registry:
 
 async def _send_raw(ws: Socket, data: str) -> bool:
     try:
-        await ws.send(data)
+        await asyncio.wait_for(ws.send(data), SEND_TIMEOUT_S)
         return True
-    except Exception:  # noqa: BLE001
+    except asyncio.TimeoutError:
+        logger.info("cutting a connection that stopped reading")
+        _cut(ws)
+        return False
+    except Exception:  # noqa: BLE001 - a closed or broken socket is simply skipped
+        logger.debug("send failed", exc_info=True)
         return False
 
 
@@ -109,16 +152,23 @@ class AgentEventLog:
     def __init__(self, size: int = RING_SIZE, start: int | None = None):
         self._ids = itertools.count((int(time.time() * 1000) if start is None else start) + 1)
         self._ring: deque[AgentEvent] = deque(maxlen=size)
+        self._dropped_up_to: int | None = None
 
     def add(self, recipients: Iterable[int], frame: dict[str, Any]) -> dict[str, Any]:
         """Number ``frame`` (a copy with ``event_id``) and remember it for ``recipients``."""
         numbered = {**frame, "event_id": next(self._ids)}
+        if len(self._ring) == self._ring.maxlen:
+            self._dropped_up_to = self._ring[0].event_id  # about to be pushed out
         self._ring.append(AgentEvent(numbered["event_id"], frozenset(recipients), numbered))
         return numbered
 
     def missed(self, agent_id: int, last_event_id: int) -> list[dict[str, Any]]:
-        """Events for ``agent_id`` after ``last_event_id``, oldest first."""
+        """Events for ``agent_id`` after ``last_event_id``, oldest first (see :meth:`complete_since`)."""
         return [e.frame for e in self._ring if e.event_id > last_event_id and agent_id in e.recipients]
+
+    def complete_since(self, last_event_id: int) -> bool:
+        """Whether the ring still holds every event after ``last_event_id`` (none was pushed out)."""
+        return self._dropped_up_to is None or last_event_id >= self._dropped_up_to
 
     def oldest_id(self) -> int | None:
         return self._ring[0].event_id if self._ring else None

@@ -1,5 +1,6 @@
 """Periodic work of a hub: delivering the notification outbox, recording SLA breaches and
-sending the follow-ups of resolved cases when they come due.
+sending the follow-ups of resolved cases when they come due; resuming turns left pending by a
+crash or a database outage (:func:`run_turn_recovery`).
 
 Both are idempotent and safe to run in several hub processes at once: delivery claims rows with
 ``SKIP LOCKED`` on PostgreSQL (one transaction per row), and a breach is recorded once per
@@ -11,18 +12,25 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import TYPE_CHECKING
 
 from bot.services.cases import CaseService
 from bot.services.notifications import LoggingSender, Sender, WebhookSender, deliver_pending
 from bot.settings import Settings
 from bot.store.db import Database
 
+if TYPE_CHECKING:
+    from bot.hub.core import Hub
+
 logger = logging.getLogger(__name__)
 
 
 def sender_for(settings: Settings) -> Sender:
-    """The webhook sender when ``HUMANLINE_WEBHOOK_URL`` is set, else the logging sender."""
-    return WebhookSender(settings.webhook_url) if settings.webhook_url else LoggingSender()
+    """The webhook sender (signing with ``HUMANLINE_WEBHOOK_SECRET``) when ``HUMANLINE_WEBHOOK_URL``
+    is set, else the logging sender (redacted unless ``HUMANLINE_LOG_PERSONAL_DATA``)."""
+    if settings.webhook_url:
+        return WebhookSender(settings.webhook_url, secret=settings.webhook_secret)
+    return LoggingSender(personal_data=settings.log_personal_data)
 
 
 async def run_maintenance(db: Database, cases: CaseService, settings: Settings, sender: Sender | None = None) -> None:
@@ -47,3 +55,31 @@ async def run_maintenance(db: Database, cases: CaseService, settings: Settings, 
         except Exception:  # noqa: BLE001 - the next round tries again
             logger.exception("maintenance round failed")
         await asyncio.sleep(settings.outbox_interval_s)
+
+
+async def run_turn_recovery(hub: Hub, interval_s: float) -> None:
+    """Forever: resume the turns a crash or a database outage left pending, and retry the
+    fail-safe handoffs the database refused (:meth:`bot.hub.core.Hub.resume_pending_turns`).
+
+    The first round once the brain is ready (after a restart, when the model has loaded) takes
+    every pending turn (those of this hub's previous run); later rounds, every ``interval_s``,
+    only those pending for more than ``settings.turn_retry_after_s`` (a turn in flight on
+    another hub is not taken). A round the database refuses is tried again at the next one.
+    Cancel the task to stop it.
+    """
+    older_than = 0.0
+    failing = False
+    while True:
+        try:
+            if await hub.resume_pending_turns(older_than) is not None:
+                older_than = hub.settings.turn_retry_after_s
+            if failing:
+                logger.info("turn recovery works again")
+            failing = False
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # noqa: BLE001 - the database may be away: next round
+            if not failing:
+                logger.warning("turn recovery round failed (retrying every %.1f s): %s", interval_s, e)
+            failing = True
+        await asyncio.sleep(interval_s)

@@ -1,8 +1,12 @@
-"""Sliding-window rate limits keyed by who is asking (a visitor, a client address, a username).
+"""Rate limits keyed by who is asking (a visitor, a client address, a username).
 
-Pure bookkeeping with an injectable clock, no I/O. A key's window holds at most ``limit``
-timestamps, and keys whose window emptied are dropped, so memory is bounded by the keys that
-were active within the last ``window_s`` seconds.
+Pure bookkeeping with an injectable clock, no I/O. :class:`Limiter` is the interface the hub
+uses; :class:`RateLimiter` is its in-memory, per-process implementation (a Redis-backed one that
+several hubs share is issue #15's work and plugs in behind the same interface). A key's window
+holds at most ``limit`` timestamps, and keys whose window emptied are dropped, so memory is
+bounded by the keys that were active within the last ``window_s`` seconds.
+
+:class:`LoginThrottle` is the agent-login policy built on top (see docs/security.md).
 """
 
 from __future__ import annotations
@@ -10,6 +14,18 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+
+class Limiter(Protocol):
+    """At most some number of events per window for each key."""
+
+    def hit(self, key: str) -> bool: ...
+
+    def blocked(self, key: str) -> bool: ...
+
+    def retry_after(self, key: str) -> float: ...
 
 
 class RateLimiter:
@@ -68,3 +84,121 @@ class RateLimiter:
     def __len__(self) -> int:
         """Keys currently tracked."""
         return len(self._events)
+
+
+@dataclass
+class _Failures:
+    count: int = 0
+    locked_until: float = 0.0
+    last: float = 0.0
+
+
+class LoginThrottle:
+    """Who may try a password now: the agent-login policy, decided *before* any hashing.
+
+    * **Per client address** (checked first): at most ``attempts_per_address`` attempts, failed
+      or not, per ``window_s``. One guessing machine is stopped here long before it can hurt a
+      username.
+    * **Per username and address**: after ``free_pair`` failures each further failure doubles a
+      delay (1 s, 2 s, 4 s …) up to ``max_pair_delay_s``.
+    * **Per username, all addresses together**: after ``free_user`` failures the same doubling
+      up to ``max_user_delay_s`` (5 minutes): a distributed guesser gets a dozen tries an hour,
+      and the real agent is never locked out for longer than that, nor for good. A supervisor
+      clears it at once with :meth:`unlock`.
+    * **One attempt per username at a time**: a parallel attempt for a username whose password
+      is being checked is refused, so a burst of parallel logins cannot slip past the counters.
+
+    An attempt is counted as a failure when it *begins* (:meth:`begin`) and the count is undone
+    on success (:meth:`succeeded`), so the throttle never waits for the slow hash to count.
+    Failure records expire after ``forget_s`` without failures.
+    """
+
+    def __init__(
+        self,
+        *,
+        attempts_per_address: int = 30,
+        window_s: float = 300.0,
+        free_pair: int = 3,
+        max_pair_delay_s: float = 900.0,
+        free_user: int = 10,
+        max_user_delay_s: float = 300.0,
+        forget_s: float = 3600.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.addresses: Limiter = RateLimiter(attempts_per_address, window_s, clock)
+        self.free_pair, self.max_pair_delay_s = free_pair, max_pair_delay_s
+        self.free_user, self.max_user_delay_s = free_user, max_user_delay_s
+        self.forget_s = forget_s
+        self._clock = clock
+        self._pairs: dict[tuple[str, str], _Failures] = {}
+        self._users: dict[str, _Failures] = {}
+        self._in_flight: set[str] = set()
+        self._last_sweep = clock()
+
+    @staticmethod
+    def _delay(failures: int, free: int, cap: float) -> float:
+        if failures <= free:
+            return 0.0
+        return float(min(cap, 2.0 ** min(failures - free - 1, 30)))
+
+    def _sweep(self, now: float) -> None:
+        if now - self._last_sweep < 60.0:
+            return
+        self._last_sweep = now
+        def stale(f: _Failures) -> bool:
+            return now - f.last >= self.forget_s and now >= f.locked_until
+
+        for pair in [k for k, f in self._pairs.items() if stale(f)]:
+            del self._pairs[pair]
+        for user in [k for k, f in self._users.items() if stale(f)]:
+            del self._users[user]
+
+    def wait(self, address: str, username: str) -> float:
+        """Seconds before ``address`` may try ``username`` (0: now). Counts nothing."""
+        now = self._clock()
+        waits = [self.addresses.retry_after(address)]
+        for record in (self._pairs.get((address, username)), self._users.get(username)):
+            if record is not None:
+                waits.append(record.locked_until - now)
+        if username in self._in_flight:
+            waits.append(1.0)
+        return max(0.0, *waits)
+
+    def begin(self, address: str, username: str) -> float:
+        """Start an attempt: 0 when it may go ahead (and is now counted as a failure until
+        :meth:`succeeded`), else the seconds to wait (and nothing is counted)."""
+        now = self._clock()
+        self._sweep(now)
+        wait = self.wait(address, username)
+        if wait > 0 or not self.addresses.hit(address):
+            return max(wait, 1.0)
+        self._in_flight.add(username)
+        pair = self._pairs.setdefault((address, username), _Failures())
+        user = self._users.setdefault(username, _Failures())
+        for record, free, cap in ((pair, self.free_pair, self.max_pair_delay_s),
+                                  (user, self.free_user, self.max_user_delay_s)):
+            record.count += 1
+            record.last = now
+            record.locked_until = now + self._delay(record.count, free, cap)
+        return 0.0
+
+    def succeeded(self, address: str, username: str) -> None:
+        """The password was right: forget this username's failures."""
+        self._in_flight.discard(username)
+        self._pairs.pop((address, username), None)
+        self._users.pop(username, None)
+
+    def failed(self, address: str, username: str) -> None:
+        """The password was wrong (already counted by :meth:`begin`)."""
+        self._in_flight.discard(username)
+
+    def unlock(self, username: str) -> None:
+        """A supervisor's unlock: this username's failures from every address are forgotten."""
+        self._users.pop(username, None)
+        for key in [k for k in self._pairs if k[1] == username]:
+            del self._pairs[key]
+
+    def failures(self, username: str) -> int:
+        """Failures currently counted against ``username`` (all addresses)."""
+        record = self._users.get(username)
+        return record.count if record else 0

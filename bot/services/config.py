@@ -1,7 +1,7 @@
 """The business configuration (``config/humanline.yml``) as typed, immutable dataclasses.
 
-Queues and their display names, category → queue routing, SLA defaults and the plan
-catalogue. The hub and the action server both load it through :meth:`HumanlineConfig.load`;
+Queues and their display names, category → queue routing, SLA defaults, agent defaults and
+the plan catalogue. The hub and the action server both load it through :meth:`HumanlineConfig.load`;
 nothing else reads the YAML file.
 """
 
@@ -46,6 +46,14 @@ class SlaConfig:
 
 
 @dataclass(frozen=True)
+class AgentsConfig:
+    """Agent defaults: how many conversations an agent holds at once unless a supervisor set
+    another limit for that agent."""
+
+    max_concurrent_default: int = 3
+
+
+@dataclass(frozen=True)
 class PlanConfig:
     """One plan of the catalogue. ``rank`` orders plans: higher is bigger."""
 
@@ -79,6 +87,19 @@ class HumanlineConfig:
     sla: SlaConfig = field(default_factory=SlaConfig)
     plans: PlansConfig | None = None
     path: str | None = None
+    #: the queue of a danger handoff (promise 9); the default queue when not configured
+    danger_queue: str = ""
+    #: emergency number per region (``{"CN": "110 / 120", …}``) and the region used without a setting
+    emergency_numbers: dict[str, str] = field(default_factory=dict)
+    default_region: str = ""
+
+    def emergency_number(self, region: str | None = None) -> str:
+        """The emergency number for ``region`` (else the default region); ``""`` when unknown."""
+        for key in (region, self.default_region):
+            if key and key.upper() in self.emergency_numbers:
+                return self.emergency_numbers[key.upper()]
+        return ""
+    agents: AgentsConfig = field(default_factory=AgentsConfig)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str] | None = None) -> HumanlineConfig:
@@ -127,7 +148,26 @@ class HumanlineConfig:
         if sla.first_response_minutes <= 0 or sla.progress_update_hours <= 0 or sla.follow_up_days < 0:
             raise ConfigError(f"{where}: SLA durations must be positive")
         plans = _plans(raw.get("plans"), where) if raw.get("plans") else None
-        return cls(queues=queues, routing=routing, default_queue=default_queue, sla=sla, plans=plans, path=path)
+        danger_queue = str(raw.get("danger_queue") or default_queue)
+        if danger_queue not in queues:
+            raise ConfigError(f"{where}: danger_queue '{danger_queue}' is not a declared queue")
+        emergency = raw.get("emergency") or {}
+        if not isinstance(emergency, dict) or not isinstance(emergency.get("numbers") or {}, dict):
+            raise ConfigError(f"{where}: 'emergency' must be a mapping with a 'numbers' mapping")
+        numbers = {str(k).upper(): str(v) for k, v in (emergency.get("numbers") or {}).items()}
+        default_region = str(emergency.get("default_region") or "").upper()
+        if default_region and default_region not in numbers:
+            raise ConfigError(f"{where}: emergency.default_region '{default_region}' has no number")
+        agents_raw = raw.get("agents") or {}
+        if not isinstance(agents_raw, dict):
+            raise ConfigError(f"{where}: 'agents' must be a mapping")
+        agents = AgentsConfig(max_concurrent_default=int(agents_raw.get("max_concurrent_default", 3)))
+        if agents.max_concurrent_default < 1:
+            raise ConfigError(f"{where}: agents.max_concurrent_default must be at least 1")
+        return cls(
+            queues=queues, routing=routing, default_queue=default_queue, sla=sla, plans=plans, path=path,
+            danger_queue=danger_queue, emergency_numbers=numbers, default_region=default_region, agents=agents,
+        )
 
     def queue_for(self, category: str) -> str:
         """The specialist queue of a case category.
@@ -168,6 +208,7 @@ def _plans(raw: Any, where: str) -> PlansConfig:
 
 
 __all__ = [
+    "AgentsConfig",
     "DEFAULT_CONFIG_PATH",
     "ConfigError",
     "HumanlineConfig",

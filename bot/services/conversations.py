@@ -17,11 +17,12 @@ All methods are synchronous and short; the hub calls them from worker threads.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -166,11 +167,23 @@ def _open_handoff(s: Session, conversation_id: str) -> Handoff | None:
     ).scalar_one_or_none()
 
 
+class AtCapacity(Exception):
+    """An agent already holds as many conversations as it may."""
+
+    def __init__(self, load: int, limit: int):
+        super().__init__(f"the agent holds {load} conversations (limit {limit})")
+        self.load = load
+        self.limit = limit
+
+
 class ConversationService:
     """Visitors, conversations, messages, guard state and handoffs over one :class:`Database`."""
 
-    def __init__(self, db: Database):
+    def __init__(self, db: Database, on_stored: Callable[[str], None] | None = None):
+        """``on_stored(sender)`` is called for every message :meth:`append` stores (the hub's
+        message counter)."""
         self.db = db
+        self.on_stored = on_stored
 
     # ---- visitors and conversations --------------------------------------------------------
 
@@ -249,8 +262,35 @@ class ConversationService:
         confidence: float | None = None,
         buttons: list[dict[str, str]] | None = None,
         only_if_status: str | None = None,
+        awaiting_turn: bool = False,
+    ) -> Appended | None:
+        """:meth:`_append` (below), then ``on_stored`` for a message it created (committed)."""
+        appended = self._append(
+            conversation_id, sender, text, client_msg_id=client_msg_id, agent_id=agent_id, intent=intent,
+            confidence=confidence, buttons=buttons, only_if_status=only_if_status, awaiting_turn=awaiting_turn,
+        )
+        if appended is not None and appended.created and self.on_stored is not None:
+            self.on_stored(sender)
+        return appended
+
+    def _append(
+        self,
+        conversation_id: str,
+        sender: str,
+        text: str,
+        *,
+        client_msg_id: str | None = None,
+        agent_id: int | None = None,
+        intent: str | None = None,
+        confidence: float | None = None,
+        buttons: list[dict[str, str]] | None = None,
+        only_if_status: str | None = None,
+        awaiting_turn: bool = False,
     ) -> Appended | None:
         """Store a message with the next ``seq``.
+
+        With ``awaiting_turn`` a new message gets the durable "awaiting its turn" mark
+        (``turn_pending_since``) in the same transaction (see :meth:`pending_turns`).
 
         With ``client_msg_id`` already stored for this conversation, nothing is written and the
         existing message is returned (``created=False``). With ``only_if_status``, the message is
@@ -294,6 +334,8 @@ class ConversationService:
                     buttons=buttons or None,
                     created_at=utcnow(),
                 )
+                if awaiting_turn:
+                    m.turn_pending_since = m.created_at
                 s.add(m)
                 if sender == "customer":
                     # The customer now waits for the assigned agent, if there is one and the
@@ -381,8 +423,9 @@ class ConversationService:
     ) -> Any:
         """After a brain call, in one transaction: read the guard state as persisted now, call
         ``decide(state)`` (the guard's ``after_turn``, a pure function), save the state it
-        returns and record the NLU of the customer message ``seq`` (when ``intent`` is given).
-        Returns the decision."""
+        returns, record the NLU of the customer message ``seq`` (when ``intent`` is given) and
+        clear its "awaiting its turn" mark: the turn is counted exactly once, even if the hub
+        dies right after. Returns the decision."""
         with self.db.session() as s:
             raw = s.execute(
                 select(Conversation.guard_state).where(Conversation.id == conversation_id)
@@ -393,13 +436,65 @@ class ConversationService:
                 .where(Conversation.id == conversation_id)
                 .values(guard_state=state_to_json(decision.state))
             )
+            values: dict[str, Any] = {"turn_pending_since": None}
             if intent is not None:
-                s.execute(
-                    update(Message)
-                    .where(Message.conversation_id == conversation_id, Message.seq == seq)
-                    .values(intent=intent, confidence=confidence)
-                )
+                values.update(intent=intent, confidence=confidence)
+            s.execute(
+                update(Message)
+                .where(Message.conversation_id == conversation_id, Message.seq == seq)
+                .values(**values)
+            )
         return decision
+
+    # ---- turns awaiting their result ---------------------------------------------------------
+
+    def turn_done(self, conversation_id: str, seq: int) -> None:
+        """Clear the "awaiting its turn" mark of the conversation's messages up to ``seq``."""
+        with self.db.session() as s:
+            s.execute(
+                update(Message)
+                .where(
+                    Message.conversation_id == conversation_id,
+                    Message.seq <= seq,
+                    Message.turn_pending_since.is_not(None),
+                )
+                .values(turn_pending_since=None)
+                .execution_options(synchronize_session=False)
+            )
+
+    def pending_turns(self, older_than_s: float, limit: int = 200) -> list[MessageRecord]:
+        """Customer messages whose turn has been awaited for more than ``older_than_s``,
+        oldest first (by conversation and seq, so a conversation's turns resume in order)."""
+        cutoff = datetime.fromtimestamp(utcnow().timestamp() - older_than_s, tz=utcnow().tzinfo)
+        with self.db.session() as s:
+            rows = s.execute(
+                select(Message)
+                .where(Message.turn_pending_since.is_not(None), Message.turn_pending_since < cutoff)
+                .order_by(Message.conversation_id, Message.seq)
+                .limit(limit)
+            ).scalars()
+            return [_record(m) for m in rows]
+
+    def claim_pending_turn(self, conversation_id: str, seq: int, older_than_s: float) -> bool:
+        """Take a stale turn for this process: its mark moves to now, only if it is still older
+        than ``older_than_s``. One conditional ``UPDATE`` (row lock on PostgreSQL, the write
+        lock on SQLite): of several hubs resuming the same turn exactly one gets ``True``, and
+        the others leave it alone for another ``older_than_s``."""
+        now = utcnow()
+        cutoff = datetime.fromtimestamp(now.timestamp() - older_than_s, tz=now.tzinfo)
+        with self.db.session() as s:
+            res = s.execute(
+                update(Message)
+                .where(
+                    Message.conversation_id == conversation_id,
+                    Message.seq == seq,
+                    Message.turn_pending_since.is_not(None),
+                    Message.turn_pending_since < cutoff,
+                )
+                .values(turn_pending_since=now)
+                .execution_options(synchronize_session=False)
+            )
+            return bool(res.rowcount == 1)
 
     def save_guard_state(self, conversation_id: str, state: Any) -> None:
         with self.db.session() as s:
@@ -461,9 +556,25 @@ class ConversationService:
             s.flush()
             return _handoff(h)
 
-    def assign(self, conversation_id: str, agent_id: int) -> HandoffInfo | None:
-        """Give a queued conversation to an agent. Atomic: of racing agents exactly one gets it."""
+    def assign(self, conversation_id: str, agent_id: int, *, max_load: int | None = None) -> HandoffInfo | None:
+        """Give a queued conversation to an agent. Atomic: of racing agents exactly one gets it.
+
+        With ``max_load``, the agent's row is locked (``SELECT … FOR UPDATE`` on PostgreSQL, so
+        hubs assigning to the same agent at once take turns) and the conversation is given only
+        while the agent holds fewer than ``max_load``.
+
+        :raises AtCapacity: the agent already holds ``max_load`` conversations or more.
+        """
         with self.db.session() as s:
+            if max_load is not None:
+                s.execute(select(Agent.id).where(Agent.id == agent_id).with_for_update())
+                load = s.execute(
+                    select(func.count(Conversation.id)).where(
+                        Conversation.agent_id == agent_id, Conversation.status == "agent"
+                    )
+                ).scalar_one()
+                if load >= max_load:
+                    raise AtCapacity(int(load), max_load)
             res = s.execute(
                 update(Conversation)
                 .where(Conversation.id == conversation_id, Conversation.status == "queued")

@@ -8,12 +8,23 @@ committed. :func:`deliver_pending` hands pending rows to a :class:`Sender` and r
 
 Channels: ``sms``, ``email``, ``webhook``, ``chat``. Recipients: a phone number, an address, a
 URL/name, or a visitor id for ``chat``.
+
+Personal data: the :class:`LoggingSender` (no webhook configured) logs only what identifies the
+case — event, case number, category, stage, queue, times — and a masked recipient; phone numbers
+and message texts reach the log only with ``HUMANLINE_LOG_PERSONAL_DATA=1``. The
+:class:`WebhookSender` signs every request like payment providers do: header
+``Humanline-Signature: t=<unix time>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>``; receivers check
+it with :func:`verify_webhook_signature` (or the same three lines in their language) and refuse
+old timestamps, so a captured request cannot be replayed later.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import logging
+import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
@@ -73,32 +84,86 @@ class Sender(Protocol):
     def send(self, channel: str, recipient: str, payload: dict[str, Any]) -> None: ...
 
 
-class LoggingSender:
-    """The default sender: logs each notification (for a single machine without an SMS gateway)."""
+#: payload fields the redacting :class:`LoggingSender` keeps: they identify a case, not a person
+LOGGABLE_FIELDS = ("event", "case_number", "category", "stage", "queue", "lang", "expected_by", "at")
 
-    def __init__(self, logger_name: str = "humanline.outbox") -> None:
+
+def mask(recipient: str) -> str:
+    """A recipient with all but its last two characters hidden (``*********00``)."""
+    return "*" * max(0, len(recipient) - 2) + recipient[-2:] if len(recipient) > 4 else "*" * len(recipient)
+
+
+class LoggingSender:
+    """The default sender: logs each notification (for a single machine without an SMS gateway).
+
+    Redacted unless ``personal_data``: see the module docstring.
+    """
+
+    def __init__(self, logger_name: str = "humanline.outbox", *, personal_data: bool = False) -> None:
         self.log = logging.getLogger(logger_name)
+        self.personal_data = personal_data
 
     def send(self, channel: str, recipient: str, payload: dict[str, Any]) -> None:
+        if not self.personal_data:
+            recipient = mask(recipient)
+            payload = {k: payload[k] for k in LOGGABLE_FIELDS if k in payload}
         self.log.info("notify %s %s %s", channel, recipient, json.dumps(payload, ensure_ascii=False, default=str))
 
 
+SIGNATURE_HEADER = "Humanline-Signature"
+
+
+def webhook_signature(secret: str, body: bytes, timestamp: int) -> str:
+    """The ``Humanline-Signature`` value of ``body`` sent at ``timestamp``."""
+    mac = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
+    return f"t={timestamp},v1={mac}"
+
+
+def verify_webhook_signature(
+    secret: str, header: str | None, body: bytes, *, tolerance_s: int = 300, now: float | None = None
+) -> bool:
+    """What a webhook receiver checks: a ``v1`` HMAC of ``"<t>.<body>"`` with a recent ``t``."""
+    if not header:
+        return False
+    fields: dict[str, list[str]] = {}
+    for item in header.split(","):
+        key, _, value = item.strip().partition("=")
+        fields.setdefault(key, []).append(value)
+    try:
+        timestamp = int(fields.get("t", [""])[0])
+    except ValueError:
+        return False
+    if abs((time.time() if now is None else now) - timestamp) > tolerance_s:
+        return False
+    expected = webhook_signature(secret, body, timestamp).split("v1=", 1)[1]
+    return any(hmac.compare_digest(expected, given) for given in fields.get("v1", []))
+
+
 class WebhookSender:
-    """POSTs every notification as JSON ``{"channel", "recipient", "payload"}`` to ``url``.
+    """POSTs every notification as JSON ``{"channel", "recipient", "payload"}`` to ``url``, signed
+    with ``secret`` (header :data:`SIGNATURE_HEADER`) when one is given.
 
     Any status outside 2xx, a network error or a timeout raises, so the row is retried later.
     """
 
-    def __init__(self, url: str, *, timeout: float = 5.0, headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, url: str, *, timeout: float = 5.0, headers: dict[str, str] | None = None, secret: str | None = None,
+        clock: Any = time.time,
+    ) -> None:
         if not url.startswith(("http://", "https://")):
             raise ValueError("webhook URL must be http(s)")
         self.url = url
         self.timeout = timeout
         self.headers = {"Content-Type": "application/json; charset=utf-8", **(headers or {})}
+        self.secret = secret
+        self.clock = clock
 
     def send(self, channel: str, recipient: str, payload: dict[str, Any]) -> None:
         body = json.dumps({"channel": channel, "recipient": recipient, "payload": payload}, default=str).encode()
-        request = urllib.request.Request(self.url, data=body, headers=self.headers, method="POST")
+        headers = dict(self.headers)
+        if self.secret:
+            headers[SIGNATURE_HEADER] = webhook_signature(self.secret, body, int(self.clock()))
+        request = urllib.request.Request(self.url, data=body, headers=headers, method="POST")
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:  # noqa: S310 - http(s) only
                 status = response.status
@@ -213,5 +278,8 @@ __all__ = [
     "Sender",
     "WebhookSender",
     "deliver_pending",
+    "mask",
     "pending",
+    "verify_webhook_signature",
+    "webhook_signature",
 ]

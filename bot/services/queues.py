@@ -2,12 +2,17 @@
 
 Allocation rule (promise 4, shown to customers in plain words): *first come, first served within
 the queue* — conversations are ordered by the time their handoff was requested; a conversation
-that an agent gives back unanswered (reply timeout) keeps its original place.
+that an agent gives back unanswered (reply timeout) keeps its original place. **Danger first**
+(promise 9): a handoff for a danger report (reason ``danger``) goes before every other one, in
+whatever queue it waits — in the dedicated danger queue they are all danger reports.
 
-Estimated wait: ``ahead × average handling time ÷ agents online with the skill``, where the
-average handling time is the mean of the most recent finished handoffs of the queue (assigned
-until ended), or 5 minutes when there is no history yet. When no agent with the skill is online,
-the estimate is the queue's first-response target instead.
+Estimated wait, from the capacity of the available agents online with the skill (each holds up
+to its ``max_concurrent`` conversations at once): a conversation that a free place is left for
+waits 0; otherwise it waits for ``(ahead − free places + 1)`` places to free up, and places free
+up at ``total places ÷ average handling time`` — the average handling time being the mean of the
+most recent finished handoffs of the queue (assigned until ended), or 5 minutes when there is no
+history yet. When no agent with the skill is available, the estimate is the queue's
+first-response target instead.
 """
 
 from __future__ import annotations
@@ -17,13 +22,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import case, select
 
 from bot.services.config import HumanlineConfig
 from bot.store.db import Database
 from bot.store.models import Case, Conversation, Handoff, Queue, utcnow
 
 DEFAULT_HANDLING_S = 300
+DANGER_REASON = "danger"  # bot.guard.DANGER: these handoffs are served first
 HISTORY = 20
 
 
@@ -63,6 +69,14 @@ class Position:
     entry: WaitingEntry
 
 
+def estimated_wait(ahead: int, handling_s: float, slots: int, free: int) -> int:
+    """Seconds until a conversation with ``ahead`` others before it gets an agent: none while a
+    free place is left for it, else until ``ahead − free + 1`` places have freed up, at
+    ``slots ÷ handling_s`` places a second."""
+    needed = max(0, ahead - max(0, free) + 1)
+    return int(round(needed * handling_s / slots)) if needed else 0
+
+
 class QueueService:
     """Read-side of the queues over the store and the configuration."""
 
@@ -81,7 +95,8 @@ class QueueService:
         return list(self.config.queues)
 
     def waiting(self, queues: Iterable[str] | None = None) -> list[WaitingEntry]:
-        """Queued conversations, oldest request first, optionally only in ``queues``."""
+        """Queued conversations, danger reports first, then oldest request first, optionally only
+        in ``queues``."""
         with self.db.session() as s:
             q = (
                 select(
@@ -91,7 +106,7 @@ class QueueService:
                 .join(Handoff, Handoff.conversation_id == Conversation.id)
                 .outerjoin(Case, Case.id == Handoff.case_id)
                 .where(Conversation.status == "queued", Handoff.ended_at.is_(None))
-                .order_by(Handoff.requested_at, Handoff.id)
+                .order_by(case((Handoff.reason == DANGER_REASON, 0), else_=1), Handoff.requested_at, Handoff.id)
             )
             if queues is not None:
                 q = q.where(Handoff.queue.in_(list(queues)))
@@ -141,14 +156,22 @@ class QueueService:
         durations = [(e - a).total_seconds() for a, e in rows if e >= a]
         return sum(durations) / len(durations) if durations else float(DEFAULT_HANDLING_S)
 
-    def positions(self, queue: str, agents_online: int) -> dict[str, Position]:
-        """The position and estimated wait of every conversation waiting in ``queue``."""
+    def positions(
+        self, queue: str, agents_online: int, slots: int | None = None, free: int = 0
+    ) -> dict[str, Position]:
+        """The position and estimated wait of every conversation waiting in ``queue``.
+
+        :param agents_online: available agents online with the skill (shown to the customer).
+        :param slots: conversations those agents can hold at once, all together (default: one
+            each); ``free``: how many of those places are not taken now.
+        """
         entries = self.waiting([queue])
         per = self.handling_seconds(queue) if entries else DEFAULT_HANDLING_S
         target = self.config.queues[queue].first_response_minutes * 60 if queue in self.config.queues else 600
+        places = agents_online if slots is None else slots
         out = {}
         for i, w in enumerate(entries):
-            eta = target if agents_online <= 0 else int(round(i * per / agents_online))
+            eta = target if agents_online <= 0 or places <= 0 else estimated_wait(i, per, places, free)
             out[w.conversation_id] = Position(queue, i + 1, eta, agents_online, w)
         return out
 

@@ -1,15 +1,22 @@
-"""Case category → specialist queue, and queue display names.
+"""Case category → specialist queue, the queue of a handoff, and queue display names.
 
 The mapping lives in ``config/humanline.yml`` (``routing``); this module is the only place
-that reads it. Categories: ``service``, ``billing``, ``refund``, ``privacy``, ``plan_change``, and
-``general`` — a plain request for a person that no agent can take now still gets a case (P4).
+that reads it. Categories: ``service``, ``billing``, ``refund``, ``privacy``, ``plan_change``,
+``general`` — a plain request for a person that no agent can take now still gets a case (P4) — and
+``safety``, a danger report (promise 9).
+
+The queue of a handoff follows the conversation's request (:func:`handoff_queue`): the category of
+its open case, else of the last request understood in it, else the default queue; a danger report
+goes to the danger queue whatever the request.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from bot.services.config import HumanlineConfig
 
-CATEGORIES: tuple[str, ...] = ("service", "billing", "privacy", "plan_change", "refund", "general")
+CATEGORIES: tuple[str, ...] = ("service", "billing", "privacy", "plan_change", "refund", "general", "safety")
 
 # The intent that asks for a case → the case's category. The open-case form opens cases by it,
 # and the hub uses it too when it opens a case itself (no agent online for a handoff).
@@ -24,6 +31,14 @@ CATEGORY_BY_INTENT: dict[str, str] = {
 _PLAN_INTENTS = frozenset({"downgrade_plan", "upgrade_plan", "cancel_subscription"})
 
 _default: HumanlineConfig | None = None
+
+
+def category_of_intent(intent: str | None) -> str | None:
+    """The case category a request of ``intent`` belongs to (``"downgrade_plan"`` → ``"plan_change"``),
+    or ``None`` for an intent that is no request with a category (small talk, a status question…)."""
+    if intent in _PLAN_INTENTS:
+        return "plan_change"
+    return CATEGORY_BY_INTENT.get(intent or "")
 
 
 def _config(config: HumanlineConfig | None) -> HumanlineConfig:
@@ -52,10 +67,37 @@ def category_for(intent: str | None, queue: str, config: HumanlineConfig | None 
     no category routes there.
     """
     routing = _config(config).routing
-    category = "plan_change" if intent in _PLAN_INTENTS else CATEGORY_BY_INTENT.get(intent or "")
+    category = category_of_intent(intent)
     if category is not None and routing.get(category) == queue:
         return category
     return next((c for c, q in routing.items() if q == queue), None)
+
+
+def handoff_queue(
+    case_category: str | None, intents: Iterable[str | None], config: HumanlineConfig | None = None,
+    *, danger: bool = False,
+) -> str:
+    """The queue a new handoff goes to: it follows the conversation's request (issue #12, item 5).
+
+    In order: the danger queue when the customer reported danger; the queue of ``case_category``
+    (the conversation's open case); the queue of the first of ``intents`` (the conversation's
+    understood intents, newest first) that has a category; the default queue when nothing is known.
+
+    :param case_category: the category of the conversation's open case, if any.
+    :param intents: the intents understood in the conversation, newest first (``None`` entries and
+        intents without a category are skipped).
+    :param danger: the handoff is for a danger report.
+    """
+    cfg = _config(config)
+    if danger:
+        return cfg.danger_queue or cfg.default_queue
+    if case_category is not None and case_category in cfg.routing:
+        return cfg.routing[case_category]
+    for intent in intents:
+        category = category_of_intent(intent)
+        if category is not None and category in cfg.routing:
+            return cfg.routing[category]
+    return cfg.default_queue
 
 
 def default_queue(config: HumanlineConfig | None = None) -> str:
@@ -72,4 +114,7 @@ def queue_display(queue: str, lang: str | None = "en", config: HumanlineConfig |
     return q.display_for(lang) if q is not None else queue
 
 
-__all__ = ["CATEGORIES", "CATEGORY_BY_INTENT", "category_for", "default_queue", "queue_display", "route"]
+__all__ = [
+    "CATEGORIES", "CATEGORY_BY_INTENT", "category_for", "category_of_intent", "default_queue", "handoff_queue",
+    "queue_display", "route",
+]

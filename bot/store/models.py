@@ -78,6 +78,8 @@ class Visitor(Base):
     external_user_id = Column(String(128), unique=True, nullable=True)
     lang = Column(String(8), nullable=True)
     created_at = Column(UTCDateTime(), nullable=False, default=utcnow)
+    # Visitor tokens issued before this time are revoked (migration 0004).
+    tokens_not_before = Column(UTCDateTime(), nullable=True)
 
 
 class Conversation(Base):
@@ -121,6 +123,11 @@ class Message(Base):
     confidence = Column(Float, nullable=True)
     buttons = Column(JSON, nullable=True)
     created_at = Column(UTCDateTime(), nullable=False, default=utcnow)
+    # A customer message awaiting its turn: set in the transaction that stores it (before the
+    # ack), cleared in the one that records the turn's result. The hub resumes turns whose mark
+    # is older than a few seconds (after a crash, a database outage, on another hub); a resume
+    # moves the mark to its own time, so of racing hubs one takes the turn (bot/hub/core.py).
+    turn_pending_since = Column(UTCDateTime(), nullable=True)
 
 
 class Case(Base):
@@ -203,6 +210,12 @@ class Agent(Base):
     skills = Column(JSON, nullable=False, default=list)  # queue names
     available = Column(Boolean, nullable=False, default=True)
     created_at = Column(UTCDateTime(), nullable=False, default=utcnow)
+    #: conversations held at once; NULL = ``agents.max_concurrent_default`` of the configuration
+    max_concurrent = Column(Integer, nullable=True)
+    #: a supervisor lets this agent claim by hand above the limit (automatic assignment never does)
+    allow_overflow = Column(Boolean, nullable=False, default=False)
+    # Set by `python -m bot disable-agent`: no login, no token (migration 0004).
+    disabled_at = Column(UTCDateTime(), nullable=True)
 
 
 class AgentToken(Base):
@@ -293,6 +306,7 @@ class PlanChange(Base):
 
 
 Index("ix_messages_conversation_seq", Message.conversation_id, Message.seq)
+Index("ix_messages_turn_pending_since", Message.turn_pending_since)
 
 __all__ = [
     "Agent",

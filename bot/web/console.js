@@ -15,6 +15,8 @@
   var waiting = {};             // conversation_id -> handoff frame
   var mine = {};                // conversation_id -> {transcript:[], case:{}, customer}
   var current = null;           // conversation_id shown
+  var agents = [];              // every agent's load: [{id, display_name, online, load, max_concurrent, …}]
+  var typingUntil = {};         // conversation_id -> when its "customer is typing…" ends (ms)
 
   function el(tag, cls, text) {
     var e = document.createElement(tag);
@@ -126,6 +128,8 @@
     switch (f.type) {
       case "ready":
         $("conn").textContent = "connected";
+        // The stored availability, not the checkbox's default: an agent who went away stays away.
+        if (f.agent) { $("available").checked = !!f.agent.available; session.agent = f.agent; }
         // The snapshot replaces whatever this console had (conversations may have been released,
         // claimed or resolved while it was away); missed events then replay on top of it.
         queues = f.queues || [];
@@ -133,15 +137,30 @@
         (f.waiting || []).forEach(function (w) { waiting[w.conversation_id] = w; });
         mine = {};
         (f.conversations || []).forEach(function (c) {
-          mine[c.conversation_id] = { transcript: sortedBySeq(c.transcript || []), case: c.case || null };
+          mine[c.conversation_id] = { transcript: sortedBySeq(c.transcript || []), case: c.case || null,
+                                      summary: c.summary || null };
         });
         if (current && !mine[current]) current = null;
-        renderQueues(); renderLists(); renderCurrent();
+        if (f.agents) agents = f.agents;
+        renderQueues(); renderLists(); renderCurrent(); renderAgents();
         break;
       case "queue":
         queues = f.queues || queues;
         if (f.waiting) { waiting = {}; f.waiting.forEach(function (w) { waiting[w.conversation_id] = w; }); }
+        if (f.agents) { agents = f.agents; renderAgents(); }
         renderQueues(); renderLists();
+        break;
+      case "typing":
+        if (f.sender !== "customer" || !mine[f.conversation_id]) break;
+        typingUntil[f.conversation_id] = Date.now() + 4000;
+        renderTyping();
+        setTimeout(renderTyping, 4100);
+        break;
+      case "agent_capacity":
+        $("capacity-msg").className = "case-msg";
+        $("capacity-msg").textContent = "Saved: " + f.agent.display_name + " — " +
+          (f.agent.max_concurrent == null ? "default limit" : "limit " + f.agent.max_concurrent) +
+          (f.agent.allow_overflow ? ", may claim above it" : "");
         break;
       case "handoff":
         waiting[f.conversation_id] = f; renderLists();
@@ -150,7 +169,8 @@
         delete waiting[f.conversation_id];
         var had = mine[f.conversation_id];   // a replayed event after a newer snapshot: merge
         mine[f.conversation_id] = { transcript: sortedBySeq((had ? had.transcript : []).concat(f.transcript || [])),
-                                    case: f.case || (had && had.case) || null };
+                                    case: f.case || (had && had.case) || null,
+                                    summary: f.summary || (had && had.summary) || null };
         current = f.conversation_id;
         renderLists(); renderCurrent();
         break;
@@ -159,6 +179,7 @@
         if (!conv) break;
         if (f.seq && conv.transcript.some(function (m) { return m.seq === f.seq; })) break;
         conv.transcript = sortedBySeq(conv.transcript.concat([f]));
+        if (f.sender === "customer") { delete typingUntil[f.conversation_id]; renderTyping(); }
         // The hub also pushes the case when the first human answer is recorded; stopping the
         // first-response countdown here as well keeps the panel right without waiting for it.
         if (f.sender === "agent" && conv.case && !conv.case.first_responded_at) {
@@ -190,6 +211,10 @@
         break;
       case "error":
         $("conn").textContent = "error: " + (f.message || f.code);
+        if (f.code === "at_capacity" || capacityWait) {
+          $("capacity-msg").className = "case-msg error"; $("capacity-msg").textContent = f.message || f.code;
+          capacityWait = false;
+        }
         if (caseWait && (!f.conversation_id || f.conversation_id === caseWait.cid)) {
           caseDone(caseWait, f.message || f.code); caseWait = null;
         }
@@ -268,11 +293,99 @@
     });
   }
 
+  // Each agent's load (held / limit); supervisors can change an agent's limit and overflow here.
+  var capacityWait = false;
+  function renderAgents() {
+    var list = $("agent-list"); clear(list);
+    var me = session && session.agent, sup = me && me.role === "supervisor";
+    agents.forEach(function (a) {
+      var li = el("li");
+      li.setAttribute("data-agent", String(a.id));
+      li.appendChild(el("span", "name" + (a.online ? "" : " offline"),
+                        a.display_name + (a.online ? (a.available ? "" : " (away)") : " (offline)")));
+      var load = el("span", "load" + (a.load >= a.max_concurrent ? " full" : ""), a.load + " / " + a.max_concurrent);
+      load.title = a.load + " conversations held, limit " + a.max_concurrent;
+      li.appendChild(load);
+      if (sup) {
+        var form = el("form");
+        var limit = el("input"); limit.type = "number"; limit.min = "1"; limit.max = "100";
+        limit.value = a.own_max_concurrent == null ? "" : String(a.own_max_concurrent);
+        limit.placeholder = "default";
+        limit.setAttribute("aria-label", "Limit for " + a.display_name);
+        var over = el("input"); over.type = "checkbox"; over.checked = !!a.allow_overflow;
+        over.setAttribute("aria-label", a.display_name + " may claim above the limit");
+        var overLabel = el("label"); overLabel.appendChild(over); overLabel.appendChild(document.createTextNode(" may exceed"));
+        var save = el("button", null, "Set"); save.type = "submit";
+        form.appendChild(el("span", null, "Limit")); form.appendChild(limit); form.appendChild(overLabel); form.appendChild(save);
+        form.addEventListener("submit", function (e) {
+          e.preventDefault();
+          var n = limit.value.trim() === "" ? null : parseInt(limit.value, 10);
+          capacityWait = true;
+          sendFrame({ type: "set_capacity", agent_id: a.id, max_concurrent: n, allow_overflow: over.checked });
+        });
+        li.appendChild(form);
+      }
+      list.appendChild(li);
+      if (me && a.id === me.id) {
+        $("my-load").textContent = a.load + " / " + a.max_concurrent + " conversations";
+        $("my-load").classList.toggle("full", a.load >= a.max_concurrent);
+      }
+    });
+  }
+
+  // The handoff summary above the transcript: what was asked (with its entities), signals, what
+  // the bot did, why it was handed over, the customer's language. Text only, never markup.
+  var ENTITY_NAMES = { case_id: "case", order_id: "order", amount: "amount", plan: "plan", phone: "phone" };
+  function renderSummary() {
+    var box = $("summary"), list = $("summary-list"); clear(list);
+    var s = current && mine[current] && mine[current].summary;
+    box.hidden = !s;
+    if (!s) return;
+    function row(label, node) { list.appendChild(el("dt", null, label)); var dd = el("dd"); dd.appendChild(node); list.appendChild(dd); }
+    function items(values, fill) {
+      var ul = el("ul");
+      values.forEach(function (v) { var li = el("li"); fill(li, v); ul.appendChild(li); });
+      return ul;
+    }
+    if (s.reason_text) row("Handed over", el("span", "reason", s.reason_text));
+    row("Language", el("span", null, s.language || s.lang));
+    if (s.requests && s.requests.length) {
+      row("Asked", items(s.requests, function (li, r) {
+        li.appendChild(el("strong", null, r.label));
+        li.appendChild(el("span", "quote", " “" + r.text + "” "));
+        Object.keys(r.entities || {}).forEach(function (k) {
+          li.appendChild(el("span", "entity", (ENTITY_NAMES[k] || k) + " " + r.entities[k]));
+        });
+      }));
+    }
+    if (s.signals && s.signals.length) {
+      row("Signals", items(s.signals, function (li, g) {
+        li.appendChild(el("span", "signal", g.kind));
+        li.appendChild(el("span", "quote", " " + (g.seq ? "“" + g.text + "”" : g.text)));
+      }));
+    }
+    if (s.bot_did && s.bot_did.length) row("Bot did", items(s.bot_did, function (li, d) { li.textContent = d; }));
+    if (s.questions && s.questions.length) {
+      row("Bot asked", items(s.questions, function (li, q) {
+        li.appendChild(el("span", null, q.question));
+        li.appendChild(el("span", "quote", " → " + (q.answer || "not answered")));
+      }));
+    }
+  }
+
+  function renderTyping() {
+    var until = current && typingUntil[current];
+    $("typing").hidden = !(until && until > Date.now());
+  }
+
   var shown = null;              // the conversation the case message line belongs to
   function renderCurrent() {
     var tr = $("transcript"); clear(tr);
     if (shown !== current) { shown = current; caseWait = null; caseMsg(""); }
-    if (!current || !mine[current]) { $("chat-title").textContent = "Conversation"; renderCase(); return; }
+    if (!current || !mine[current]) {
+      $("chat-title").textContent = "Conversation"; renderSummary(); renderTyping(); renderCase(); return;
+    }
+    renderSummary();
     $("chat-title").textContent = "Conversation " + current.slice(0, 8);
     mine[current].transcript.forEach(function (m) {
       var node = el("div", "msg " + m.sender);
@@ -286,6 +399,7 @@
       tr.appendChild(node);
     });
     tr.scrollTop = tr.scrollHeight;
+    renderTyping();
     renderCase();
   }
 
@@ -345,6 +459,14 @@
     if (!text || !current) return;
     sendFrame({ type: "message", conversation_id: current, text: text, client_msg_id: "a" + Date.now() + "-" + (counter++) });
     $("reply-text").value = "";
+  });
+  // The customer sees "… is typing": at most one signal every 2 s per conversation.
+  var typingSentAt = {};
+  $("reply-text").addEventListener("input", function () {
+    var now = Date.now();
+    if (!current || !$("reply-text").value.trim() || now - (typingSentAt[current] || 0) < 2000) return;
+    typingSentAt[current] = now;
+    sendFrame({ type: "typing", conversation_id: current });
   });
   $("reply-text").addEventListener("keydown", function (e) {
     if (e.key === "Enter" && !e.shiftKey && !e.isComposing) { e.preventDefault(); $("reply-form").requestSubmit(); }
@@ -409,7 +531,8 @@
   $("supervisor-toggle").addEventListener("click", function () {
     var view = $("supervisor-view");
     view.hidden = !view.hidden;
-    if (!view.hidden) loadOverview();
+    // The view opens below the columns: bring it on screen, or the click seems to do nothing.
+    if (!view.hidden) { loadOverview(); view.scrollIntoView({ block: "start" }); }
   });
   function table(node, headers, rows) {
     clear(node);

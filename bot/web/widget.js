@@ -37,6 +37,7 @@
       human: "Talk to a person", log: "Conversation",
       rule: "Rule: {rule}", online: "{n} agents online", online_one: "1 agent online", none_online: "No agent online now",
       first_response: "answer within {minutes} min", suggestions: "Suggested replies",
+      typing: "{name} is typing…",
       fatal: "The chat cannot be started right now. Please reload the page later."
     },
     "zh-Hans": {
@@ -49,7 +50,7 @@
       closed: "对话已结束", case: "案件编号 {case}",
       human: "转人工", log: "对话记录",
       rule: "分配规则：{rule}", online: "{n} 位客服在线", online_one: "1 位客服在线", none_online: "暂无客服在线",
-      first_response: "{minutes} 分钟内答复", suggestions: "建议回复",
+      first_response: "{minutes} 分钟内答复", suggestions: "建议回复", typing: "{name} 正在输入…",
       fatal: "暂时无法开始对话，请稍后刷新页面。"
     },
     "zh-Hant": {
@@ -62,7 +63,7 @@
       closed: "對話已結束", case: "案件編號 {case}",
       human: "轉真人客服", log: "對話紀錄",
       rule: "分配規則：{rule}", online: "{n} 位客服在線", online_one: "1 位客服在線", none_online: "暫無客服在線",
-      first_response: "{minutes} 分鐘內回覆", suggestions: "建議回覆",
+      first_response: "{minutes} 分鐘內回覆", suggestions: "建議回覆", typing: "{name} 正在輸入…",
       fatal: "暫時無法開始對話，請稍後重新整理頁面。"
     }
   };
@@ -122,6 +123,8 @@
     ".hl-agent{align-self:flex-start;background:#e6efff;border:1px solid #c9dafc;border-bottom-left-radius:3px}",
     ".hl-system{align-self:center;background:transparent;color:#5b6473;font-size:13px;text-align:center;max-width:95%}",
     ".hl-pending{opacity:.6}",
+    ".hl-root [hidden]{display:none!important}",
+    ".hl-typing{padding:3px 14px;font-size:12px;font-style:italic;color:#5b6473;background:#f6f7f9}",
     ".hl-buttons{display:flex;flex-wrap:wrap;gap:6px;align-self:flex-start}",
     ".hl-buttons{max-width:92%}",
     ".hl-buttons button{border:1px solid #0b6e4f;background:#fff;color:#0b6e4f;border-radius:16px;padding:5px 12px;font:inherit;font-size:14px;cursor:pointer;min-height:32px}",
@@ -155,12 +158,14 @@
   head.appendChild(title); head.appendChild(humanBtn); head.appendChild(closeBtn);
   var status = el("div", { "class": "hl-status", role: "status", "aria-live": "polite" }, t("connecting"));
   var log = el("div", { "class": "hl-log", role: "log", "aria-live": "polite", "aria-label": t("log"), tabindex: "0" });
+  var typingNote = el("div", { "class": "hl-typing", "aria-live": "polite", hidden: "" });
   var form = el("form", { "class": "hl-form" });
   var input = el("textarea", { "class": "hl-input", rows: "1", "aria-label": t("placeholder"),
                                 placeholder: t("placeholder"), maxlength: "4000" });
   var send = el("button", { "class": "hl-send", type: "submit" }, t("send"));
   form.appendChild(input); form.appendChild(send);
-  panel.appendChild(head); panel.appendChild(status); panel.appendChild(log); panel.appendChild(form);
+  panel.appendChild(head); panel.appendChild(status); panel.appendChild(log); panel.appendChild(typingNote);
+  panel.appendChild(form);
   var launch = el("button", { "class": "hl-launch", type: "button", "aria-controls": "hl-panel",
                                "aria-expanded": "false" }, t("open"));
   root.appendChild(panel); root.appendChild(launch);
@@ -305,7 +310,20 @@
 
   function minutes(secs) { return Math.max(1, Math.round(secs / 60)); }
 
+  // "Alice is typing…" for a few seconds after each typing frame, until her message arrives.
+  var typingTimer = null;
+  function showTyping(name) {
+    typingNote.textContent = t("typing", { name: name || "Agent" });
+    typingNote.hidden = false;
+    clearTimeout(typingTimer);
+    typingTimer = setTimeout(hideTyping, 4000);
+  }
+  function hideTyping() { clearTimeout(typingTimer); typingNote.hidden = true; }
+
+  var holder = "bot";     // who holds the conversation, from the last status frame
   function showStatus(f) {
+    holder = f.status;
+    if (f.status !== "agent") hideTyping();
     status.className = "hl-status hl-st-" + f.status;   // hl-st-*: not the bubbles' hl-bot/hl-agent
     status.textContent = "";
     var main = [], details = [];
@@ -387,7 +405,8 @@
       }
       if (!root.classList.contains("hl-open") && !state.conversation_id) return;
       status.className = "hl-status"; status.textContent = t("offline");
-      timer = setTimeout(connect, Math.min(15000, 500 * Math.pow(2, retry++)));
+      // Exponential backoff with jitter: after a hub restart the widgets do not all come back at once.
+      timer = setTimeout(connect, Math.min(15000, 500 * Math.pow(2, retry++) * (0.5 + Math.random())));
     };
   }
 
@@ -414,6 +433,10 @@
       case "message":
         addStored(f);
         if (f.seq) advance(f.seq);
+        if (f.sender === "agent") hideTyping();
+        break;
+      case "typing":
+        if (f.sender === "agent") showTyping(f.agent_name);
         break;
       case "status":
         showStatus(f);
@@ -453,6 +476,13 @@
     input.value = "";
     input.focus();
   });
+  // The agent sees "typing…": at most one signal every 2 s, only while an agent holds the chat.
+  var typingSentAt = 0;
+  input.addEventListener("input", function () {
+    var now = Date.now();
+    if (holder !== "agent" || !ready || !input.value.trim() || now - typingSentAt < 2000) return;
+    if (ws && ws.readyState === 1) { ws.send(JSON.stringify({ type: "typing" })); typingSentAt = now; }
+  });
   input.addEventListener("keydown", function (e) {
     if (e.key === "Enter" && !e.shiftKey && !e.isComposing) { e.preventDefault(); form.requestSubmit(); }
   });
@@ -468,6 +498,13 @@
     connect();
   }
 
+  // The public API never hands out the visitor token: it is a bearer credential, and any script
+  // on the page can call this (docs/security.md).
+  function publicState() {
+    var copy = JSON.parse(JSON.stringify(state));
+    delete copy.visitor_token;
+    return copy;
+  }
   window.HumanlineWidget = { open: function () { setOpen(true); }, close: function () { setOpen(false); },
-                             send: sendText, state: function () { return JSON.parse(JSON.stringify(state)); } };
+                             send: sendText, state: function () { return publicState(); } };
 })();

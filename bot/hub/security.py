@@ -1,0 +1,153 @@
+"""The hub's abuse limits in one place: client addresses, anonymous traffic, agent logins.
+
+* :func:`client_address` — the address a request really comes from: the socket's peer, or, when
+  the peer is a trusted reverse proxy (``HUMANLINE_TRUSTED_PROXIES``), the last untrusted address
+  of ``X-Forwarded-For``. Without trusted proxies the header is ignored, so a client cannot pick
+  its own address to dodge the limits.
+* :class:`HubSecurity` — the per-process counters: open customer sockets, hellos and new
+  visitors per address, the :class:`~bot.hub.ratelimit.LoginThrottle`, and the password-hashing
+  executor (one thread, at most four logins in progress) that keeps a login flood off the thread pool every
+  database call uses. The counters are in-memory behind :class:`~bot.hub.ratelimit.Limiter`;
+  several hubs sharing them through Redis is issue #15's work (docs/security.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import os
+import sys
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from bot.hub.ratelimit import Limiter, LoginThrottle, RateLimiter
+from bot.services.agents import verify_password
+from bot.settings import Settings
+
+#: one thread: a login flood can take at most one core, whatever the machine has
+HASH_WORKERS = 1
+#: hellos whose database work runs at once; the rest wait their turn in the event loop, so a
+#: reconnect storm cannot queue hundreds of calls ahead of established customers' messages
+HELLO_CONCURRENCY = 8
+#: logins allowed to be in progress (waiting for or using the hashing thread); more get 503 at once
+MAX_HASH_BACKLOG = 4
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def parse_networks(entries: Iterable[str]) -> tuple[Network, ...]:
+    """``10.0.0.1``, ``10.0.0.0/8``, ``::1`` … as networks.
+
+    :raises ValueError: an entry is neither an address nor a network.
+    """
+    return tuple(ipaddress.ip_network(e.strip(), strict=False) for e in entries if e.strip())
+
+
+def _in(address: str, networks: tuple[Network, ...]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in net for net in networks)
+
+
+def client_address(peer: str | None, forwarded_for: str | None, trusted: tuple[Network, ...]) -> str:
+    """The client behind ``peer``: see the module docstring. ``?`` when nothing is known."""
+    address = (peer or "").strip() or "?"
+    if not trusted or not forwarded_for or not _in(address, trusted):
+        return address
+    # Right to left: each trusted proxy appended the address it received the request from.
+    for hop in reversed([h.strip() for h in forwarded_for.split(",") if h.strip()]):
+        if not _in(hop, trusted):
+            return hop[:64]
+        address = hop
+    return address
+
+
+def request_address(request: Any, trusted: tuple[Network, ...]) -> str:
+    """:func:`client_address` of a Sanic request."""
+    return client_address(getattr(request, "ip", None), request.headers.get("x-forwarded-for"), trusted)
+
+
+def _lower_priority() -> None:
+    """Run the hashing thread at nice 10: under a login flood the event loop (every customer)
+    gets the CPU first. On Linux the nice value is per thread; elsewhere it would be the whole
+    process's, so it is left alone there."""
+    if sys.platform == "linux":
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, 0, min(19, os.getpriority(os.PRIO_PROCESS, 0) + 10))
+
+
+class HubSecurity:
+    """Per-process abuse counters of one hub (see the module docstring)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.trusted_proxies = parse_networks(settings.trusted_proxies)
+        self.sockets_per_address = max(1, settings.sockets_per_address)
+        # Behind the Limiter interface: a shared (Redis) implementation can replace these (issue #15).
+        self.hellos: Limiter = RateLimiter(max(1, settings.hellos_per_minute), 60.0)
+        self.new_visitors: Limiter = RateLimiter(max(1, settings.new_visitors_per_minute), 60.0)
+        self.login = LoginThrottle(attempts_per_address=max(1, settings.login_attempts_per_address))
+        self._sockets: dict[str, int] = {}
+        self._hello_slots: asyncio.Semaphore | None = None
+        self._hasher: ThreadPoolExecutor | None = None
+        self._hash_backlog = 0
+
+    # ---- customer sockets ------------------------------------------------------------------
+
+    def open_socket(self, address: str) -> bool:
+        """Count a new customer socket of ``address``; False (not counted) above the cap."""
+        n = self._sockets.get(address, 0)
+        if n >= self.sockets_per_address:
+            return False
+        self._sockets[address] = n + 1
+        return True
+
+    def close_socket(self, address: str) -> None:
+        n = self._sockets.get(address, 0) - 1
+        if n > 0:
+            self._sockets[address] = n
+        else:
+            self._sockets.pop(address, None)
+
+    def open_sockets(self, address: str | None = None) -> int:
+        """Open customer sockets of ``address`` (``None``: addresses tracked)."""
+        return len(self._sockets) if address is None else self._sockets.get(address, 0)
+
+    @property
+    def hello_slots(self) -> asyncio.Semaphore:
+        """At most :data:`HELLO_CONCURRENCY` hellos do their database work at once."""
+        if self._hello_slots is None:  # created on the serving loop
+            self._hello_slots = asyncio.Semaphore(HELLO_CONCURRENCY)
+        return self._hello_slots
+
+    # ---- passwords ----------------------------------------------------------------------------
+
+    def reserve_login(self) -> bool:
+        """Take one of the :data:`MAX_HASH_BACKLOG` login slots (False: all taken, answer 503).
+
+        Taken before anything is awaited, so a burst cannot slip past it; give it back with
+        :meth:`release_login`.
+        """
+        if self._hash_backlog >= MAX_HASH_BACKLOG:
+            return False
+        self._hash_backlog += 1
+        return True
+
+    def release_login(self) -> None:
+        self._hash_backlog -= 1
+
+    async def check_password(self, password: str, stored_hash: str) -> bool:
+        """:func:`verify_password` on the hashing executor (:data:`HASH_WORKERS` thread, nice 10)."""
+        if self._hasher is None:
+            self._hasher = ThreadPoolExecutor(HASH_WORKERS, thread_name_prefix="password-hash",
+                                              initializer=_lower_priority)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._hasher, verify_password, password, stored_hash)
+
+    def close(self) -> None:
+        if self._hasher is not None:
+            self._hasher.shutdown(wait=False, cancel_futures=True)
+            self._hasher = None

@@ -1,0 +1,70 @@
+"""bot/services/routing.py: a handoff's queue follows the conversation's request (issue #12, item 5),
+and the danger queue and emergency numbers of config/humanline.yml (promise 9)."""
+
+from __future__ import annotations
+
+import pytest
+
+from bot.services.config import ConfigError, HumanlineConfig
+from bot.services.routing import CATEGORIES, category_of_intent, handoff_queue
+
+CONFIG = HumanlineConfig.load()
+
+
+@pytest.mark.parametrize(("intent", "category"), [
+    ("downgrade_plan", "plan_change"), ("upgrade_plan", "plan_change"), ("cancel_subscription", "plan_change"),
+    ("request_refund", "refund"), ("complaint_billing", "billing"), ("complaint_service", "service"),
+    ("complaint_privacy", "privacy"), ("greet", None), ("check_case_status", None), (None, None),
+])
+def test_category_of_intent(intent: str | None, category: str | None) -> None:
+    assert category_of_intent(intent) == category
+
+
+def test_the_open_case_comes_first() -> None:
+    assert handoff_queue("privacy", ["downgrade_plan"], CONFIG) == "data_protection"
+
+
+def test_else_the_last_understood_request_newest_first() -> None:
+    intents = [None, "nlu_fallback", "inform", "downgrade_plan", "request_refund"]
+    assert handoff_queue(None, intents, CONFIG) == "account_services"
+    assert handoff_queue(None, ["complaint_service", "downgrade_plan"], CONFIG) == "service_supervision"
+
+
+def test_else_the_default_queue() -> None:
+    assert handoff_queue(None, [], CONFIG) == "general"
+    assert handoff_queue(None, ["greet", None, "check_case_status"], CONFIG) == "general"
+    assert handoff_queue("no_such_category", [], CONFIG) == "general"
+
+
+def test_danger_goes_to_the_danger_queue_whatever_the_request() -> None:
+    assert handoff_queue("refund", ["request_refund"], CONFIG, danger=True) == "safety"
+
+
+def test_the_shipped_configuration_has_a_safety_queue_served_within_5_minutes() -> None:
+    assert CONFIG.danger_queue == "safety" and CONFIG.queues["safety"].first_response_minutes == 5
+    assert "safety" in CATEGORIES and CONFIG.queue_for("safety") == "safety"
+    assert {"en", "zh-Hans", "zh-Hant"} <= set(CONFIG.queues["safety"].display)
+
+
+@pytest.mark.parametrize(("region", "number"), [
+    (None, "110 / 120"), ("CN", "110 / 120"), ("hk", "999"), ("TW", "110 / 119"), ("US", "911"), ("GB", "999"),
+    ("XX", "110 / 120"),  # unknown region: the default region's number
+])
+def test_emergency_number_per_region(region: str | None, number: str) -> None:
+    assert CONFIG.emergency_number(region) == number
+
+
+def _raw(**extra: object) -> dict:
+    return {"queues": {"general": {}, "safety": {"first_response_minutes": 5}}, "routing": {"general": "general"},
+            **extra}
+
+
+def test_configuration_is_validated() -> None:
+    assert HumanlineConfig.from_dict(_raw()).danger_queue == "general"  # not configured: the default queue
+    assert HumanlineConfig.from_dict(_raw()).emergency_number("US") == ""
+    with pytest.raises(ConfigError):
+        HumanlineConfig.from_dict(_raw(danger_queue="nowhere"))
+    with pytest.raises(ConfigError):
+        HumanlineConfig.from_dict(_raw(emergency={"default_region": "US", "numbers": {"GB": "999"}}))
+    with pytest.raises(ConfigError):
+        HumanlineConfig.from_dict(_raw(emergency={"numbers": ["911"]}))
