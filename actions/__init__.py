@@ -7,15 +7,17 @@ and pick the response. See docs/dialogue.md.
 from actions.cases import ActionCaseStatus, ActionOpenCase, ActionRateCase, ActionReopenCase
 from actions.forms import ValidateCaseReferenceForm, ValidatePlanChangeForm
 from actions.handoff import ActionHandoff
-from actions.plans import ActionChangePlan
+from actions.plans import ActionChangePlan, ActionProposePlanChange, ActionRevisePlanChange
 
 __all__ = [
     "ActionCaseStatus",
     "ActionChangePlan",
     "ActionHandoff",
     "ActionOpenCase",
+    "ActionProposePlanChange",
     "ActionRateCase",
     "ActionReopenCase",
+    "ActionRevisePlanChange",
     "ValidateCaseReferenceForm",
     "ValidatePlanChangeForm",
 ]

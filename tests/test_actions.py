@@ -19,7 +19,7 @@ from rasa_sdk.executor import CollectingDispatcher
 from actions.cases import ActionCaseStatus, ActionOpenCase, ActionRateCase, ActionReopenCase
 from actions.forms import ValidateCaseReferenceForm, ValidatePlanChangeForm
 from actions.handoff import ActionHandoff
-from actions.plans import ActionChangePlan
+from actions.plans import ActionChangePlan, ActionProposePlanChange, ActionRevisePlanChange
 from actions.services import services
 from bot.services.config import HumanlineConfig
 
@@ -57,10 +57,12 @@ def make_tracker(
     entities: dict[str, str] | None = None,
     slots: dict[str, Any] | None = None,
     history: list[tuple[str, str]] = (),
+    prior_actions: list[str] = (),
 ) -> Tracker:
     """A tracker whose latest user message is ``text`` classified as ``intent``.
 
-    ``history`` adds earlier user messages (intent, text) before it.
+    ``history`` adds earlier user messages (intent, text) before it; ``prior_actions`` are the
+    bot's actions just before it (e.g. the proposal a "yes" answers).
     """
     metadata = {"visitor_id": visitor} if visitor else {}
     ents = [{"entity": k, "value": v, "start": 0, "end": 0} for k, v in (entities or {}).items()]
@@ -69,6 +71,9 @@ def make_tracker(
     for past_intent, past_text in history:
         parse = {"intent": {"name": past_intent, "confidence": 0.99}, "entities": [], "text": past_text}
         events.append({"event": "user", "text": past_text, "parse_data": parse, "metadata": metadata})
+        events.append({"event": "action", "name": "action_listen"})
+    events.extend({"event": "action", "name": name} for name in prior_actions)
+    if prior_actions:
         events.append({"event": "action", "name": "action_listen"})
     events.append({"event": "user", "text": text, "parse_data": latest, "metadata": metadata})
     all_slots = {"lang": lang, **(slots or {})}
@@ -284,30 +289,221 @@ PLAN_REQUESTS = {
 }
 
 
-@pytest.mark.parametrize("lang", LANGS)
-async def test_plan_changes_are_symmetric(svc, lang) -> None:
-    outcomes = {}
-    for kind, (intent, plan) in PLAN_REQUESTS.items():
-        tracker = make_tracker(
-            intent,
-            "change my plan",
-            lang=lang,
-            visitor=f"visitor-{kind}",
-            slots={"plan": plan, "plan_change_kind": kind},
-        )
-        outcomes[kind] = await run(ActionChangePlan(), tracker)
+PROPOSAL = "action_propose_plan_change"
+CONFIRM_BUTTONS = {
+    "en": ["Confirm", "Change something", "Talk to a person"],
+    "zh-Hans": ["确认", "修改", "转人工"],
+    "zh-Hant": ["確認", "修改", "轉真人客服"],
+}
+STANDARD = {"en": "Standard", "zh-Hans": "标准版", "zh-Hant": "標準方案"}
 
-    shapes = {kind: (len(messages), list(slots)) for kind, (messages, slots) in outcomes.items()}
-    assert len(set(map(repr, shapes.values()))) == 1, shapes  # same number of replies, same slots set
+
+def recorded_changes(svc) -> int:
+    from sqlalchemy import func, select
+
+    from bot.store.models import PlanChange
+
+    with svc.db.session() as s:
+        return s.execute(select(func.count()).select_from(PlanChange)).scalar_one()
+
+
+async def propose(kind: str, lang: str = "en", visitor: str = "visitor-a", text: str = "change my plan", **kw: Any):
+    intent, plan = PLAN_REQUESTS[kind]
+    entities = {"plan": plan} if plan else None
+    slots = {"plan": plan, "plan_change_kind": kind}
+    tracker = make_tracker(intent, text, lang=lang, visitor=visitor, slots=slots, entities=entities, **kw)
+    return await run(ActionProposePlanChange(), tracker)
+
+
+async def confirm(proposal_slots: dict[str, Any], lang: str = "en", visitor: str = "visitor-a", text: str = "yes"):
+    tracker = make_tracker("affirm", text, lang=lang, visitor=visitor, slots=proposal_slots, prior_actions=[PROPOSAL])
+    return await run(ActionChangePlan(), tracker)
+
+
+def test_the_proposal_offers_confirm_change_and_a_person_in_every_script() -> None:
+    for name in (
+        "utter_plan_change_proposal",
+        "utter_plan_change_proposal_replacing",
+        "utter_plan_change_withdraw_proposal",
+    ):
+        for variation in DOMAIN["responses"][name]:
+            lang = next((c["value"] for c in variation.get("condition", [])), "en")
+            buttons = variation["buttons"]
+            assert [b["title"] for b in buttons] == CONFIRM_BUTTONS[lang], name
+            assert [b["payload"] for b in buttons] == ["/affirm", "/deny", "/request_human"], name
+
+
+def test_plan_button_payloads_survive_rasas_templating() -> None:
+    from rasa.core.nlg.interpolator import interpolate
+
+    for name in ("utter_ask_plan_change_form_plan", "utter_plan_change_revise"):
+        for variation in DOMAIN["responses"][name]:
+            for button in variation["buttons"]:
+                payload = interpolate(dict(button), {})["payload"]
+                if payload != "/request_human":
+                    assert re.fullmatch(r'/inform\{"plan": "(basic|standard|premium|family)"\}', payload), payload
+
+
+@pytest.mark.parametrize("lang", LANGS)
+async def test_plan_change_proposals_are_symmetric_and_record_nothing(svc, lang) -> None:
+    outcomes = {kind: await propose(kind, lang, visitor=f"visitor-{kind}") for kind in PLAN_REQUESTS}
+
+    shapes = {kind: ([m["response"] for m in messages], list(slots)) for kind, (messages, slots) in outcomes.items()}
+    assert len(set(map(repr, shapes.values()))) == 1, shapes  # same replies, same slots set
+    assert shapes["upgrade"][0] == ["utter_plan_change_proposal"]
+    assert "resolution" not in shapes["upgrade"][1]  # a proposal does not complete the customer's goal
     dates = {messages[0]["effective_date"] for messages, _ in outcomes.values()}
     assert len(dates) == 1  # the same effective-date rule for every kind
-    for messages, slots in outcomes.values():
-        assert slots["resolution"] == "plan_change_recorded"
+    for kind, (messages, slots) in outcomes.items():
+        assert slots["plan_change_proposed"] is True and slots["plan_proposal"]["kind"] == kind
         text = render(messages[0], lang)
-        assert messages[0]["case_number"] in text and messages[0]["effective_date"] in text
+        assert STANDARD[lang] in text and messages[0]["effective_date"] in text
+        assert "199" in text and messages[0]["price_difference"] in text
         assert_script(text, lang)
-    changes = {kind: svc.cases.get(outcomes[kind][1]["case_number"]) for kind in PLAN_REQUESTS}
-    assert {c.category for c in changes.values()} == {"plan_change"}
+    assert outcomes["upgrade"][0][0]["price_difference"] == "+100"
+    assert outcomes["downgrade"][0][0]["price_difference"] == "−100"
+    assert outcomes["cancel"][0][0]["price_difference"] == "−199"
+    assert recorded_changes(svc) == 0 and svc.cases.for_visitor("visitor-downgrade") == []
+
+
+@pytest.mark.parametrize("lang", LANGS)
+@pytest.mark.parametrize("kind", sorted(PLAN_REQUESTS))
+async def test_affirm_records_exactly_the_proposal(svc, kind, lang) -> None:
+    _, proposed = await propose(kind, lang)
+    messages, slots = await confirm(proposed, lang)
+    assert slots["resolution"] == "plan_change_recorded"
+    assert slots["plan_change_proposed"] is None and slots["plan_proposal"] is None
+    case = svc.cases.get(slots["case_number"])
+    assert case.category == "plan_change" and case.visitor_id == "visitor-a"
+    status = svc.plans.status("visitor-a")
+    assert status.current_plan == "standard"  # pending is not current
+    assert (status.pending.kind, status.pending.to_plan) == (kind, proposed["plan_proposal"]["to_plan"])
+    assert recorded_changes(svc) == 1
+    assert messages[0]["current_plan"] == "standard"  # the Undo button goes back to the plan in effect
+    text = render(messages[0], lang)
+    assert case.number in text and messages[0]["effective_date"] in text and STANDARD[lang] in text
+    assert_script(text, lang)
+
+
+async def test_recorded_replies_are_the_same_for_upgrade_and_downgrade(svc) -> None:
+    replies = {}
+    for kind in ("upgrade", "downgrade"):
+        _, proposed = await propose(kind, visitor=f"v-{kind}")
+        messages, slots = await confirm(proposed, visitor=f"v-{kind}")
+        replies[kind] = ([m["response"] for m in messages], sorted(slots))
+    assert replies["upgrade"] == replies["downgrade"]
+
+
+@pytest.mark.parametrize("kind", sorted(PLAN_REQUESTS))
+async def test_deny_records_nothing_and_asks_what_to_change(svc, kind) -> None:
+    _, proposed = await propose(kind)
+    tracker = make_tracker("deny", "/deny", slots=proposed, prior_actions=[PROPOSAL])
+    messages, slots = await run(ActionRevisePlanChange(), tracker)
+    assert [m["response"] for m in messages] == ["utter_plan_change_revise"]
+    assert slots["plan_change_proposed"] is None and slots["plan_proposal"] is None and "resolution" not in slots
+    assert recorded_changes(svc) == 0
+
+
+async def test_a_yes_that_does_not_answer_the_proposal_records_nothing(svc) -> None:
+    _, proposed = await propose("cancel")
+    # the conversation moved on (a case status) before the customer said "yes"
+    tracker = make_tracker("affirm", "yes thanks", slots=proposed, prior_actions=[PROPOSAL, "action_case_status"])
+    messages, slots = await run(ActionChangePlan(), tracker)
+    assert [m["response"] for m in messages] == ["utter_plan_change_not_proposed"]
+    assert "resolution" not in slots and slots["plan_change_proposed"] is None
+    # and a "yes" with no proposal at all
+    messages, _ = await run(ActionChangePlan(), make_tracker("affirm", "yes", prior_actions=[PROPOSAL]))
+    assert [m["response"] for m in messages] == ["utter_plan_change_not_proposed"]
+    assert recorded_changes(svc) == 0
+
+
+HOW_TO = {
+    "en": "what would I need to do to move to Basic?",
+    "zh-Hans": "请问降档到基础版要去哪里操作",
+    "zh-Hant": "點樣先可以轉去基本方案？",
+}
+
+
+@pytest.mark.parametrize("lang", LANGS)
+async def test_a_how_to_question_gets_the_answer_and_the_same_offer_not_the_change(svc, lang) -> None:
+    messages, slots = await propose("downgrade", lang, text=HOW_TO[lang])
+    assert [m["response"] for m in messages] == ["utter_plan_change_how", "utter_plan_change_proposal"]
+    assert "resolution" not in slots and slots["plan_change_proposed"] is True
+    assert_script(render(messages[0], lang), lang)
+    assert recorded_changes(svc) == 0
+
+
+async def test_how_to_is_read_from_the_request_when_the_form_asked_the_plan(svc) -> None:
+    tracker = make_tracker(
+        "inform",
+        "Basic",
+        entities={"plan": "basic"},
+        slots={"plan": "basic", "plan_change_kind": "downgrade"},
+        history=[("downgrade_plan", "how can I downgrade?")],
+        prior_actions=["plan_change_form"],
+    )
+    messages, _ = await run(ActionProposePlanChange(), tracker)
+    assert [m["response"] for m in messages] == ["utter_plan_change_how", "utter_plan_change_proposal"]
+
+
+async def test_how_to_already_answered_is_not_repeated_when_another_plan_is_picked(svc) -> None:
+    # "how can I downgrade to Basic?" → how-to + proposal → "Change something" → taps Premium
+    tracker = make_tracker(
+        "inform",
+        '/inform{"plan": "premium"}',
+        entities={"plan": "premium"},
+        slots={"plan": "premium"},
+        history=[("downgrade_plan", "how can I downgrade to Basic?"), ("deny", "/deny")],
+        prior_actions=[PROPOSAL, "action_revise_plan_change", "plan_change_form"],
+    )
+    messages, _ = await run(ActionProposePlanChange(), tracker)
+    assert [m["response"] for m in messages] == ["utter_plan_change_proposal"]
+
+
+@pytest.mark.parametrize("lang", LANGS)
+async def test_a_scheduled_change_is_shown_as_pending_and_asking_again_recognises_it(svc, lang) -> None:
+    _, proposed = await propose("downgrade", lang)
+    await confirm(proposed, lang)
+    messages, slots = await propose("downgrade", lang)  # the same change again
+    assert [m["response"] for m in messages] == ["utter_plan_change_already_scheduled"]
+    text = render(messages[0], lang)
+    assert STANDARD[lang] in text and messages[0]["effective_date"] in text and messages[0]["case_number"] in text
+    assert_script(text, lang)
+    assert slots["resolution"] == "status_returned" and recorded_changes(svc) == 1
+
+
+async def test_after_a_pending_cancellation_a_downgrade_is_a_downgrade_from_the_plan_in_effect(svc) -> None:
+    _, proposed = await propose("cancel")
+    await confirm(proposed)
+    messages, slots = await propose("downgrade")
+    assert [m["response"] for m in messages] == ["utter_plan_change_proposal_replacing"]
+    assert messages[0]["from_name"] == "Standard" and messages[0]["change_name"] == "downgrade"
+    assert messages[0]["pending_change_name"] == "cancellation"
+    assert "a change scheduled for 1 " in render(messages[0], "en")
+    assert "(cancellation: Standard → no plan); this would replace it" in render(messages[0], "en")
+    assert slots["plan_proposal"]["kind"] == "downgrade"
+    assert recorded_changes(svc) == 1  # still only the cancellation
+    _, done = await confirm(slots)
+    assert svc.plans.status("visitor-a").pending.kind == "downgrade"
+
+
+@pytest.mark.parametrize("lang", LANGS)
+async def test_a_confirmed_change_can_be_undone_in_the_same_conversation(svc, lang) -> None:
+    _, proposed = await propose("downgrade", lang)
+    _, recorded = await confirm(proposed, lang)
+    # "keep Standard" (a plan button or the plan's name): the same proposal step, then Confirm
+    tracker = make_tracker(
+        "inform", STANDARD[lang], lang=lang, entities={"plan": "standard"}, slots={"plan": "standard"}
+    )
+    messages, slots = await run(ActionProposePlanChange(), tracker)
+    assert [m["response"] for m in messages] == ["utter_plan_change_withdraw_proposal"]
+    assert slots["plan_proposal"]["kind"] == "withdraw" and "resolution" not in slots
+    assert_script(render(messages[0], lang), lang)
+    messages, done = await confirm(slots, lang)
+    assert [m["response"] for m in messages] == ["utter_plan_change_withdrawn"]
+    assert done["case_number"] == recorded["case_number"] and done["resolution"] == "plan_change_recorded"
+    assert svc.plans.status("visitor-a").pending is None
+    assert_script(render(messages[0], lang), lang)
 
 
 async def test_plan_change_form_asks_the_plan_only_for_upgrade_and_downgrade(svc) -> None:
@@ -363,7 +559,8 @@ async def test_handoff(svc, intent, category, queue, reason) -> None:
         (ActionCaseStatus(), "check_case_status"),
         (ActionReopenCase(), "reopen_case"),
         (ActionRateCase(), "rate_case"),
-        (ActionChangePlan(), "downgrade_plan"),
+        (ActionProposePlanChange(), "downgrade_plan"),
+        (ActionChangePlan(), "affirm"),
     ],
 )
 @pytest.mark.parametrize("lang", LANGS)
@@ -372,7 +569,9 @@ async def test_action_failure_says_so_and_hands_off(tmp_path, monkeypatch, actio
     monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'missing' / 'dir' / 'x.db'}")
     services.cache_clear()
     try:
-        tracker = make_tracker(intent, "help", lang=lang, slots={"case_category": "billing", "plan": "basic"})
+        proposal = {"kind": "downgrade", "from_plan": "standard", "to_plan": "basic", "effective_date": "2026-12-01"}
+        slots = {"case_category": "billing", "plan": "basic", "plan_proposal": proposal}
+        tracker = make_tracker(intent, "help", lang=lang, slots=slots, prior_actions=[PROPOSAL])
         messages, slots = await run(action, tracker)
     finally:
         services.cache_clear()

@@ -89,6 +89,71 @@ def test_conversation_tests_take_the_same_bot_turns(lang: str) -> None:
     assert _bot_turns(stories["cancel"]) <= _bot_turns(stories["upgrade, plan asked"])
 
 
+def test_conversation_tests_propose_before_they_record() -> None:
+    """Every plan-change conversation test records (action_change_plan) only right after a proposal
+    and the customer's yes."""
+    for lang, stories in _test_plan_stories().items():
+        for title, steps in stories.items():
+            actions = [s.get("action") or s.get("intent") for s in steps if "action" in s or "intent" in s]
+            for i, name in enumerate(actions):
+                if name == "action_change_plan":
+                    assert actions[i - 2 : i] == ["action_propose_plan_change", "affirm"], (lang, title, actions)
+            assert "action_change_plan" in actions, (lang, title)
+
+
+def test_the_rules_alone_predict_every_plan_change_conversation() -> None:
+    """Without any trained model: the rules (RulePolicy, trained here on data/ in a second) predict
+    every bot action of tests/stories/test_plan_changes.yml — the yes to a proposal records, the no
+    revises, a plan button starts the form — and contradict no story."""
+    import tempfile
+
+    from rasa.core.policies.rule_policy import RulePolicy
+    from rasa.engine.graph import ExecutionContext, GraphSchema
+    from rasa.engine.storage.local_model_storage import LocalModelStorage
+    from rasa.engine.storage.resource import Resource
+    from rasa.shared.core.events import ActionExecuted, UserUttered
+    from rasa.shared.core.generator import TrainingDataGenerator
+    from rasa.shared.core.trackers import DialogueStateTracker
+    from rasa.shared.core.training_data.story_reader.yaml_story_reader import YAMLStoryReader
+    from rasa.shared.importers.importer import TrainingDataImporter
+
+    importer = TrainingDataImporter.load_from_dict(
+        domain_path=str(ROOT / "domain.yml"), training_data_paths=[str(ROOT / "data")]
+    )
+    domain = importer.get_domain()
+    trackers = TrainingDataGenerator(importer.get_stories(), domain, augmentation_factor=0).generate()
+    policy = RulePolicy.create(
+        {**RulePolicy.get_default_config(), "core_fallback_threshold": 0.3},
+        LocalModelStorage(Path(tempfile.mkdtemp())),
+        Resource("rules"),
+        ExecutionContext(GraphSchema({}), "rules"),
+    )
+    policy.train(trackers, domain)  # raises on a contradiction between rules and stories
+
+    wrong = []
+    for story in YAMLStoryReader(domain).read_from_file(ROOT / "tests" / "stories" / "test_plan_changes.yml"):
+        tracker = DialogueStateTracker.from_events(story.block_name, [], slots=domain.slots)
+
+        def expect(action: str, tracker: DialogueStateTracker = tracker, title: str = story.block_name) -> None:
+            prediction = policy.predict_action_probabilities(tracker, domain)
+            best = max(range(len(prediction.probabilities)), key=prediction.probabilities.__getitem__)
+            if domain.action_names_or_texts[best] != action:
+                wrong.append((title, action, domain.action_names_or_texts[best]))
+
+        for event in story.events:
+            if isinstance(event, UserUttered):
+                event = UserUttered(None, {"name": event.intent_name}, event.entities)
+                if tracker.latest_action_name != "action_listen":
+                    if tracker.latest_action_name is not None:
+                        expect("action_listen")  # the bot's turn is over: it waits for the customer
+                    tracker.update(ActionExecuted("action_listen"))
+            elif isinstance(event, ActionExecuted) and event.action_name != "action_listen":
+                expect(event.action_name)
+            tracker.update(event)
+        expect("action_listen")
+    assert not wrong, wrong
+
+
 # ----------------------------------------------------------------------------- with the trained model
 
 

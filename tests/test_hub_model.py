@@ -138,6 +138,22 @@ async def test_a_billing_complaint_gets_a_case_number_in_the_customers_script(
             assert not re.search("[们这发时说]", bot_texts), bot_texts  # Simplified-only characters
 
 
+def _is_proposal(frame: dict) -> bool:
+    return frame["type"] == "message" and any(b.get("payload") == "/affirm" for b in frame.get("buttons") or [])
+
+
+async def _confirm_proposal(chat: ChatClient) -> tuple[dict, dict]:
+    """Wait for the plan-change proposal, check nothing was recorded yet, tap Confirm; returns
+    (proposal frame, the confirmation with the case number)."""
+    proposal = await chat.wait_for(_is_proposal, timeout=60)
+    assert not any(CASE_NUMBER.search(m["text"]) for m in chat.messages("bot")), "recorded before the yes"
+    payloads = [b["payload"] for b in proposal["buttons"]]
+    assert payloads == ["/affirm", "/deny", "/request_human"], payloads
+    await chat.say_and_ack("/affirm")
+    done = await chat.wait_for(lambda f: bool(CASE_NUMBER.search(f.get("text", ""))), timeout=60)
+    return proposal, done
+
+
 @pytest.mark.parametrize(
     ("lang", "down", "up"),
     [
@@ -149,15 +165,16 @@ async def test_a_billing_complaint_gets_a_case_number_in_the_customers_script(
 async def test_downgrade_and_upgrade_take_the_same_turns_end_to_end(
     system: LiveSystem, lang: str, down: str, up: str
 ) -> None:
-    """Promise 5 through the real system: same number of bot messages, same effective date."""
+    """Promise 5 through the real system: a proposal first, recorded on Confirm; the same number of
+    bot messages and the same effective date either way."""
     results = []
     for text in (down, up):
         async with ChatClient(system.ws_url, lang=lang) as chat:
             await chat.say_and_ack(text)
-            frame = await chat.wait_for(lambda f: bool(CASE_NUMBER.search(f.get("text", ""))), timeout=60)
+            proposal, frame = await _confirm_proposal(chat)
             await chat.drain(1.0)
             dates = DATE.findall(" ".join(m["text"] for m in chat.messages("bot")))
-            results.append((len(chat.messages("bot")), dates, frame["text"]))
+            results.append((len(chat.messages("bot")), dates, proposal["text"] + " " + frame["text"]))
     (down_turns, down_dates, down_text), (up_turns, up_dates, up_text) = results
     assert down_turns == up_turns, (down_text, up_text)
     assert down_dates == up_dates and down_dates, (down_text, up_text)
@@ -170,7 +187,7 @@ async def test_downgrade_and_upgrade_take_the_same_turns_end_to_end(
     [("en", "I want to downgrade my plan", "Basic"), ("zh-Hans", "我想降级套餐", "基础版"),
      ("zh-Hant", "我想降級方案", "基本方案")],
 )
-async def test_the_plan_question_offers_buttons_and_a_tap_completes_the_change(
+async def test_the_plan_question_offers_buttons_and_a_tap_then_confirm_completes_the_change(
     system: LiveSystem, lang: str, text: str, title: str
 ) -> None:
     async with ChatClient(system.ws_url, lang=lang) as chat:
@@ -179,9 +196,34 @@ async def test_the_plan_question_offers_buttons_and_a_tap_completes_the_change(
         titles = [b["title"] for b in asked["buttons"]]
         assert title in titles and len(titles) == 4
         payload = next(b["payload"] for b in asked["buttons"] if b["title"] == title)
+        assert payload.startswith('/inform{"plan": '), payload  # Rasa's templating left the JSON intact
         await chat.say_and_ack(payload)
-        done = await chat.wait_for(lambda f: bool(CASE_NUMBER.search(f.get("text", ""))), timeout=60)
+        _, done = await _confirm_proposal(chat)
         assert done["sender"] == "bot"
-        # The tap did not switch the conversation's language: the confirmation is in its script.
+        # The taps did not switch the conversation's language: the confirmation is in its script.
         if lang != "en":
             assert re.search(r"[\u4e00-\u9fff]", done["text"]), done["text"]
+
+
+async def test_a_how_to_question_is_answered_and_nothing_is_recorded(system: LiveSystem) -> None:
+    async with ChatClient(system.ws_url, lang="en") as chat:
+        await chat.say_and_ack("what would I need to do to move to the Basic plan?")
+        proposal = await chat.wait_for(_is_proposal, timeout=60)
+        await chat.drain(1.0)
+        texts = " ".join(m["text"] for m in chat.messages("bot"))
+        assert "Account" in texts and "Basic" in proposal["text"], texts
+        assert not CASE_NUMBER.search(texts), texts
+
+
+async def test_a_confirmed_downgrade_is_undone_in_the_same_conversation(system: LiveSystem) -> None:
+    async with ChatClient(system.ws_url, lang="en") as chat:
+        await chat.say_and_ack("please downgrade me to the basic plan")
+        _, done = await _confirm_proposal(chat)
+        undo = next(b for b in done.get("buttons") or [] if b["title"] == "Undo")
+        assert undo["payload"] == '/inform{"plan": "standard"}', undo
+        await chat.say_and_ack(undo["payload"])
+        withdraw = await chat.wait_for(_is_proposal, timeout=60)
+        assert "withdraw" in withdraw["text"] and "Basic" in withdraw["text"], withdraw["text"]
+        await chat.say_and_ack("/affirm")
+        undone = await chat.wait_for(lambda f: f["type"] == "message" and "withdrawn" in f.get("text", ""), timeout=60)
+        assert "You keep Standard" in undone["text"], undone["text"]

@@ -671,6 +671,26 @@ class CaseService:
 
         self._run(work)
 
+    def record_event(
+        self, case_id: int, kind: str, actor: str, detail: str, *, session: Session | None = None
+    ) -> None:
+        """An event on the case timeline written by another service (plan changes: ``plan_change_withdrawn``,
+        ``plan_change_replaced``); shown to the customer unless ``kind`` is internal. No notification:
+        the calling service writes its own.
+
+        :raises CaseNotFound: no case with this id.
+        """
+
+        def work(s: Session) -> None:
+            case = s.get(Case, case_id)
+            if case is None:
+                raise CaseNotFound(f"no case with id {case_id}")
+            now = self._now()
+            case.updated_at = now
+            self._event(s, case, kind, actor, now, detail=detail)
+
+        self._run(work, session)
+
     def reopen(self, number: str, visitor_id: str, reason: str = "") -> CaseView:
         """The customer reopens a resolved or confirmed case: back to ``verifying`` with fresh clocks.
 

@@ -26,6 +26,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from bot.services.plans import case_plan_change
 from bot.store.db import Database
 from bot.store.models import Agent, Case, Conversation, Handoff, Message, Visitor, new_id, utcnow
 
@@ -691,6 +692,10 @@ class ConversationService:
                 }
                 for e in c.events
             ]
+            if c.category == "plan_change":
+                # Pending is not current: the change's state today (pending / in_effect /
+                # withdrawn / replaced), from the plan service's own rule.
+                out["plan_change"] = case_plan_change(s, c.id, utcnow().date())
             return out
 
     def set_case(self, conversation_id: str, case_id: int) -> None:

@@ -403,6 +403,19 @@
     renderCase();
   }
 
+  // A plan change as recorded, with its state today: a scheduled change is shown as pending,
+  // never as the customer's current plan.
+  var PLAN_STATES = { pending: "PENDING — not in effect until", in_effect: "in effect since",
+                      withdrawn: "WITHDRAWN — was due", replaced: "REPLACED — was due" };
+  function planChange(p) {
+    if (!p) return null;
+    var text = p.kind + ": " + (p.from_plan || "none") + " → " + (p.to_plan || "none") + " · " +
+               (PLAN_STATES[p.state] || p.state) + " " + p.effective_date;
+    if (p.state === "pending") text += " (customer stays on " + (p.from_plan || "none") + " until then)";
+    if (p.replaced_by) text += " by " + p.replaced_by;
+    return text;
+  }
+
   function renderCase() {
     var panel = $("case-panel"); clear(panel);
     var c = current && mine[current] && mine[current].case;
@@ -425,6 +438,7 @@
     row("First response", clock(c.first_responded_at, "answered", c.first_response_due_at), "sla-first-response");
     row("Progress update", clock(c.resolved_at, "resolved", c.next_update_due_at), "sla-next-update");
     row("Reopened", c.reopen_count || null);
+    row("Plan change", planChange(c.plan_change), "plan-change");
     panel.appendChild(dl);
     if (c.timeline && c.timeline.length) {
       panel.appendChild(el("strong", null, "Timeline"));
