@@ -318,7 +318,11 @@ DANGER: Final[dict[str, tuple[str, ...]]] = {
         r"[扑撲]我|推(?:了|咗)?我|掐我|抓(?:住|着|著)?我|捉(?:住)?我", r"[郁]手|[打]到我",
     ),
     THREAT: (
-        r"\bknows? where (?:i|we|my|our|she|he)\b", r"知道我.{0,8}(?:[在住]|喺)", r"知道我[家屋]",
+        r"\bknows? where (?:i|we|my|our|she|he)\b", r"知道我[家屋]",
+        # "knows where I live / which school my son goes to": the person or home, then where
+        r"知道我住(?:[在喺]|[边邊哪])",
+        r"知道我(?:[的个個嘅])?(?:仔|女|孩子|小孩|[儿兒]子|女[儿兒]|老婆|老公|太太|家人|屋企|家|父母|[爸妈媽]|[细細]路)"
+        r".{0,4}(?:[在喺]|[读讀]|上[学學]|返工|上班|[边邊]|哪)",
         r"\bthreat\w*", r"\bblackmail\w*", r"\bextort\w*", r"\bkill (?:me|you|us|him|her)\b",
         r"\b(?:frighten|terrif|scar)(?:y|ied|ying|ing|ed)\b", r"\bafraid (?:for|of) (?:my|our|him|her|them|the)\b",
         r"\bin danger\b", r"\bnot safe\b", r"\bunsafe\b", r"\bfear(?:ful)? for\b", r"\bintimidat\w*", r"\bfear\b",
@@ -327,6 +331,9 @@ DANGER: Final[dict[str, tuple[str, ...]]] = {
         r"[吓嚇][亲親]", r"害怕", r"好[惊驚]", r"可怕", r"[惊驚]慌", r"[杀殺]了?你|[杀殺]了?我", r"有危[险險]",
         r"危[险險]",
         r"[报報][复復]", r"[跟][着著]我",
+        # fear in plain words ("I don't dare open the door") and a threat that names
+        # where the family is ("knows which school my son goes to")
+        r"[不唔]敢(?:[开開])?[门門]", r"[不唔]敢出[门門]", r"[不唔]敢[返回](?:家|屋企)",
     ),
     HARASSMENT: (
         r"\bharass\w*", r"\bstalk\w*", r"\bcreep\w*", r"\bfollow(?:ing|ed|s)? me\b", r"\bwon'?t leave me alone\b",
@@ -337,7 +344,9 @@ DANGER: Final[dict[str, tuple[str, ...]]] = {
         r"\b(?:messag|text|call|wechat|whatsapp|send)\w*",
         r"[骚騷][扰擾]", r"跟[踪蹤]", r"尾[随隨]", r"偷拍", r"[纠糾][缠纏]", r"[猥][亵褻]", r"不[怀懷]好意",
         r"(?:一直|不停|天天|老是|成日|不斷|不断|每日|每天)(?:[给給]我|同我|向我|找我)(?:[发發]|打|send|call|[传傳]|whatsapp)",
-        r"(?:半夜|深夜|三更半夜)(?:.{0,6})(?:[发發]|打|call|send|whatsapp)",
+        r"(?:半夜|深夜|三更半夜)(?:.{0,6})(?:[发發]|[传傳]|打|call|send|whatsapp)"
+        r"(?=.{0,6}(?:我|[讯訊]息|信息|短信|消息|[电電][话話]|微信|message|whatsapp))",
+        r"(?:[楼樓]下|[门門]口|公司|屋企|家)(?:.{0,3})等我",
         r"(?:上[门門]|来我家|來我家|到我家|嚟我屋企|上[过過]门|上[過过]門).{0,40}(?:[师師]傅|[员員]|[人]|[佢他她]).{0,40}"
         r"(?:[发發]|打|加|找|[约約]|[吓嚇]|短信|信息|[讯訊]息|微信|whatsapp|message)",
         r"(?:[师師]傅|工作人[员員]|[维維]修[员員工]|安装[员工]|安裝[員工]|快[递遞][员員]|技[术術][员員]|送[货貨][员員]|[职職][员員]).{0,40}"

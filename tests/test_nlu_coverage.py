@@ -26,10 +26,13 @@ def test_coverage_is_the_share_of_known_tokens() -> None:
     assert coverage([], vocabulary) == 0.0  # emoji or punctuation only: nothing known
 
 
-def test_tokens_with_a_digit_are_data_not_noise() -> None:
+def test_tokens_with_a_digit_are_data_neither_familiar_nor_noise() -> None:
     # a bare order id, case number or amount answers a question: it must not fall back
     assert coverage(["so20261104"], set()) == 1.0
     assert coverage(["hl", "20261104", "0001"], {"hl"}) == 1.0
+    # ... and a number does not make the mash around it familiar
+    assert coverage(["jjjj", "0000"], {"my"}) == 0.0
+    assert coverage(["my", "order", "so20261104"], {"my"}) == 0.5
 
 
 def test_noise_is_generated_the_same_way_every_time_in_each_script() -> None:

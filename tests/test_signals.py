@@ -122,6 +122,9 @@ def test_the_classifier_table_scores_like_a_probability() -> None:
     ("the installer hit me", "violence"), ("他拿刀", "violence"), ("佢打我", "violence"),
     ("your courier threatened me", "threat"), ("有人恐吓我", "threat"), ("有人恐嚇我", "threat"),
     ("the technician keeps texting me", "harassment"), ("维修师傅跟踪我", "harassment"), ("佢騷擾我", "harassment"),
+    # Traditional and Cantonese phrasings the multi-turn evaluation found missing (written anew here)
+    ("佢話知道我屋企喺邊", "threat"), ("那個人說他知道我女兒在哪裡補習", "threat"), ("我怕到唔敢出門", "threat"),
+    ("那個師傅三更半夜還傳訊息給我", "harassment"), ("他每天都在我家樓下等我", "harassment"),
 ])
 def test_danger_kinds(text: str, kind: str) -> None:
     assert read_signals(text).danger == kind
@@ -131,6 +134,7 @@ def test_danger_kinds(text: str, kind: str) -> None:
     "I'm afraid my bill is wrong", "the agent never called me back", "I'd like to kill my subscription",
     "the technician came yesterday and fixed it", "电话一直打不通", "能砍价吗", "有什么套餐", "我妈的手机号要改",
     "please cancel", "HL-20260101-0001", "",
+    "我知道我的套餐在哪里看", "你知道我哪天续费吗", "我很怕麻烦，直接帮我退订吧", "半夜传来的账单又多扣钱",
 ])
 def test_calm_messages_carry_no_signal_worth_a_handoff(text: str) -> None:
     s = read_signals(text)

@@ -24,8 +24,8 @@ linear model alone decides: it trains in seconds, deterministically, and is smal
 calibrated model of the text it was trained on, not of keyboard mash or a line of rare
 characters: such text still lands on *some* intent, sometimes above the fallback threshold. So
 the component also keeps the training vocabulary (the tokens' lemmas) and measures each message's
-*coverage*: the share of its tokens that occur in training, where tokens with a digit (ids,
-amounts, phone numbers) count as known. Below ``min_coverage`` every confidence is multiplied by
+*coverage*: the share of its tokens that occur in training, tokens with a digit (ids, amounts,
+phone numbers) left out of the count. Below ``min_coverage`` every confidence is multiplied by
 the coverage, so the top intent can never reach a fallback threshold of ``min_coverage`` or more:
 out-of-distribution input falls back by construction, not by luck.
 
@@ -131,12 +131,17 @@ def token_keys(message: Message) -> list[str]:
 
 
 def coverage(tokens: list[str], vocabulary: frozenset[str] | set[str]) -> float:
-    """Share of ``tokens`` that are in ``vocabulary``; a token with a digit counts as known (an id,
-    an amount, a phone number is data, not noise). No token at all (emoji, punctuation) is 0."""
-    if not tokens:
-        return 0.0
-    known = sum(1 for t in tokens if t in vocabulary or any(c.isdigit() for c in t))
-    return known / len(tokens)
+    """Share of ``tokens`` that are in ``vocabulary``, counting only tokens without a digit.
+
+    A token with a digit (an id, an amount, a phone number) is data: it tells nothing about
+    whether the words around it are familiar, so it is left out of both counts — a message of such
+    tokens alone (a bare order number answering a question) is fully familiar, and a number does
+    not make keyboard mash around it familiar. No token at all (emoji, punctuation) is 0.
+    """
+    words = [t for t in tokens if not any(c.isdigit() for c in t)]
+    if not words:
+        return 1.0 if tokens else 0.0
+    return sum(1 for t in words if t in vocabulary) / len(words)
 
 
 def softmax_rows(scores: np.ndarray) -> np.ndarray:

@@ -85,6 +85,8 @@ class SentenceFeaturizer(SparseFeaturizer, GraphComponent):
             **SparseFeaturizer.get_default_config(),
             "min_ngram": 1,
             "max_ngram": 4,
+            # a character n-gram must occur in this many training examples to become a feature
+            "chars_min_df": 1,
             # regexes and lookup tables of the training data as features
             "use_patterns": True,
         }
@@ -131,7 +133,8 @@ class SentenceFeaturizer(SparseFeaturizer, GraphComponent):
         from sklearn.feature_extraction.text import CountVectorizer
 
         ngrams = (int(self._config["min_ngram"]), int(self._config["max_ngram"]))
-        return CountVectorizer(analyzer="char_wb", ngram_range=ngrams, vocabulary=self.chars or None)
+        min_df = 1 if self.chars else int(self._config["chars_min_df"])  # a fixed vocabulary takes no min_df
+        return CountVectorizer(analyzer="char_wb", ngram_range=ngrams, min_df=min_df, vocabulary=self.chars or None)
 
     def _set_patterns(self, patterns: list[dict[str, str]]) -> None:
         self.patterns = patterns
