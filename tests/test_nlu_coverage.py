@@ -14,6 +14,7 @@ import yaml
 
 from bot.evaluation import noise_samples
 from bot.nlu.ensemble import coverage
+from tests.nlu_tiny import TINY_NLU
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -54,32 +55,6 @@ def _shipped_pipeline_config() -> str:
     return yaml.safe_dump(config, allow_unicode=True)
 
 
-_NLU = """\
-version: "3.1"
-nlu:
-- intent: request_refund
-  examples: |
-    - 我要退款
-    - 请退钱给我
-    - 退款
-    - i want a refund
-    - give me my money back
-    - refund my last payment
-- intent: check_case_status
-  examples: |
-    - 我的工单进度怎么样
-    - 工单处理到哪一步了
-    - check my case
-    - what is the status of my case
-    - any update on my ticket
-- intent: out_of_scope
-  examples: |
-    - 明天天气怎么样
-    - 播放一首歌
-    - set an alarm for seven
-    - what is the capital of peru
-    - tell me a joke
-"""
 
 
 def _train(folder: Path) -> str:
@@ -87,7 +62,7 @@ def _train(folder: Path) -> str:
 
     folder.mkdir()
     (folder / "config.yml").write_text(_shipped_pipeline_config(), encoding="utf-8")
-    (folder / "nlu.yml").write_text(textwrap.dedent(_NLU), encoding="utf-8")
+    (folder / "nlu.yml").write_text(textwrap.dedent(TINY_NLU), encoding="utf-8")
     model = train_nlu(str(folder / "config.yml"), str(folder / "nlu.yml"), str(folder / "models"))
     assert model
     return str(model)

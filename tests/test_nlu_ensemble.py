@@ -12,6 +12,7 @@ import pytest
 import scipy.sparse as sp
 
 from bot.nlu.ensemble import IntentEnsemble, TfidfBlocks, combine, softmax_rows
+from tests.nlu_tiny import TINY_NLU
 
 
 def _row(values: list[float]) -> sp.spmatrix:
@@ -87,39 +88,13 @@ pipeline:
 policies: []
 """
 
-_NLU = """\
-version: "3.1"
-nlu:
-- intent: request_refund
-  examples: |
-    - 我要退款
-    - 请退钱给我
-    - 退款
-    - i want a refund
-    - give me my money back
-    - refund my last payment
-- intent: check_case_status
-  examples: |
-    - 我的工单进度怎么样
-    - 工单处理到哪一步了
-    - check my case
-    - what is the status of my case
-    - any update on my ticket
-- intent: out_of_scope
-  examples: |
-    - 明天天气怎么样
-    - 播放一首歌
-    - set an alarm for seven
-    - what is the capital of peru
-    - tell me a joke
-"""
 
 
 def _train(tmp_path: Path, weight: float) -> str:
     from rasa.model_training import train_nlu
 
     (tmp_path / "config.yml").write_text(_CONFIG.format(weight=weight), encoding="utf-8")
-    (tmp_path / "nlu.yml").write_text(textwrap.dedent(_NLU), encoding="utf-8")
+    (tmp_path / "nlu.yml").write_text(textwrap.dedent(TINY_NLU), encoding="utf-8")
     model = train_nlu(str(tmp_path / "config.yml"), str(tmp_path / "nlu.yml"), str(tmp_path / "models"))
     assert model
     return str(model)
