@@ -34,8 +34,13 @@ FAKE = "tests.test_brain_pool:fake_brain"
 
 class FakeBrain:
     """Echoes; ``raise`` raises, ``action down`` fails as an unreachable action server would,
-    ``crash`` kills the worker, ``sleep <s>`` waits, ``forgotten?``
-    lists the conversations the worker was told to forget."""
+    ``crash`` kills the worker, ``sleep <s> [tag]`` waits, ``forgotten?``
+    lists the conversations the worker was told to forget.
+
+    An echo is a greeting answered by ``utter_greet`` (resolved small talk), except after
+    ``sleep <s> <tag>``: that turn is a request of its own (intent ``request_<tag>``) that an
+    action resolved, so a run of them is not a customer greeting again and again — which the
+    guard counts as unresolved (re-asking, small talk past its cap)."""
 
     def __init__(self, options: dict[str, Any]):
         self.options = options
@@ -59,11 +64,17 @@ class FakeBrain:
         if text.startswith("sleep "):
             await asyncio.sleep(float(text.split()[1]))
         reply = json.dumps(self.forgotten) if text == "forgotten?" else f"echo {text}"
+        words = text.split()
+        if text.startswith("sleep ") and len(words) > 2:
+            intent, actions = f"request_{'_'.join(words[2:])}", ["action_echo"]
+            slots_set = {"lang": metadata.get("lang"), "resolution": "echoed"}
+        else:
+            intent, actions, slots_set = "greet", ["utter_greet"], {"lang": metadata.get("lang")}
         return BrainTurn(
             replies=[BotReply(reply, [{"title": "Yes", "payload": "/affirm"}])],
-            intent="greet", confidence=0.75, entities=[{"entity": "x", "value": "你好"}],
-            actions=["utter_greet"], slots={"lang": metadata.get("lang"), "pid": os.getpid()},
-            resolved=True, slots_set={"lang": metadata.get("lang")},
+            intent=intent, confidence=0.75, entities=[{"entity": "x", "value": "你好"}],
+            actions=actions, slots={"lang": metadata.get("lang"), "pid": os.getpid()},
+            resolved=True, slots_set=slots_set,
         )
 
 

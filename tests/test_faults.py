@@ -468,7 +468,7 @@ def test_the_action_server_dies_with_a_killed_hub_and_the_next_start_gets_its_po
     try:
         serve.start()
         first = _wait_action_server(action_port, serve)
-        assert "run actions" in cmdline(first)
+        assert "actions.server" in cmdline(first)  # the authenticated action server
         serve.kill9()
         wait_until(lambda: not alive(first), 20, "the action server died with its hub")
         wait_until(lambda: not _action_server_pids(action_port), 10, "the port is free")
