@@ -70,7 +70,8 @@ SMALL = Sizes(hellos=100, logins=60, storm=150, frames=3, probe_bound_ms=2000, s
 
 
 class EchoBrain:
-    """Answers every message at once, differently each time (so the guard never hands off);
+    """Answers every message at once, differently each time and as a request of its own that an
+    action resolved (so the guard never hands off: no repeated reply, no re-asked request);
     ``big:…`` gets a 256 KiB reply (for the slow reader)."""
 
     async def ready(self) -> bool:
@@ -80,8 +81,8 @@ class EchoBrain:
         from bot.brain import BotReply, BrainTurn
 
         reply = f"echo: {text}" + (" " + "x" * BIG_REPLY_CHARS if text.startswith("big:") else "")
-        return BrainTurn(replies=[BotReply(reply)], intent="greet", confidence=1.0, entities=[], actions=[],
-                         slots={}, resolved=True, slots_set={})
+        return BrainTurn(replies=[BotReply(reply)], intent=f"request_{text}", confidence=1.0, entities=[],
+                         actions=["action_echo"], slots={}, resolved=True, slots_set={"resolution": "echoed"})
 
 
 def serve(port: int, database_url: str) -> None:
