@@ -121,7 +121,7 @@ def test_in_a_real_pipeline_the_ranking_is_the_mean_of_diet_and_the_linear_model
     messages = processor.graph_runner.run(inputs=inputs, targets=[target])[target]
     for message in messages:
         parts = message.get("intent_ranking_parts")
-        assert set(parts) == {"diet", "linear"}
+        assert set(parts) == {"diet", "linear", "coverage"}
         assert set(parts["linear"]) == {"request_refund", "check_case_status", "out_of_scope"}
         assert sum(parts["linear"].values()) == pytest.approx(1.0)
         expected = combine(parts["diet"], parts["linear"], 0.5)
