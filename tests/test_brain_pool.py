@@ -24,6 +24,7 @@ import pytest
 from bot.brain import ActionServerError, BotReply, BrainTurn
 from bot.brain_pool import BrainPool, BrainWorkerError, make_brain, shard
 from bot.settings import Settings
+from tests.faultkit import alive
 
 ROOT = Path(__file__).resolve().parent.parent
 FAKE = "tests.test_brain_pool:fake_brain"
@@ -93,26 +94,14 @@ def fake_brain(options: dict[str, Any]) -> FakeBrain:
     return FakeBrain(options)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # A zombie (exited, not yet reaped by its parent) counts as gone.
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
-    except FileNotFoundError:
-        return False
-
-
 def _wait_gone(pids: list[int], timeout: float = 15.0) -> list[int]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        alive = [p for p in pids if _alive(p)]
-        if not alive:
+        running = [p for p in pids if alive(p)]
+        if not running:
             return []
         time.sleep(0.1)
-    return [p for p in pids if _alive(p)]
+    return [p for p in pids if alive(p)]
 
 
 def _cids_per_worker(workers: int) -> dict[int, str]:
@@ -269,7 +258,7 @@ async def test_close_stops_every_worker() -> None:
     p = BrainPool({}, workers=2, factory=FAKE)
     await p.load()
     pids = [pid for pid in p.pids() if pid is not None]
-    assert len(pids) == 2 and all(_alive(pid) for pid in pids)
+    assert len(pids) == 2 and all(alive(pid) for pid in pids)
     await p.close()
     assert _wait_gone(pids, 1) == []
     assert not await p.ready()
@@ -359,7 +348,7 @@ def test_the_hub_hands_off_when_a_worker_dies(tmp_path: Path) -> None:
         assert not any(f.get("type") == "message" and f.get("sender") == "bot" for f in later)
         assert hub.get("/healthz")[0] == 503  # the worker is restarting
     assert _wait_gone(pids, 10) == []
-    assert all(p is None or not _alive(p) for p in brain.pids())
+    assert all(p is None or not alive(p) for p in brain.pids())
 
 
 # ---- the real model --------------------------------------------------------------------------
