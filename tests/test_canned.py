@@ -215,7 +215,8 @@ async def test_rendering_fills_in_the_real_case_number_queue_and_eta(server: Run
     assert case.queue == "finance_compliance"
 
     listed = await _ask(alice, {"type": "canned_list", "conversation_id": chat.conversation_id}, "canned_list")
-    assert listed["customer_lang"] == "zh-Hans"
+    assert listed["customer_lang"] == "zh-Hans" and set(listed) == {"type", "conversation_id", "customer_lang",
+                                                                     "replies"}
     texts = {r["lang"]: r for r in listed["replies"]}
     assert texts["zh-Hans"]["text"] == (f"{marker('customer_name')}您好，案件 {number} 由财务合规组处理，"
                                         f"{eta} 前答复。Alice Chen")
@@ -271,7 +272,7 @@ async def test_a_reply_in_another_script_is_flagged_and_sent_only_when_confirmed
     cid = chat.conversation_id
 
     check = await _ask(alice, {"type": "script_check", "conversation_id": cid, "text": reply}, "script_check")
-    assert check["customer_lang"] == lang and check["mismatch"] == mismatch
+    assert check["customer_lang"] == lang and check["mismatch"] == mismatch and check["text"] == reply
     # The customer's own script is fine.
     same = await _ask(alice, {"type": "script_check", "conversation_id": cid, "text": customer_text}, "script_check")
     assert same["mismatch"] is None and same["reply_lang"] == lang

@@ -6,8 +6,8 @@ Agent frames (docs/hub.md), each answered on the same socket:
   a conversation the agent holds, each reply comes rendered for it (``text``, ``missing``);
 * ``canned_render`` ``{conversation_id, id | shortcut (+ lang?)}`` → ``canned_rendered``
   ``{reply, text, missing, mismatch}``;
-* ``script_check`` ``{conversation_id, text}`` → ``script_check`` ``{customer_lang, reply_lang,
-  mismatch, missing}``;
+* ``script_check`` ``{conversation_id, text}`` → ``script_check`` ``{conversation_id, text,
+  customer_lang, reply_lang, mismatch, missing}``;
 * supervisors only: ``canned_save`` ``{id?, shortcut, lang, title?, body}`` → ``canned_saved``
   ``{reply}``; ``canned_delete`` ``{id}`` → ``canned_deleted`` ``{id}``.
 

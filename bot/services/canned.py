@@ -351,8 +351,8 @@ class CannedService:
                 "mismatch": mismatch.to_dict() if mismatch else None}
 
     def check(self, conversation_id: str, text: str) -> dict[str, Any]:
-        """The script check of a reply about to be sent: ``{customer_lang, reply_lang, mismatch,
-        missing}`` (``mismatch``: a :class:`ScriptMismatch` as a dict, or ``None``).
+        """The script check of a reply about to be sent: ``{conversation_id, text, customer_lang,
+        reply_lang, mismatch, missing}`` (``mismatch``: a :class:`ScriptMismatch` as a dict, or ``None``).
 
         :raises CannedError: ``not_found``.
         """
@@ -360,6 +360,6 @@ class CannedService:
         if conv is None:
             raise CannedError("not_found", "no such conversation")
         mismatch = script_mismatch(text, conv.lang)
-        return {"conversation_id": conversation_id, "customer_lang": conv.lang,
+        return {"conversation_id": conversation_id, "text": text, "customer_lang": conv.lang,
                 "reply_lang": script_signal(_MARKER.sub(" ", text).strip()),
                 "mismatch": mismatch.to_dict() if mismatch else None, "missing": unfilled(text)}
