@@ -407,6 +407,10 @@ def test_seen_every_view_of_the_widget_and_the_console(hub_system: Any, browser:
         _shot(customer, "widget-phone.png")
     else:
         _shot(customer, "widget.png")
+        # The README's console screenshot shows the opened conversation with its handoff summary
+        # on top: on screen as it is, without scrolling.
+        assert_seen(agent, summary.locator("#summary-title"), scroll=False)
+        assert_seen(agent, summary.get_by_text("The customer asked for a person."), scroll=False)
         _shot(agent, "console.png")
 
     # After a reload: the same history, once, and the agent still shown.
@@ -469,6 +473,7 @@ def test_seen_canned_replies_and_the_script_warning(hub_system: Any, browser: An
                        ("zh-Hans", "您的案件 {case_number} 由{queue}处理。")):
         sup.fill("#canned-shortcut", shortcut)
         sup.select_option("#canned-lang", lang)
+        sup.fill("#canned-title-input", "Case status")
         sup.fill("#canned-body", body)
         save = sup.get_by_role("button", name="Save canned reply")
         assert_seen(sup, save)
@@ -499,6 +504,8 @@ def test_seen_canned_replies_and_the_script_warning(hub_system: Any, browser: An
     assert_seen(agent, item)
     assert item.count() == 1 and "您的案件" not in picker.inner_text()
     assert number.group(0) in item.inner_text()
+    if not phone:
+        _shot(agent, "console-canned.png")
     box.press("Enter")
     picker.wait_for(state="hidden")
     inserted = box.input_value()
