@@ -13,7 +13,20 @@ from sqlalchemy import select
 
 from bot.brain import BrainTurn
 from bot.client import ChatClient
-from bot.services.canned import CannedError, fill, marker, placeholders, script_mismatch, unfilled
+from bot.services.canned import (
+    DEFAULTS,
+    CannedError,
+    CannedService,
+    fill,
+    marker,
+    placeholders,
+    script_mismatch,
+    unfilled,
+)
+from bot.services.config import HumanlineConfig
+from bot.services.conversations import ConversationService
+from bot.services.queues import QueueService
+from bot.store.db import Database
 from bot.store.models import AuditEntry, Case
 from tests.hubtools import AgentClient, RunningHub, ScriptedBrain, running_hub, settle, turn
 
@@ -66,6 +79,25 @@ def test_script_mismatch_in_all_three_scripts(reply: str, customer: str | None,
     assert (None if got is None else (got.reply_script, got.customer_script)) == expected
 
 
+def test_the_store_keeps_one_reply_per_shortcut_and_language_and_seeds_the_demo_once(
+    db: Database, config: HumanlineConfig
+) -> None:
+    conversations = ConversationService(db)
+    service = CannedService(db, conversations, QueueService(db, config))
+    assert service.seed_defaults("demo") == len(DEFAULTS)
+    assert service.seed_defaults("demo") == 0  # not on a table that has replies
+    assert {r["lang"] for r in service.replies()} == {"en", "zh-Hans", "zh-Hant"}
+    with pytest.raises(CannedError) as e:
+        service.create("agent:sue", "HELLO", "en", "Hi again")  # shortcuts are lower-cased
+    assert e.value.code == "duplicate_shortcut"
+    # Rendered for a conversation without a case: every unknown value is a marker.
+    cid = conversations.create_conversation(conversations.create_visitor("en"), lang="zh-Hant").id
+    rendered = service.render(cid, shortcut="update", agent_name="Sue")
+    assert rendered["reply"]["lang"] == "zh-Hant"  # the customer's script
+    assert rendered["missing"] == ["case_number", "queue", "eta"] and marker("eta") in rendered["text"]
+
+
+# ---- through the real hub ---------------------------------------------------------------------
 # ---- through the real hub ---------------------------------------------------------------------
 
 
@@ -109,10 +141,12 @@ async def test_supervisors_manage_canned_replies_and_agents_cannot(server: Runni
     assert reply["shortcut"] == "refund" and reply["placeholders"] == ["case_number", "eta"]
 
     # The same shortcut in another language is another reply; in the same language it is refused.
-    assert (await _save(sue, shortcut="refund", lang="zh-Hans", body="您的案件 {case_number} 的退款将在 {eta} 前完成。"
-                        ))["type"] == "canned_saved"
+    zh = await _save(sue, shortcut="refund", lang="zh-Hans", body="您的案件 {case_number} 的退款将在 {eta} 前完成。")
+    assert zh["type"] == "canned_saved"
     dup = await _save(sue, shortcut="refund", lang="en", body="Another text")
     assert dup["type"] == "error" and dup["code"] == "duplicate_shortcut"
+    dup = await _save(sue, id=zh["reply"]["id"], lang="en")  # moving it onto the English one
+    assert dup["type"] == "error" and dup["code"] == "duplicate_shortcut" and "'refund'" in dup["message"]
     unknown = await _save(sue, shortcut="x", lang="en", body="Dear {customer}")
     assert unknown["code"] == "unknown_placeholder" and "{customer}" in unknown["message"]
     empty = await _save(sue, shortcut="x", lang="en", body="   ")

@@ -225,6 +225,7 @@ class CannedService:
 
         :raises CannedError: ``not_found``, invalid fields or ``duplicate_shortcut``.
         """
+        new: tuple[str, str, str, str] | None = None
         try:
             with self.db.session() as s:
                 r = s.get(CannedReply, reply_id)
@@ -238,8 +239,9 @@ class CannedService:
                 s.flush()
                 record(s, actor, "canned_updated", f"canned:{r.id}", {"shortcut": r.shortcut, "lang": r.lang})
                 return _view(r)
-        except IntegrityError:
-            raise self._duplicate(str(shortcut), str(lang)) from None
+        except IntegrityError:  # a concurrent save took the shortcut in that language
+            assert new is not None
+            raise self._duplicate(new[0], new[1]) from None
 
     def delete(self, actor: str, reply_id: int) -> dict[str, Any]:
         """Delete a canned reply (audited as ``canned_deleted``); what it was.
