@@ -531,6 +531,11 @@ def test_seen_canned_replies_and_the_script_warning(hub_system: Any, browser: An
     assert box.input_value() == ""
     agent.locator("#transcript .msg.agent").filter(has_text="您好，请稍等").wait_for()
     assert customer.locator(".hl-msg[data-sender=agent]").filter(has_text="您好，请稍等").count() == 1
+    # Ctrl+/ opens the picker too (every reply of the customer's language); Escape closes it.
+    box.press("Control+/")
+    assert_seen(agent, picker.locator(f"[data-shortcut={shortcut}]"))
+    box.press("Escape")
+    picker.wait_for(state="hidden")
 
     agent.click("#resolve-btn")
     agent.locator("#mine-list li").first.wait_for(state="detached")
