@@ -16,6 +16,9 @@ Routes:
   (supervisors);
 * ``POST /api/supervisor/agents/<id>/capacity`` — ``{max_concurrent, allow_overflow?}``: an
   agent's limit of conversations at once (supervisors; audited);
+* ``GET /api/canned`` — every canned reply (``?lang=`` one language; any agent);
+  ``POST /api/supervisor/canned``, ``PUT`` and ``DELETE /api/supervisor/canned/<id>`` — create,
+  edit, delete one (supervisors; audited; :mod:`bot.hub.canned`);
 * ``GET /metrics`` — Prometheus text format (:mod:`bot.hub.metrics`) with
   ``Authorization: Bearer $HUMANLINE_METRICS_TOKEN``; 404 when no token is configured, 401 without it;
 * ``POST /api/supervisor/unlock`` — ``{username}``: clears that username's login throttle (supervisors);
@@ -40,6 +43,7 @@ from sanic.request import Request
 from sanic.response import HTTPResponse, file, json, text
 
 from bot.brain import Brain
+from bot.hub import canned
 from bot.hub.agent_ws import serve_agent
 from bot.hub.core import Hub, HubError
 from bot.hub.customer_ws import serve_customer
@@ -56,6 +60,7 @@ STATIC = {
     "/console": "console.html",
     "/console.js": "console.js",
     "/console.css": "console.css",
+    "/canned.js": "canned.js",
 }
 _names = itertools.count(1)
 
@@ -181,6 +186,45 @@ def create_app(settings: Settings, brain: Brain | None = None, db: Database | No
         except HubError as e:
             return json({"error": e.code, "message": e.message}, status=404 if e.code == "not_found" else 400)
         return json({"agent": updated})
+
+    # ---- canned replies (bot/hub/canned.py): every agent lists them, supervisors manage them ----
+    @app.get("/api/canned")
+    async def canned_list(request: Request) -> HTTPResponse:
+        auth = request.headers.get("authorization", "")
+        agent = await hub.run(hub.agents.authenticate, auth[7:] if auth.lower().startswith("bearer ") else None)
+        if agent is None:
+            return json({"error": "unauthorized", "message": "log in first"}, status=401)
+        lang = request.args.get("lang")
+        return json({"replies": await hub.run(hub.canned.replies, lang or None)})
+
+    @app.post("/api/supervisor/canned")
+    async def canned_create(request: Request) -> HTTPResponse:
+        return await _canned_change(request, None, delete=False)
+
+    @app.put("/api/supervisor/canned/<reply_id:int>")
+    async def canned_update(request: Request, reply_id: int) -> HTTPResponse:
+        return await _canned_change(request, reply_id, delete=False)
+
+    @app.delete("/api/supervisor/canned/<reply_id:int>")
+    async def canned_delete(request: Request, reply_id: int) -> HTTPResponse:
+        return await _canned_change(request, reply_id, delete=True)
+
+    async def _canned_change(request: Request, reply_id: int | None, *, delete: bool) -> HTTPResponse:
+        supervisor, refusal = await _supervisor(request)
+        if supervisor is None:
+            return refusal
+        body = request.json if request.body else {}
+        if not isinstance(body, dict):
+            return json({"error": "bad_request", "message": "a JSON object is required"}, status=400)
+        try:
+            if delete:
+                assert reply_id is not None
+                return json({"deleted": await canned.delete(hub, supervisor, reply_id)})
+            reply = await canned.save(hub, supervisor, body, reply_id)
+        except HubError as e:
+            status = {"not_found": 404, "duplicate_shortcut": 409, "forbidden": 403}.get(e.code, 400)
+            return json({"error": e.code, "message": e.message}, status=status)
+        return json({"reply": reply}, status=200 if reply_id is not None else 201)
 
     @app.get("/metrics")
     async def metrics(request: Request) -> HTTPResponse:

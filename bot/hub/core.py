@@ -39,6 +39,7 @@ from bot.hub.ratelimit import RateLimiter
 from bot.hub.security import HubSecurity
 from bot.i18n import detect_script, resolve_script, t
 from bot.services.agents import AgentInfo, AgentService
+from bot.services.canned import CannedService
 from bot.services.cases import CaseError, CaseService
 from bot.services.config import HumanlineConfig
 from bot.services.conversations import (
@@ -102,6 +103,7 @@ class Hub:
         self.queues = QueueService(db, self.config)
         self.cases = CaseService(db, self.config)
         self.summaries = SummaryService(db, self.config, self.conversations)
+        self.canned = CannedService(db, self.conversations, self.queues)  # canned replies (bot/hub/canned.py)
         self.customers = Registry()  # conversation id -> customer sockets
         self.agent_sockets = Registry()  # agent id -> agent sockets
         self.online: dict[int, AgentInfo] = {}  # agents with at least one socket
