@@ -75,6 +75,10 @@ class Settings:
     webhook_secret: str | None = None
     #: log notification recipients and texts (phone numbers, messages) instead of redacting them
     log_personal_data: bool = False
+    #: the address customers reach this hub at; case links (``/case/<number>``) start with it
+    public_url: str = "http://127.0.0.1:8080"
+    #: how long a signed case link stays valid (seconds; a fresh link goes with every notification)
+    case_link_ttl_s: int = 30 * 24 * 3600
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -122,6 +126,8 @@ class Settings:
             scrypt_n=scrypt_cost(),
             webhook_secret=os.environ.get("HUMANLINE_WEBHOOK_SECRET") or None,
             log_personal_data=_flag(_env("HUMANLINE_LOG_PERSONAL_DATA", "0")),
+            public_url=_env("HUMANLINE_PUBLIC_URL", "http://127.0.0.1:8080").rstrip("/"),
+            case_link_ttl_s=int(_env("HUMANLINE_CASE_LINK_TTL", str(30 * 24 * 3600))),
         )
 
 

@@ -1,0 +1,304 @@
+"""The customer's case page (``/case/<number>``) through the real hub: signed links, what the page
+shows, the customer's actions, and the links carried by notifications and status frames."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+from sqlalchemy import select, update
+
+from bot.brain import BrainTurn
+from bot.client import ChatClient
+from bot.services import audit
+from bot.services.case_links import CaseLinks, link_line
+from bot.services.notifications import pending
+from bot.store.models import Case, Conversation, Handoff, Visitor, utcnow
+from tests.hubtools import RunningHub, ScriptedBrain, running_hub, turn
+
+NOW = 1_800_000_000.0
+
+
+# ----------------------------------------------------------------------------- the link itself
+
+
+def test_a_link_verifies_for_its_case_only_until_it_expires() -> None:
+    clock = [NOW]
+    links = CaseLinks("k" * 64, "https://help.example.com/", ttl_s=3600, clock=lambda: clock[0])
+    token = links.token("HL-20261203-0001")
+    assert links.verify("HL-20261203-0001", token)
+    assert not links.verify("HL-20261203-0002", token)           # another case
+    assert not links.verify("hl-20261203-0001", token)           # only the canonical number
+    forged = token[:-2] + ("AA" if not token.endswith("AA") else "BB")
+    assert not links.verify("HL-20261203-0001", forged)
+    longer = token.replace(f".{int(NOW) + 3600}.", f".{int(NOW) + 7200}.")  # a stretched expiry
+    assert longer != token and not links.verify("HL-20261203-0001", longer)
+    for junk in (None, "", "v1..", "v2.1.abc", 42, "x" * 500):
+        assert not links.verify("HL-20261203-0001", junk)
+    clock[0] = NOW + 3600
+    assert links.verify("HL-20261203-0001", token)
+    clock[0] = NOW + 3601
+    assert not links.verify("HL-20261203-0001", token)
+    url = links.url("hl 20261203 0001")
+    assert url.startswith("https://help.example.com/case/HL-20261203-0001#t=v1.")
+
+
+def test_rotation_keeps_links_only_while_the_old_key_is_listed() -> None:
+    old = CaseLinks("old-secret", clock=lambda: NOW)
+    token = old.token("HL-20261203-0001")
+    assert CaseLinks(("new-secret", "old-secret"), clock=lambda: NOW).verify("HL-20261203-0001", token)
+    assert not CaseLinks("new-secret", clock=lambda: NOW).verify("HL-20261203-0001", token)
+
+
+def test_a_case_link_is_not_a_visitor_token_and_the_other_way_round() -> None:
+    from bot.hub.auth import sign_visitor, verify_visitor
+
+    links = CaseLinks("shared-secret", clock=lambda: NOW)
+    visitor = sign_visitor("shared-secret", "HL-20261203-0001", 3600, now=NOW)
+    assert not links.verify("HL-20261203-0001", visitor)
+    assert verify_visitor("shared-secret", links.token("HL-20261203-0001"), now=NOW) is None
+
+
+def test_the_bot_line_is_in_the_customers_script() -> None:
+    assert link_line("U", "zh-Hans") == "在线查看工单进度：U"
+    assert link_line("U", "zh-Hant") == "線上查看案件進度：U"
+    assert link_line("U", "fr") == "Follow your case online: U"
+
+
+# ----------------------------------------------------------------------------- through the hub
+
+
+def _request(srv: RunningHub, method: str, path: str, token: str | None, body: Any = None) -> tuple[int, bytes]:
+    headers = {"Content-Type": "application/json"}
+    if token is not None:
+        headers["X-Case-Link"] = token
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(srv.url + path, data=data, headers=headers, method=method)
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+def _token(url: str) -> str:
+    fragment = urlsplit(url).fragment
+    assert fragment.startswith("t=")
+    return fragment[2:]
+
+
+def _open(srv: RunningHub, lang: str = "en", visitor: str = "visitor-1") -> Any:
+    return srv.hub.cases.open_case("service", visitor_id=visitor, description="the app crashes", lang=lang)
+
+
+def _view(srv: RunningHub, number: str, token: str, lang: str | None = None) -> dict[str, Any]:
+    status, body = _request(srv, "GET", f"/api/case/{number}" + (f"?lang={lang}" if lang else ""), token)
+    assert status == 200, body
+    return dict(json.loads(body))
+
+
+def _post(srv: RunningHub, number: str, action: str, token: str, body: Any) -> tuple[int, dict[str, Any]]:
+    status, raw = _request(srv, "POST", f"/api/case/{number}/{action}", token, body)
+    return status, json.loads(raw)
+
+
+@pytest.fixture
+def srv(tmp_path: Path) -> Any:
+    with running_hub(tmp_path, ScriptedBrain(lambda text, n: turn("ok"))) as hub:
+        yield hub
+
+
+def test_every_customer_notification_carries_a_link_that_opens_the_case(srv: RunningHub) -> None:
+    case = _open(srv, lang="zh-Hans")
+    srv.hub.cases.advance(case.number, "verifying", "agent:alice")
+    srv.hub.cases.extend_sla(case.number, "等待物流公司回复", "agent:alice", hours=12)
+    rows = [n for n in pending(srv.db) if n.case_id == case.id]
+    customer = [n for n in rows if n.channel != "webhook"]
+    assert [n.payload["event"] for n in customer] == ["created", "stage_changed", "sla_extended"]
+    for n in customer:
+        url = n.payload["case_url"]
+        assert url.startswith(f"{srv.settings.public_url}/case/{case.number}#t=")
+        assert srv.hub.links.verify(case.number, _token(url))
+        view = _view(srv, case.number, _token(url))
+        assert view["number"] == case.number
+    # The page, in the customer's script: the five stages, who, when, the extension and its reason.
+    view = _view(srv, case.number, _token(customer[-1].payload["case_url"]))
+    assert view["lang"] == "zh-Hans"
+    assert [s["name"] for s in view["stages"]] == ["受理", "核实", "方案制定", "问题解决", "用户确认"]
+    assert [s["state"] for s in view["stages"]] == ["done", "current", "todo", "todo", "todo"]
+    assert view["specialist"] is None and view["team"]
+    assert view["next_update_due_at"] is not None
+    assert [x["reason"] for x in view["extensions"]] == ["等待物流公司回复"]
+    assert [x["hours"] for x in view["extensions"]] == [12.0]
+    assert _view(srv, case.number, _token(customer[-1].payload["case_url"]), "zh-Hant")["stages"][1]["name"] == "核實"
+    # Internal notifications stay without a link.
+    assert all("case_url" not in n.payload for n in rows if n.channel == "webhook")
+
+
+def test_no_case_data_without_a_valid_link_and_no_way_to_tell_which_cases_exist(srv: RunningHub) -> None:
+    case = _open(srv)
+    links: CaseLinks = srv.hub.links
+    good = links.token(case.number)
+    expired = links.token(case.number, ttl_s=-1)
+    forged = CaseLinks("not-the-hub-secret").token(case.number)
+    other = links.token("HL-20200101-0001")          # correctly signed, but no such case
+    answers = {
+        "missing": _request(srv, "GET", f"/api/case/{case.number}", None),
+        "forged": _request(srv, "GET", f"/api/case/{case.number}", forged),
+        "expired": _request(srv, "GET", f"/api/case/{case.number}", expired),
+        "garbage": _request(srv, "GET", f"/api/case/{case.number}", "v1.9999999999.abc"),
+        "wrong case": _request(srv, "GET", "/api/case/HL-20200101-0001", good),
+        "unknown case": _request(srv, "GET", "/api/case/HL-20200101-0001", other),
+        "not a number": _request(srv, "GET", "/api/case/whatever", good),
+        "post forged": _request(srv, "POST", f"/api/case/{case.number}/info", forged, {"text": "hi"}),
+        "post unknown": _request(srv, "POST", "/api/case/HL-20200101-0001/confirm", other, {}),
+    }
+    assert {name: status for name, (status, _) in answers.items()} == {name: 404 for name in answers}
+    bodies = {body for _, body in answers.values()}
+    assert len(bodies) == 1 and case.number.encode() not in bodies.pop()
+    # Nothing was written through a refused link.
+    assert [e.kind for e in srv.hub.cases.timeline(case.number)] == ["created"]
+    # The page itself is the same document for any number, and never holds case data.
+    page_a = srv.get(f"/case/{case.number}")
+    page_b = srv.get("/case/HL-20200101-0001")
+    assert page_a == page_b and page_a[0] == 200 and case.number.encode() not in page_a[1]
+    assert _view(srv, case.number, good)["number"] == case.number
+
+
+def test_the_page_and_api_headers(srv: RunningHub) -> None:
+    req = urllib.request.Request(srv.url + "/case/HL-20261203-0001")
+    with urllib.request.urlopen(req, timeout=10) as r:
+        csp = r.headers["Content-Security-Policy"]
+        assert "script-src 'self'" in csp and "frame-ancestors 'none'" in csp and "unsafe-inline" not in csp
+        assert r.headers["Referrer-Policy"] == "no-referrer" and r.headers["Cache-Control"] == "no-store"
+        html = r.read().decode()
+    assert "<script src=\"/case.js\"></script>" in html and "<script>" not in html and "http" not in html.split(
+        "<body>")[1]
+    for asset in ("/case.js", "/case.css"):
+        status, body = srv.get(asset)
+        assert status == 200 and body
+
+
+def test_the_customer_adds_information_and_agents_see_it_but_never_their_notes(srv: RunningHub) -> None:
+    case = _open(srv)
+    token = srv.hub.links.token(case.number)
+    srv.hub.cases.add_note(case.number, "agent:alice", "customer sounds like a reseller")
+    status, view = _post(srv, case.number, "info", token, {"text": "Order AB1234567, crashes on login"})
+    assert status == 200
+    kinds = [(e["kind"], e.get("detail")) for e in view["events"]]
+    assert ("customer_info", "Order AB1234567, crashes on login") in kinds
+    assert all(e["kind"] not in ("note", "sla_breached") for e in view["events"])
+    assert "reseller" not in json.dumps(view)
+    assert all("alice" not in json.dumps(e) for e in view["events"])
+    # The agent's case panel has it, from the customer.
+    details = srv.hub.conversations.case_details(case.id)
+    (info,) = [e for e in details["timeline"] if e["kind"] == "customer_info"]
+    assert info["detail"] == "Order AB1234567, crashes on login" and info["actor"] == "customer:visitor-1"
+    # Validation: empty, too long, not text, not JSON.
+    assert _post(srv, case.number, "info", token, {"text": "   "})[0] == 400
+    assert _post(srv, case.number, "info", token, {"text": "x" * 2001})[0] == 400
+    assert _post(srv, case.number, "info", token, {"text": 5})[0] == 400
+    assert _post(srv, case.number, "info", token, ["text"])[0] == 400
+    with srv.db.session() as s:
+        assert [(e.actor, e.action, e.target) for e in audit.entries(s, target=case.number)] == [
+            ("customer:visitor-1", "case_page_add_info", case.number)]
+
+
+def test_confirm_only_a_resolved_case(srv: RunningHub) -> None:
+    case = _open(srv)
+    token = srv.hub.links.token(case.number)
+    status, body = _post(srv, case.number, "confirm", token, {})
+    assert status == 409 and body["error"] == "wrong_stage"
+    assert _view(srv, case.number, token)["can_confirm"] is False
+    srv.hub.cases.advance(case.number, "resolved", "agent:alice")
+    view = _view(srv, case.number, token)
+    assert view["can_confirm"] and view["can_reopen"] and view["next_update_due_at"] is None
+    status, view = _post(srv, case.number, "confirm", token, {})
+    assert status == 200 and view["stage"] == "confirmed" and not view["can_confirm"]
+    assert [s["state"] for s in view["stages"]] == ["done"] * 4 + ["current"]
+    assert _post(srv, case.number, "confirm", token, {})[0] == 409
+
+
+def test_reopen_within_the_window_and_a_clear_answer_after_it(srv: RunningHub) -> None:
+    window = srv.hub.config.sla.reopen_window_days
+    case = _open(srv)
+    token = srv.hub.links.token(case.number)
+    assert _post(srv, case.number, "reopen", token, {})[1]["error"] == "wrong_stage"   # still open
+    srv.hub.cases.advance(case.number, "resolved", "agent:alice")
+    status, view = _post(srv, case.number, "reopen", token, {"reason": "still crashes"})
+    assert status == 200 and view["stage"] == "verifying" and view["reopen_until"] is None
+    assert [s["state"] for s in view["stages"]] == ["done", "current", "todo", "todo", "todo"]
+    assert any(e["kind"] == "reopened" and e.get("detail") == "still crashes" for e in view["events"])
+    # Resolved again, then the window passes.
+    srv.hub.cases.advance(case.number, "resolved", "agent:alice")
+    with srv.db.session() as s:
+        s.execute(update(Case).where(Case.id == case.id).values(resolved_at=utcnow() - timedelta(days=window, hours=1)))
+    view = _view(srv, case.number, token)
+    assert view["can_reopen"] is False and view["reopen_until"] is not None
+    status, body = _post(srv, case.number, "reopen", token, {"reason": "again"})
+    assert status == 409 and body["error"] == "reopen_window_closed" and "chat" in body["message"]
+    assert _view(srv, case.number, token)["stage"] == "resolved"
+
+
+def test_rate_once_with_an_optional_comment(srv: RunningHub) -> None:
+    case = _open(srv)
+    token = srv.hub.links.token(case.number)
+    assert _post(srv, case.number, "rate", token, {"score": 5})[0] == 409          # not resolved yet
+    srv.hub.cases.advance(case.number, "resolved", "agent:alice")
+    for bad in ({"score": 6}, {"score": 0}, {"score": "5"}, {"score": True}, {}, {"score": 4, "comment": 3}):
+        assert _post(srv, case.number, "rate", token, bad)[0] == 400, bad
+    assert _view(srv, case.number, token)["can_rate"] is True
+    status, view = _post(srv, case.number, "rate", token, {"score": 4, "comment": "quick and kind"})
+    assert status == 200 and view["rating"] == 4 and view["can_rate"] is False
+    assert ("rating_comment", "quick and kind") in [(e["kind"], e.get("detail")) for e in view["events"]]
+    status, body = _post(srv, case.number, "rate", token, {"score": 1})
+    assert status == 409 and body["error"] == "already_rated"
+    assert srv.hub.cases.get(case.number).satisfaction == 4
+
+
+def test_the_specialist_is_the_agent_who_took_the_case(srv: RunningHub) -> None:
+    case = _open(srv)
+    token = srv.hub.links.token(case.number)
+    agent = srv.create_agent("mei", display_name="Mei Lin", skills=("general", "tech_support"))
+    with srv.db.session() as s:
+        s.add(Conversation(id="conv-x", visitor_id="visitor-1", status="agent", agent_id=agent.id, case_id=case.id))
+        s.flush()
+        s.add(Handoff(conversation_id="conv-x", queue=case.queue, reason="case_opened", case_id=case.id,
+                      agent_id=agent.id, assigned_at=utcnow()))
+    assert _view(srv, case.number, token)["specialist"] == "Mei Lin"
+    assert "mei" not in json.dumps(_view(srv, case.number, token)["events"])
+
+
+def test_requests_are_limited_per_link(srv: RunningHub) -> None:
+    from bot.hub.case_page import WRITES_PER_MINUTE
+
+    case = _open(srv)
+    token = srv.hub.links.token(case.number)
+    answers = [_post(srv, case.number, "info", token, {"text": f"detail {i}"})[0] for i in range(WRITES_PER_MINUTE + 1)]
+    assert answers == [200] * WRITES_PER_MINUTE + [429]
+    other = srv.hub.links.token(case.number, ttl_s=100)   # another link is counted on its own
+    assert _post(srv, case.number, "info", other, {"text": "one more"})[0] == 200
+
+
+async def test_the_widget_status_names_the_case_with_its_link(tmp_path: Path) -> None:
+    def script(text: str, n: int) -> BrainTurn:
+        return turn("I'll get you a person.", intent="request_refund", actions=["action_handoff"],
+                    slots_set={"handoff_queue": "finance_compliance", "handoff_reason": "customer_request"})
+
+    with running_hub(tmp_path, ScriptedBrain(script)) as srv:
+        async with ChatClient(srv.ws_url, lang="en") as chat:
+            await chat.say_and_ack("I want my money back")
+            queued = await chat.wait_for(lambda f: f["type"] == "status" and f.get("case_id"))
+        number = queued["case_id"]
+        assert queued["case_url"].startswith(f"{srv.settings.public_url}/case/{number}#t=")
+        token = _token(queued["case_url"])
+        assert _view(srv, number, token)["number"] == number
+        with srv.db.session() as s:
+            visitor = s.execute(select(Case.visitor_id).where(Case.number == number)).scalar_one()
+            assert s.get(Visitor, visitor) is not None
