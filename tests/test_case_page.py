@@ -66,8 +66,8 @@ def test_a_case_link_is_not_a_visitor_token_and_the_other_way_round() -> None:
 
 
 def test_the_bot_line_is_in_the_customers_script() -> None:
-    assert link_line("U", "zh-Hans") == "在线查看工单进度：U"
-    assert link_line("U", "zh-Hant") == "線上查看案件進度：U"
+    assert link_line("U", "zh-Hans") == "在线查看工单处理进度：U"
+    assert link_line("U", "zh-Hant") == "線上查看案件處理進度：U"
     assert link_line("U", "fr") == "Follow your case online: U"
 
 

@@ -43,8 +43,8 @@ DEFAULT_PUBLIC_URL = "http://127.0.0.1:8080"
 #: the line the bot adds under a case reply, in the customer's script
 _LINK_LINE = {
     "en": "Follow your case online: {url}",
-    "zh-Hans": "在线查看工单进度：{url}",
-    "zh-Hant": "線上查看案件進度：{url}",
+    "zh-Hans": "在线查看工单处理进度：{url}",
+    "zh-Hant": "線上查看案件處理進度：{url}",
 }
 
 
