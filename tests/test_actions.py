@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 import yaml
-from sqlalchemy import update
 from rasa_sdk import Tracker
 from rasa_sdk.executor import CollectingDispatcher
+from sqlalchemy import update
 
 from actions.cases import ActionCaseStatus, ActionOpenCase, ActionRateCase, ActionReopenCase
 from actions.forms import ValidateCaseReferenceForm, ValidatePlanChangeForm
