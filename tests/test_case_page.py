@@ -3,6 +3,7 @@ shows, the customer's actions, and the links carried by notifications and status
 
 from __future__ import annotations
 
+import asyncio
 import json
 import urllib.error
 import urllib.request
@@ -20,7 +21,7 @@ from bot.services import audit
 from bot.services.case_links import CaseLinks, link_line
 from bot.services.notifications import pending
 from bot.store.models import Case, Conversation, Handoff, Visitor, utcnow
-from tests.hubtools import RunningHub, ScriptedBrain, running_hub, turn
+from tests.hubtools import AgentClient, RunningHub, ScriptedBrain, running_hub, turn
 
 NOW = 1_800_000_000.0
 
@@ -302,3 +303,32 @@ async def test_the_widget_status_names_the_case_with_its_link(tmp_path: Path) ->
         with srv.db.session() as s:
             visitor = s.execute(select(Case.visitor_id).where(Case.number == number)).scalar_one()
             assert s.get(Visitor, visitor) is not None
+
+
+async def test_the_agent_holding_the_conversation_sees_the_added_information_at_once(tmp_path: Path) -> None:
+    def script(text: str, n: int) -> BrainTurn:
+        return turn("I'll get you a person.", intent="complaint_service", actions=["action_handoff"],
+                    slots_set={"handoff_queue": "service_supervision", "handoff_reason": "customer_request"})
+
+    with running_hub(tmp_path, ScriptedBrain(script)) as srv:
+        async with ChatClient(srv.ws_url, lang="en") as chat:
+            await chat.say_and_ack("the app crashes, I want a person")
+            queued = await chat.wait_for(lambda f: f["type"] == "status" and f.get("case_url"))
+            srv.create_agent("mei", skills=("general", "service_supervision"), display_name="Mei Lin")
+            mei = AgentClient(srv.agent_ws_url, srv.login("mei"))
+            assert (await mei.connect())["type"] == "ready"
+            try:
+                await mei.send({"type": "claim", "conversation_id": chat.conversation_id})
+                await mei.wait_for(lambda f: f["type"] == "assigned")
+                number, token = queued["case_id"], _token(queued["case_url"])
+                status, body = await asyncio.to_thread(
+                    _post, srv, number, "info", token, {"text": "it started after the update"})
+                assert status == 200, body
+                frame = await mei.wait_for(lambda f: f["type"] == "case" and any(
+                    e["kind"] == "customer_info" for e in f["case"]["timeline"]))
+                assert frame["conversation_id"] == chat.conversation_id
+                (info,) = [e for e in frame["case"]["timeline"] if e["kind"] == "customer_info"]
+                assert info["detail"] == "it started after the update"
+                assert _view(srv, number, token)["specialist"] == "Mei Lin"
+            finally:
+                await mei.close()

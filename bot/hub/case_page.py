@@ -6,7 +6,8 @@
 * ``GET /api/case/<number>`` (``?lang=`` optional) — what the page shows
   (:meth:`~bot.services.case_page.CasePageService.view`).
 * ``POST /api/case/<number>/info`` ``{"text"}``, ``/confirm`` ``{}``, ``/reopen`` ``{"reason"?}``,
-  ``/rate`` ``{"score": 1-5, "comment"?}`` — the customer's actions; each answers the new view.
+  ``/rate`` ``{"score": 1-5, "comment"?}`` — the customer's actions; each answers the new view,
+  and agents holding a conversation of the case get a ``case`` frame (their case panel) at once.
 
 A missing, malformed, forged or expired link and an unknown case get the *same* answer
 (404 ``{"error": "not_found", …}``), so nobody can find out which case numbers exist. Requests
@@ -33,6 +34,7 @@ from bot.services.cases import (
     AlreadyRated,
     CaseNotFound,
     CaseStateError,
+    CaseView,
     ReopenWindowClosed,
 )
 
@@ -114,7 +116,16 @@ def register(app: Sanic, hub: Any) -> None:
             return refused
         return await respond(number, request.args.get("lang"))
 
-    def action(name: str, handler: Callable[[str, dict[str, Any]], Awaitable[Any]]) -> None:
+    async def tell_agents(case_id: int) -> None:
+        """The agents holding a conversation of the case get its new state (the console's case panel)."""
+        holders = await hub.run(page.holders, case_id)
+        if not holders:
+            return
+        details = await hub.run(hub.conversations.case_details, case_id)
+        for cid, agent_id in holders:
+            await hub.emit(agent_id, {"type": "case", "conversation_id": cid, "case": details})
+
+    def action(name: str, handler: Callable[[str, dict[str, Any]], Awaitable[CaseView]]) -> None:
         async def route(request: Request, number: str) -> HTTPResponse:
             refused = await authorised(request, number, writes)
             if refused is not None:
@@ -126,7 +137,7 @@ def register(app: Sanic, hub: Any) -> None:
             if not isinstance(body, dict):
                 return _error(400, "bad_request", "The request must be a JSON object.")
             try:
-                await handler(number, body)
+                changed = await handler(number, body)
             except CaseNotFound:
                 return not_found()
             except ReopenWindowClosed:
@@ -138,6 +149,7 @@ def register(app: Sanic, hub: Any) -> None:
                 return _error(409, "wrong_stage", str(exc))
             except ValueError as exc:
                 return _error(400, "bad_request", str(exc))
+            await tell_agents(changed.id)
             return await respond(number, request.args.get("lang"))
 
         app.add_route(route, f"/api/case/<number>/{name}", methods=["POST"], name=f"case_action_{name}")
@@ -155,20 +167,20 @@ def register(app: Sanic, hub: Any) -> None:
             raise ValueError(f"{key} has at most {MAX_CUSTOMER_TEXT} characters")
         return value
 
-    async def add_info(number: str, body: dict[str, Any]) -> None:
-        await hub.run(page.add_info, number, text_field(body, "text", required=True))
+    async def add_info(number: str, body: dict[str, Any]) -> CaseView:
+        return await hub.run(page.add_info, number, text_field(body, "text", required=True))
 
-    async def confirm(number: str, body: dict[str, Any]) -> None:
-        await hub.run(page.confirm, number)
+    async def confirm(number: str, body: dict[str, Any]) -> CaseView:
+        return await hub.run(page.confirm, number)
 
-    async def reopen(number: str, body: dict[str, Any]) -> None:
-        await hub.run(page.reopen, number, text_field(body, "reason", required=False))
+    async def reopen(number: str, body: dict[str, Any]) -> CaseView:
+        return await hub.run(page.reopen, number, text_field(body, "reason", required=False))
 
-    async def rate(number: str, body: dict[str, Any]) -> None:
+    async def rate(number: str, body: dict[str, Any]) -> CaseView:
         score = body.get("score")
         if isinstance(score, bool) or not isinstance(score, int) or not 1 <= score <= 5:
             raise ValueError("score must be a whole number from 1 to 5")
-        await hub.run(page.rate, number, score, text_field(body, "comment", required=False) or None)
+        return await hub.run(page.rate, number, score, text_field(body, "comment", required=False) or None)
 
     action("info", add_info)
     action("confirm", confirm)

@@ -177,6 +177,16 @@ class CasePageService:
             out["detail"] = e.detail
         return out
 
+    def holders(self, case_id: int) -> list[tuple[str, int]]:
+        """(conversation id, agent id) of every conversation of the case an agent holds now."""
+        with self.db.session() as s:
+            rows = s.execute(
+                select(Conversation.id, Conversation.agent_id).where(
+                    Conversation.case_id == case_id, Conversation.status == "agent", Conversation.agent_id.is_not(None)
+                )
+            ).all()
+        return [(str(cid), int(agent)) for cid, agent in rows]
+
     # -- acting -----------------------------------------------------------------------------
 
     def _owner(self, number: str) -> tuple[CaseView, str]:
