@@ -332,3 +332,40 @@ async def test_the_agent_holding_the_conversation_sees_the_added_information_at_
                 assert _view(srv, number, token)["specialist"] == "Mei Lin"
             finally:
                 await mei.close()
+
+
+def test_the_public_url_and_the_action_servers_links_come_from_the_environment(tmp_path: Path, monkeypatch) -> None:
+    from bot.services.case_links import links_from_env
+    from bot.settings import Settings
+    from bot.store.db import Database
+
+    for name in ("HUMANLINE_PUBLIC_URL", "HUMANLINE_HOST", "HUMANLINE_SECRET", "HUMANLINE_SECRET_FILE",
+                 "HUMANLINE_SECRET_PREVIOUS", "HUMANLINE_CASE_LINK_TTL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HUMANLINE_PORT", "9001")
+    assert Settings.from_env().public_url == "http://127.0.0.1:9001"
+    monkeypatch.setenv("HUMANLINE_PUBLIC_URL", "https://help.example.com/")
+    assert Settings.from_env().public_url == "https://help.example.com"
+    monkeypatch.setenv("HUMANLINE_PUBLIC_URL", "help.example.com")
+    with pytest.raises(ValueError):
+        Settings.from_env()
+    monkeypatch.setenv("HUMANLINE_PUBLIC_URL", "https://help.example.com")
+
+    # The action server signs with the hub's key: HUMANLINE_SECRET, else the SQLite demo's stored one.
+    db = Database(f"sqlite:///{tmp_path / 'demo.db'}")
+    db.migrate()
+    try:
+        demo = links_from_env(db)
+        assert demo is not None and demo.public_url == "https://help.example.com"
+        token = demo.token("HL-20261203-0001")
+        assert CaseLinks(db.stored_secret("visitor_token")).verify("HL-20261203-0001", token)
+        monkeypatch.setenv("HUMANLINE_SECRET", "s" * 64)
+        monkeypatch.setenv("HUMANLINE_CASE_LINK_TTL", "60")
+        configured = links_from_env(db)
+        assert configured is not None and configured.ttl_s == 60
+        assert CaseLinks("s" * 64).verify("HL-20261203-0001", configured.token("HL-20261203-0001"))
+        assert not CaseLinks("s" * 64).verify("HL-20261203-0001", token)
+        monkeypatch.delenv("HUMANLINE_SECRET")
+        assert links_from_env(None) is None    # no key anywhere: replies go without a link
+    finally:
+        db.dispose()
