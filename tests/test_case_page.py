@@ -369,3 +369,50 @@ def test_the_public_url_and_the_action_servers_links_come_from_the_environment(t
         assert links_from_env(None) is None    # no key anywhere: replies go without a link
     finally:
         db.dispose()
+
+
+# --------------------------------------------------------------- the service rules (SQLite and PostgreSQL)
+
+
+def test_the_reopen_window_is_counted_from_the_resolution(cases: Any, clock: Any) -> None:
+    from bot.services.cases import ReopenWindowClosed
+
+    days = cases.config.sla.reopen_window_days
+    view = cases.open_case("service", visitor_id="v1", description="broken", lang="en")
+    assert cases.reopen_until(view) is None
+    resolved = cases.advance(view.number, "resolved", "agent:alice")
+    assert cases.reopen_until(resolved) == clock.now + timedelta(days=days)
+    clock.advance(days=days)                                   # the last moment still counts
+    assert cases.reopen(view.number, "v1", "again").stage == "verifying"
+    cases.advance(view.number, "resolved", "agent:alice")
+    cases.confirm(view.number, "v1")                           # confirming does not move the window
+    clock.advance(days=days, seconds=1)
+    with pytest.raises(ReopenWindowClosed):
+        cases.reopen(view.number, "v1", "and again")
+    assert cases.get(view.number).stage == "confirmed"
+    text = cases.reopen_window_text(cases.get(view.number), "zh-Hant")
+    assert view.number in text and "重新開啟" in text
+
+
+def test_one_rating_with_a_comment_and_customer_information(cases: Any, db: Any) -> None:
+    from bot.services.cases import AlreadyRated, CaseNotFound
+
+    view = cases.open_case("billing", visitor_id="v1", description="charged twice", lang="en")
+    cases.add_customer_info(view.number, "v1", "  the second charge was on 3 Nov  ")
+    with pytest.raises(ValueError):
+        cases.add_customer_info(view.number, "v1", " ")
+    with pytest.raises(CaseNotFound):
+        cases.add_customer_info(view.number, "someone-else", "hi")
+    cases.advance(view.number, "resolved", "agent:alice")
+    with pytest.raises(ValueError):
+        cases.rate(view.number, "v1", 4, comment="x" * 2001)
+    cases.rate(view.number, "v1", 4, comment="fine", once=True)
+    with pytest.raises(AlreadyRated):
+        cases.rate(view.number, "v1", 2, once=True)
+    assert cases.rate(view.number, "v1", 5).satisfaction == 5  # the bot's rule: a new rating replaces
+    customer = [(e.kind, e.detail) for e in cases.timeline(view.number, visitor_id="v1")]
+    assert ("customer_info", "the second charge was on 3 Nov") in customer
+    assert ("rating_comment", "fine") in customer
+    internal = [n.payload for n in pending(db) if n.channel == "webhook"]
+    assert [p["event"] for p in internal] == ["customer_info_added"]
+    assert "second charge" not in json.dumps(internal)   # the team is told, without the text
