@@ -306,20 +306,30 @@ async def test_the_widget_status_names_the_case_with_its_link(tmp_path: Path) ->
 
 
 async def test_the_agent_holding_the_conversation_sees_the_added_information_at_once(tmp_path: Path) -> None:
+    link = "Follow your case online: http://127.0.0.1:8080/case/HL-20261203-0001#t=v1.1999999999.secretTOKEN"
+
     def script(text: str, n: int) -> BrainTurn:
+        if n == 1:
+            return turn(link, intent="check_case_status", resolved=True)
         return turn("I'll get you a person.", intent="complaint_service", actions=["action_handoff"],
                     slots_set={"handoff_queue": "service_supervision", "handoff_reason": "customer_request"})
 
     with running_hub(tmp_path, ScriptedBrain(script)) as srv:
         async with ChatClient(srv.ws_url, lang="en") as chat:
-            await chat.say_and_ack("the app crashes, I want a person")
+            await chat.say_and_ack("where is my case")
+            said = await chat.wait_for(lambda f: f["type"] == "message" and f["sender"] == "bot")
+            assert said["text"] == link                  # the customer gets the link with its token
+            await chat.say_and_ack("the app crashes")
             queued = await chat.wait_for(lambda f: f["type"] == "status" and f.get("case_url"))
             srv.create_agent("mei", skills=("general", "service_supervision"), display_name="Mei Lin")
             mei = AgentClient(srv.agent_ws_url, srv.login("mei"))
             assert (await mei.connect())["type"] == "ready"
             try:
                 await mei.send({"type": "claim", "conversation_id": chat.conversation_id})
-                await mei.wait_for(lambda f: f["type"] == "assigned")
+                assigned = await mei.wait_for(lambda f: f["type"] == "assigned")
+                # The agent sees the bot's reply without the token (the customer's credential).
+                (bot_line,) = [m["text"] for m in assigned["transcript"] if m["sender"] == "bot"]
+                assert bot_line == link.replace("secretTOKEN", "…").replace("v1.1999999999.", "")
                 number, token = queued["case_id"], _token(queued["case_url"])
                 status, body = await asyncio.to_thread(
                     _post, srv, number, "info", token, {"text": "it started after the update"})

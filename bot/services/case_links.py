@@ -25,6 +25,7 @@ import hashlib
 import hmac
 import logging
 import os
+import re
 import time
 from collections.abc import Callable, Sequence
 from urllib.parse import quote
@@ -120,6 +121,15 @@ class CaseLinks:
         return valid and expires >= self.clock()
 
 
+_TOKEN_IN_LINK = re.compile(r"(/case/HL-[0-9]{8}-[0-9]{4,}#t=)[A-Za-z0-9._-]+")
+
+
+def redact_links(text: str) -> str:
+    """``text`` with the token of every case link replaced by ``…``: what agents see of a bot reply
+    that carried the customer's link (the link is the customer's credential, not theirs)."""
+    return _TOKEN_IN_LINK.sub(r"\1…", text) if "#t=" in text else text
+
+
 def link_line(url: str, lang: str | None) -> str:
     """The sentence the bot sends with a case reply: where to follow the case, in ``lang``."""
     return (_LINK_LINE.get(lang or "en") or _LINK_LINE["en"]).format(url=url)
@@ -149,4 +159,4 @@ def links_from_env(db: object | None = None) -> CaseLinks | None:
     return CaseLinks((secret, *settings.previous_secrets), settings.public_url, ttl)
 
 
-__all__ = ["CaseLinks", "link_line", "links_from_env"]
+__all__ = ["CaseLinks", "link_line", "links_from_env", "redact_links"]
