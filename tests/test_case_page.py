@@ -224,6 +224,8 @@ def test_confirm_only_a_resolved_case(srv: RunningHub) -> None:
     assert status == 200 and view["stage"] == "confirmed" and not view["can_confirm"]
     assert [s["state"] for s in view["stages"]] == ["done"] * 4 + ["current"]
     assert _post(srv, case.number, "confirm", token, {})[0] == 409
+    with srv.db.session() as s:   # one entry: the refused attempts left none
+        assert [e.action for e in audit.entries(s, target=case.number)] == ["case_page_confirm"]
 
 
 def test_reopen_within_the_window_and_a_clear_answer_after_it(srv: RunningHub) -> None:

@@ -11,7 +11,8 @@ the case, else "not yet assigned"), the next update due, SLA extensions with the
 customer-visible events. Never shown: internal notes, SLA breaches, agents' user names, the routing
 detail of the ``created`` event.
 
-Every action is audited (``customer:<visitor id>``, ``case_page_<action>``, the case number).
+Every action is audited (``customer:<visitor id>``, ``case_page_<action>``, the case number) in
+the same transaction as the change.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from bot.services import audit
 from bot.services.cases import (
@@ -195,37 +197,35 @@ class CasePageService:
             raise CaseNotFound(number)
         return case, case.visitor_id
 
-    def _audit(self, visitor: str, action: str, number: str, detail: dict[str, Any] | None = None) -> None:
-        with self.db.session() as s:
-            audit.record(s, f"customer:{visitor}", f"case_page_{action}", number, detail, at=self.clock())
+    def _audited(self, number: str, action: str, change: Callable[[Session, str], CaseView],
+                 detail: dict[str, Any] | None = None) -> CaseView:
+        """``change(session, visitor)`` and its audit entry in one transaction."""
+        case, visitor = self._owner(number)
+
+        def work(s: Session) -> CaseView:
+            out = change(s, visitor)
+            audit.record(s, f"customer:{visitor}", f"case_page_{action}", case.number, detail, at=self.clock())
+            return out
+
+        return self.cases.run_atomic(work)  # type: ignore[no-any-return]
 
     def add_info(self, number: str, text: str) -> CaseView:
         """The customer adds information (see :meth:`CaseService.add_customer_info`)."""
-        case, visitor = self._owner(number)
-        out = self.cases.add_customer_info(case.number, visitor, text)
-        self._audit(visitor, "add_info", case.number, {"chars": len(text.strip())})
-        return out
+        return self._audited(number, "add_info", lambda s, v: self.cases.add_customer_info(
+            number, v, text, session=s), {"chars": len(text.strip())})
 
     def confirm(self, number: str) -> CaseView:
         """The customer confirms the resolution (``resolved → confirmed`` only)."""
-        case, visitor = self._owner(number)
-        out = self.cases.confirm(case.number, visitor)
-        self._audit(visitor, "confirm", case.number)
-        return out
+        return self._audited(number, "confirm", lambda s, v: self.cases.confirm(number, v, session=s))
 
     def reopen(self, number: str, reason: str = "") -> CaseView:
         """The customer reopens within the window (:meth:`CaseService.reopen`)."""
-        case, visitor = self._owner(number)
-        out = self.cases.reopen(case.number, visitor, reason=reason)
-        self._audit(visitor, "reopen", case.number)
-        return out
+        return self._audited(number, "reopen", lambda s, v: self.cases.reopen(number, v, reason=reason, session=s))
 
     def rate(self, number: str, score: int, comment: str | None = None) -> CaseView:
         """The customer rates this resolution once, with an optional comment."""
-        case, visitor = self._owner(number)
-        out = self.cases.rate(case.number, visitor, score, comment=comment, once=True)
-        self._audit(visitor, "rate", case.number, {"score": score})
-        return out
+        return self._audited(number, "rate", lambda s, v: self.cases.rate(
+            number, v, score, comment=comment, once=True, session=s), {"score": score})
 
 
 __all__ = ["PAGE_STAGE_NAMES", "CasePageService", "page_lang", "stage_name"]

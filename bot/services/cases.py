@@ -465,6 +465,11 @@ class CaseService:
             case.first_responded_at = now
             self._event(session, case, "first_response", actor, now)
 
+    def run_atomic(self, fn: Callable[[Session], Any]) -> Any:
+        """Run ``fn(session)`` in one transaction, retried on write conflicts like every command:
+        for callers that add their own rows (an audit entry) to a command given ``session=``."""
+        return self._run(fn)
+
     def _run(self, fn: Callable[[Session], Any], session: Session | None = None) -> Any:
         """Run ``fn`` in the caller's session, or in a fresh transaction retried on conflicts."""
         if session is not None:
@@ -614,7 +619,7 @@ class CaseService:
             case.next_update_due_at = sla.next_update_due(now, self.config.sla.progress_update_hours)
             self._notify(s, case, "stage_changed", now, expected_by=case.next_update_due_at)
 
-    def confirm(self, number: str, visitor_id: str) -> CaseView:
+    def confirm(self, number: str, visitor_id: str, *, session: Session | None = None) -> CaseView:
         """The customer confirms that a resolved case is solved (``resolved → confirmed``)."""
 
         def work(s: Session) -> CaseView:
@@ -623,7 +628,7 @@ class CaseService:
             self._move(s, case, "confirmed", f"customer:{visitor_id}", now, None)
             return self._view(case)
 
-        return self._run(work)
+        return self._run(work, session)
 
     def record_first_response(self, number: str, actor: str) -> CaseView:
         """Record that a specialist answered the customer for the first time (idempotent)."""
@@ -723,7 +728,7 @@ class CaseService:
 
         self._run(work, session)
 
-    def reopen(self, number: str, visitor_id: str, reason: str = "") -> CaseView:
+    def reopen(self, number: str, visitor_id: str, reason: str = "", *, session: Session | None = None) -> CaseView:
         """The customer reopens a resolved or confirmed case: back to ``verifying`` with fresh clocks.
 
         Allowed until ``sla.reopen_window_days`` after the resolution (:meth:`reopen_until`).
@@ -768,10 +773,11 @@ class CaseService:
             self._notify(s, case, "reopened", now, expected_by=case.first_response_due_at)
             return self._view(case)
 
-        return self._run(work)
+        return self._run(work, session)
 
     def rate(
-        self, number: str, visitor_id: str, score: int, *, comment: str | None = None, once: bool = False
+        self, number: str, visitor_id: str, score: int, *, comment: str | None = None, once: bool = False,
+        session: Session | None = None,
     ) -> CaseView:
         """The customer rates the handling, 1 (worst) to 5 (best), once the case is resolved.
 
@@ -804,9 +810,11 @@ class CaseService:
             self._notify(s, case, "rated", now, score=score)
             return self._view(case)
 
-        return self._run(work)
+        return self._run(work, session)
 
-    def add_customer_info(self, number: str, visitor_id: str, text: str) -> CaseView:
+    def add_customer_info(
+        self, number: str, visitor_id: str, text: str, *, session: Session | None = None
+    ) -> CaseView:
         """The customer adds information to their case (a ``customer_info`` event, shown to the
         customer and to agents); the team is told by an internal notification, without the text.
 
@@ -827,7 +835,7 @@ class CaseService:
             self._notify_internal(s, case, "customer_info_added", now)
             return self._view(case)
 
-        return self._run(work)
+        return self._run(work, session)
 
     def reopen_until(self, case: CaseView) -> datetime | None:
         """Until when the customer may reopen ``case``: ``resolved_at + sla.reopen_window_days``
