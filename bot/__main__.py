@@ -222,7 +222,8 @@ def _start_action_server(settings: Settings) -> subprocess.Popen[bytes] | None:
     # endpoint (loopback by default). The token travels in the environment, not on the command line.
     host = urlsplit(settings.action_endpoint).hostname or "127.0.0.1"
     cmd = [sys.executable, "-m", "actions.server", "--host", host, "--port", str(port)]
-    env = {**os.environ, "HUMANLINE_ACTION_TOKEN": settings.action_token, ACTION_SERVER_OWNER: str(os.getpid())}
+    env = {**os.environ, "HUMANLINE_ACTION_TOKEN": settings.action_token, ACTION_SERVER_OWNER: str(os.getpid()),
+           "HUMANLINE_PUBLIC_URL": settings.public_url}  # the case links in the bot's replies
     _reclaim_port(host, port)
     print(f"starting the action server on {host}:{port}: {' '.join(cmd)}", flush=True)
     # Its own session: Ctrl-C in the terminal reaches the hub, which stops it in order.

@@ -22,6 +22,8 @@ Routes:
 * ``GET /metrics`` — Prometheus text format (:mod:`bot.hub.metrics`) with
   ``Authorization: Bearer $HUMANLINE_METRICS_TOKEN``; 404 when no token is configured, 401 without it;
 * ``POST /api/supervisor/unlock`` — ``{username}``: clears that username's login throttle (supervisors);
+* ``GET /case/<number>`` and ``/api/case/<number>[/info|/confirm|/reopen|/rate]`` — the customer's
+  case page behind a signed link (:mod:`bot.hub.case_page`);
 * ``/``, ``/widget.js``, ``/console`` and the console's assets, from ``bot/web``.
 
 A brain with an async ``load()`` that is not ready yet is loaded in the background after the
@@ -45,6 +47,7 @@ from sanic.response import HTTPResponse, file, json, text
 from bot.brain import Brain
 from bot.hub import canned
 from bot.hub.agent_ws import serve_agent
+from bot.hub.case_page import register as register_case_page
 from bot.hub.core import Hub, HubError
 from bot.hub.customer_ws import serve_customer
 from bot.hub.security import request_address
@@ -244,6 +247,8 @@ def create_app(settings: Settings, brain: Brain | None = None, db: Database | No
     @app.websocket("/ws/agent")
     async def ws_agent(request: Request, ws: Any) -> None:
         await serve_agent(hub, request, ws)
+
+    register_case_page(app, hub)
 
     for route, name in STATIC.items():
         path = WEB_DIR / name
