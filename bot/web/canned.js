@@ -75,7 +75,8 @@
     api.send({ type: "canned_list", conversation_id: cid });
     renderPicker();
   }
-  function closePicker() { picker.hidden = true; }
+  var pickerShown = "";       // what pickerList shows now (renderPicker skips an identical redraw)
+  function closePicker() { picker.hidden = true; pickerShown = ""; }
   function renderPicker() {
     if (picker.hidden || !listing) return;
     var q = query() || "", lang = listing.customer_lang;
@@ -85,6 +86,11 @@
     if (active >= choices.length) active = 0;
     pickerHead.textContent = "Canned replies" + (lang ? " in " + (LANG_NAMES[lang] || lang) : "") +
       (choices.length ? " — ↑↓ to choose, Enter to insert" : " — none match /" + q);
+    // The hub's answer to each keystroke's listing usually changes nothing: keep the same
+    // elements then (no flicker, and an item under the mouse stays the one clicked).
+    var shown = JSON.stringify([active, choices.map(function (r) { return [r.shortcut, r.lang, r.title, r.text]; })]);
+    if (shown === pickerShown && pickerList.childNodes.length === choices.length) return;
+    pickerShown = shown;
     clear(pickerList);
     choices.forEach(function (r, i) {
       var li = el("li", "canned-item" + (i === active ? " active" : ""));
