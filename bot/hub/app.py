@@ -16,6 +16,8 @@ Routes:
   (supervisors);
 * ``POST /api/supervisor/agents/<id>/capacity`` — ``{max_concurrent, allow_overflow?}``: an
   agent's limit of conversations at once (supervisors; audited);
+* ``GET /api/analytics?days=30`` and ``GET /api/analytics.csv?days=30`` — daily figures for
+  supervisors, and the page ``/console/analytics`` that charts them (:mod:`bot.hub.analytics`);
 * ``GET /metrics`` — Prometheus text format (:mod:`bot.hub.metrics`) with
   ``Authorization: Bearer $HUMANLINE_METRICS_TOKEN``; 404 when no token is configured, 401 without it;
 * ``POST /api/supervisor/unlock`` — ``{username}``: clears that username's login throttle (supervisors);
@@ -41,6 +43,8 @@ from sanic.response import HTTPResponse, file, json, text
 
 from bot.brain import Brain
 from bot.hub.agent_ws import serve_agent
+from bot.hub.analytics import PAGES as ANALYTICS_PAGES
+from bot.hub.analytics import add_analytics_routes
 from bot.hub.core import Hub, HubError
 from bot.hub.customer_ws import serve_customer
 from bot.hub.security import request_address
@@ -56,6 +60,7 @@ STATIC = {
     "/console": "console.html",
     "/console.js": "console.js",
     "/console.css": "console.css",
+    **ANALYTICS_PAGES,
 }
 _names = itertools.count(1)
 
@@ -193,6 +198,8 @@ def create_app(settings: Settings, brain: Brain | None = None, db: Database | No
             return text("unauthorized\n", status=401, headers={"WWW-Authenticate": 'Bearer realm="metrics"'})
         return text(await hub.run(_metrics, hub), content_type="text/plain; version=0.0.4; charset=utf-8")
 
+    add_analytics_routes(app, hub)
+
     @app.websocket("/ws/chat")
     async def ws_chat(request: Request, ws: Any) -> None:
         await serve_customer(hub, request, ws)
@@ -247,6 +254,10 @@ _PAGE_POLICIES = {
     "console.html": "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
                     "connect-src 'self' {ws}; object-src 'none'; base-uri 'none'; form-action 'self'; "
                     "frame-ancestors 'none'",
+    # The analytics page: the same policy as the console (its charts are SVG drawn by our script).
+    "analytics.html": "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+                      "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
+                      "frame-ancestors 'none'",
     # The demo page: the widget injects its stylesheet, so inline styles are allowed there.
     "index.html": "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
                   "connect-src 'self' {ws}; object-src 'none'; base-uri 'none'; frame-ancestors 'none'",
