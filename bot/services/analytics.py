@@ -56,6 +56,21 @@ CASE_LOOKBACK = timedelta(days=31)
 
 Clock = Callable[[], datetime]
 
+#: Short names of the guard's handoff reasons for chart legends (the sentences the agents read are
+#: :data:`bot.services.summary.REASONS`).
+REASON_LABELS: dict[str, str] = {
+    "danger": "Danger",
+    "customer_request": "Asked for a person",
+    "frustration": "Frustration",
+    "repeated_request": "Same request twice",
+    "repeated_fallback": "Not understood twice",
+    "repeated_reply": "Would repeat a reply",
+    "turn_budget": "Turn budget used up",
+    "brain_error": "Technical problem",
+    "timeout": "Bot too slow",
+    "action_request": "Action asked for a specialist",
+}
+
 
 def utc_day(moment: datetime) -> date:
     """The UTC calendar day of an aware ``moment``."""
@@ -169,6 +184,8 @@ class AnalyticsReport:
     days: tuple[DayFigures, ...]
     #: per agent over the whole window: display name, conversations assigned, most held at once
     agents: tuple[dict[str, Any], ...] = ()
+    #: display names: ``{"reasons": {reason: label}, "queues": {queue: name}}``
+    labels: dict[str, dict[str, str]] = field(default_factory=dict)
 
     @property
     def empty(self) -> bool:
@@ -191,6 +208,7 @@ class AnalyticsReport:
             "empty": self.empty,
             "series": [d.as_dict() for d in self.days],
             "agents": [dict(a) for a in self.agents],
+            "labels": {k: dict(v) for k, v in self.labels.items()},
         }
 
     def csv_columns(self) -> list[str]:
@@ -409,6 +427,11 @@ class AnalyticsService:
         return AnalyticsReport(
             first_day=first, last_day=last, generated_at=now, reasons=tuple(reasons), queues=tuple(queues),
             days=tuple(figures[d] for d in sorted(figures)), agents=tuple(agent_totals),
+            labels={
+                "reasons": {r: REASON_LABELS.get(r, r.replace("_", " ")) for r in reasons},
+                "queues": {q: self.config.queues[q].display_for("en") if q in self.config.queues else q
+                           for q in queues},
+            },
         )
 
     # -- conversations and containment ---------------------------------------------------
@@ -583,6 +606,7 @@ class AnalyticsService:
 
 __all__ = [
     "MAX_DAYS",
+    "REASON_LABELS",
     "AnalyticsReport",
     "AnalyticsService",
     "ClockOutcome",
