@@ -41,8 +41,11 @@
   // ---- one chart ---------------------------------------------------------------------------
   // spec: {id, title, sub, y (axis label), kind: "stack" | "line", series: [{name, cls, values}],
   //        yMax (optional fixed top), yMin, digits, summary (text alternative), whole (integers only)}
-  function chart(spec, days) {
+  // Adds the chart's figure to box and returns the function that draws its SVG: call it once every
+  // figure is in the page, so that each drawing takes its figure's final width.
+  function chart(spec, days, box) {
     var fig = el("figure", "chart");
+    box.appendChild(fig);
     fig.id = spec.id;
     var titleId = spec.id + "-title", descId = spec.id + "-desc";
     var cap = el("figcaption");
@@ -54,9 +57,10 @@
       var none = el("p", "empty-chart", "No data in this period.");
       none.setAttribute("data-empty", "true");
       fig.appendChild(none);
-      return fig;
+      return function () {};
     }
-    fig.appendChild(draw(spec, days, titleId, descId));
+    var slot = el("div", "plot");
+    fig.appendChild(slot);
     var legend = el("ul", "legend");
     legend.setAttribute("aria-label", spec.title + " — legend");
     spec.series.forEach(function (s) {
@@ -69,11 +73,11 @@
     });
     fig.appendChild(legend);
     fig.appendChild(tableOf(spec, days));
-    return fig;
+    return function () { slot.appendChild(draw(spec, days, titleId, descId, slot.clientWidth)); };
   }
 
-  function draw(spec, days, titleId, descId) {
-    var width = Math.max(300, Math.min(900, ($("charts").clientWidth || 600) - 30));
+  function draw(spec, days, titleId, descId, room) {
+    var width = Math.max(280, Math.min(1200, room || 600));
     var narrow = width < 420;
     var height = narrow ? 220 : 250;
     var m = { top: 12, right: 10, bottom: 44, left: 52 };
@@ -246,7 +250,8 @@
     $("empty").hidden = !data.empty;
     if (data.empty) return;
     var built = specs(data);
-    built.specs.forEach(function (s) { box.appendChild(chart(s, built.days)); });
+    built.specs.map(function (s) { return chart(s, built.days, box); })
+      .forEach(function (drawIt) { drawIt(); });
   }
 
   function days() { return $("days").value; }
