@@ -253,7 +253,7 @@ def test_percentile_is_nearest_rank() -> None:
 
 def test_days_parameter() -> None:
     assert check_days(None) == 30 and check_days("1") == 1 and check_days("90") == 90
-    for bad in ("0", "91", "-3", "abc", "7.5", "1e2"):
+    for bad in ("0", "91", "-3", "abc", "7.5", "1e2", "²", "٣", "３０", " "):
         with pytest.raises(ValueError, match="1 to 90"):
             check_days(bad)
 

@@ -103,7 +103,7 @@ def check_days(raw: object, default: int = 30) -> int:
     if raw is None or raw == "":
         return default
     text = str(raw).strip()
-    if not text.isdigit() or not 1 <= int(text) <= MAX_DAYS:
+    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= MAX_DAYS:
         raise ValueError(f"days must be a whole number from 1 to {MAX_DAYS}, not {str(raw)[:20]!r}")
     return int(text)
 

@@ -261,7 +261,12 @@
     if (!session || !session.token) { refuse("Log in to the console first."); return; }
     $("range").textContent = "Loading…";
     fetch("/api/analytics?days=" + days(), { headers: { Authorization: "Bearer " + session.token } })
-      .then(function (r) { return r.json().then(function (b) { return { status: r.status, body: b }; }); })
+      .then(function (r) {
+        return r.text().then(function (t) {
+          var body = {}; try { body = JSON.parse(t); } catch (e) { body = {}; }
+          return { status: r.status, body: body };
+        });
+      })
       .then(function (res) {
         if (res.status === 401) { refuse("Your session has expired: log in to the console again."); return; }
         if (res.status === 403) { refuse("The analytics are for supervisors; your account is an agent's."); return; }
