@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from bot.client import ChatClient
+from bot.store.db import Database
 from tests.hubtools import GreeterBrain, RunningHub, running_hub, settle
 
 
@@ -21,6 +22,14 @@ from tests.hubtools import GreeterBrain, RunningHub, running_hub, settle
 def server(tmp_path: Path) -> Iterator[RunningHub]:
     with running_hub(tmp_path, GreeterBrain()) as srv:
         srv.create_agent("alice", skills=("general",), display_name="Alice Chen")
+        srv.create_agent("sue", skills=(), display_name="Sue Boss", role="supervisor")
+        yield srv
+
+
+@pytest.fixture
+def server_on_db(tmp_path: Path, db: Database) -> Iterator[RunningHub]:
+    """The hub on ``db``: SQLite and PostgreSQL."""
+    with running_hub(tmp_path, GreeterBrain(), db=db) as srv:
         srv.create_agent("sue", skills=(), display_name="Sue Boss", role="supervisor")
         yield srv
 
@@ -66,7 +75,8 @@ def test_days_must_be_1_to_90(server: RunningHub, days: str) -> None:
         assert "1 to 90" in json.loads(body)["message"]
 
 
-def test_json_and_csv_from_real_traffic(server: RunningHub) -> None:
+def test_json_and_csv_from_real_traffic(server_on_db: RunningHub) -> None:
+    server = server_on_db
     asyncio.run(_traffic(server))
     token = server.login("sue")
     status, body = server.get("/api/analytics?days=7", _auth(token))
