@@ -41,6 +41,7 @@ class World:
         self.alice = agents.create("alice", "Alice Chen", "password-123", ["general", "finance_compliance"]).id
         self.bob = agents.create("bob", "Bob Li", "password-123", ["general"]).id
         self.carol = agents.create("carol", "Carol Wu", "password-123", ["safety"]).id
+        agents.set_capacity(self.bob, "agent:sue", max_concurrent=5)
         self.analytics = AnalyticsService(db, config, cases=self.cases, clock=clock)
 
     def when(self, moment: datetime) -> None:
@@ -196,8 +197,8 @@ def test_daily_figures(world: World) -> None:
     # Agent load: alice held B and D together on day 1.
     assert [(d["assignments"], d["active_agents"], d["peak_load"]) for d in (one, two, three)] == [
         (3, 2, 2), (1, 1, 1), (0, 0, 0)]
-    assert [(a["display_name"], a["assignments"], a["peak_load"]) for a in report.as_dict()["agents"]] == [
-        ("Alice Chen", 2, 2), ("Bob Li", 1, 1), ("Carol Wu", 1, 1)]
+    assert [(a["display_name"], a["assignments"], a["peak_load"], a["limit"]) for a in report.as_dict()["agents"]] == [
+        ("Alice Chen", 2, 2, 3), ("Bob Li", 1, 1, 5), ("Carol Wu", 1, 1, 3)]
     assert not report.empty
 
 

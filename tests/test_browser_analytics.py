@@ -112,6 +112,10 @@ def test_seen_every_chart_and_the_csv(seeded: RunningHub, browser: Any, viewport
         assert svg.locator("rect, circle").count() > 0, chart_id     # something is drawn
         assert figure.locator("table tr").count() == 31              # header + 30 days
 
+    agents = page.locator("#agents-period")
+    assert_seen(page, agents.get_by_role("heading", name="Agents in this period"))
+    assert_seen(page, agents.locator("tr").filter(has_text=AGENT[1]))
+
     # The numbers behind a chart are one click away, and are the JSON's.
     token = seeded.login(SUPERVISOR[0], SUPERVISOR[2])
     status, body = seeded.get("/api/analytics?days=30", {"Authorization": f"Bearer {token}"})

@@ -413,7 +413,7 @@ class AnalyticsService:
             self._conversations(s, figures, start, end)
             rows = self._handoff_rows(s, start, end)
             self._handoffs(rows, figures, start, end)
-            agent_totals = self._agent_load(s, figures, start, end, now)
+            agent_totals = self._agent_load(s, figures, start, end, now, self.config.agents.max_concurrent_default)
             self._sla(s, figures, start, end, now)
             for day, scores in satisfaction_by_day(s, start, end).items():
                 if day in figures and scores:
@@ -505,12 +505,14 @@ class AnalyticsService:
 
     @staticmethod
     def _agent_load(
-        s: Session, figures: dict[date, DayFigures], start: datetime, end: datetime, now: datetime
+        s: Session, figures: dict[date, DayFigures], start: datetime, end: datetime, now: datetime,
+        default_limit: int,
     ) -> list[dict[str, Any]]:
         """Assignments per day, agents holding at least one conversation, and the most one agent
-        held at once (an assignment lasts until its handoff row ends, or until ``now``)."""
+        held at once (an assignment lasts until its handoff row ends, or until ``now``); per agent,
+        the totals and the agent's current limit of conversations at once."""
         rows = s.execute(
-            select(Handoff.agent_id, Handoff.assigned_at, Handoff.ended_at, Agent.display_name)
+            select(Handoff.agent_id, Handoff.assigned_at, Handoff.ended_at, Agent.display_name, Agent.max_concurrent)
             .join(Agent, Agent.id == Handoff.agent_id)
             .where(
                 Handoff.assigned_at.is_not(None), Handoff.assigned_at < end,
@@ -518,10 +520,12 @@ class AnalyticsService:
             )
         ).all()
         names: dict[int, str] = {}
+        limits: dict[int, int] = {}
         intervals: dict[int, list[tuple[datetime, datetime]]] = defaultdict(list)
         assigned: dict[int, int] = defaultdict(int)
-        for agent_id, assigned_at, ended_at, name in rows:
+        for agent_id, assigned_at, ended_at, name, limit in rows:
             names[agent_id] = name
+            limits[agent_id] = limit if limit is not None else default_limit
             intervals[agent_id].append((assigned_at, ended_at or now))
             if start <= assigned_at < end:
                 figures[utc_day(assigned_at)].assignments += 1
@@ -551,7 +555,8 @@ class AnalyticsService:
         for day, n in active.items():
             figures[day].active_agents = n
         return [
-            {"agent_id": a, "display_name": names[a], "assignments": assigned.get(a, 0), "peak_load": peak_of.get(a, 0)}
+            {"agent_id": a, "display_name": names[a], "assignments": assigned.get(a, 0), "peak_load": peak_of.get(a, 0),
+             "limit": limits[a]}
             for a in sorted(names, key=lambda a: (names[a], a))
             if assigned.get(a, 0) or peak_of.get(a, 0)
         ]

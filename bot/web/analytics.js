@@ -242,6 +242,26 @@
     return { days: days, specs: out };
   }
 
+  // Per agent over the period: conversations assigned, the most held at once, and the limit.
+  function agentTable(agents) {
+    var fig = el("figure", "chart");
+    fig.id = "agents-period";
+    var cap = el("figcaption"); cap.appendChild(el("h2", null, "Agents in this period")); fig.appendChild(cap);
+    if (!agents.length) { fig.appendChild(el("p", "empty-chart", "No conversation was assigned in this period.")); return fig; }
+    var wrap = el("div", "table-wrap"), table = el("table", "agents");
+    var head = el("tr");
+    ["Agent", "Assigned", "Most held at once", "Limit"].forEach(function (h) { head.appendChild(el("th", null, h)); });
+    table.appendChild(head);
+    agents.forEach(function (a) {
+      var tr = el("tr");
+      [a.display_name, a.assignments, a.peak_load, a.limit].forEach(function (v) { tr.appendChild(el("td", null, String(v))); });
+      if (a.peak_load > a.limit) tr.className = "over";
+      table.appendChild(tr);
+    });
+    wrap.appendChild(table); fig.appendChild(wrap);
+    return fig;
+  }
+
   function render() {
     var box = $("charts"); clear(box);
     if (!data) return;
@@ -252,6 +272,7 @@
     var built = specs(data);
     built.specs.map(function (s) { return chart(s, built.days, box); })
       .forEach(function (drawIt) { drawIt(); });
+    box.appendChild(agentTable(data.agents || []));
   }
 
   function days() { return $("days").value; }
