@@ -13,6 +13,7 @@ valid one, 403 for an agent who is not a supervisor, 400 for ``days`` outside 1â
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from sanic import Sanic
@@ -29,18 +30,21 @@ PAGES = {
 }
 
 
-def add_analytics_routes(app: Sanic, hub: Any) -> None:
-    """Register the analytics API on ``app`` (the page itself is served with the static files)."""
+Supervisor = Callable[[Request], Awaitable[tuple[Any, HTTPResponse]]]
+
+
+def add_analytics_routes(app: Sanic, hub: Any, supervisor: Supervisor) -> None:
+    """Register the analytics API on ``app`` (the page itself is served with the static files).
+
+    ``supervisor(request)`` is the console's check (:func:`bot.hub.app.create_app`): the
+    supervisor of the request's bearer token, or ``None`` and the 401/403 answer.
+    """
     service = AnalyticsService(hub.db, hub.config, cases=hub.cases)
 
     async def authorised(request: Request) -> tuple[int | None, HTTPResponse | None]:
-        auth = request.headers.get("authorization", "")
-        token = auth[7:] if auth.lower().startswith("bearer ") else None
-        agent = await hub.run(hub.agents.authenticate, token)
+        agent, refusal = await supervisor(request)
         if agent is None:
-            return None, json({"error": "unauthorized", "message": "log in first"}, status=401)
-        if agent.role != "supervisor":
-            return None, json({"error": "forbidden", "message": "supervisors only"}, status=403)
+            return None, refusal
         try:
             return check_days(request.args.get("days")), None
         except ValueError as e:

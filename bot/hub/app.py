@@ -198,7 +198,7 @@ def create_app(settings: Settings, brain: Brain | None = None, db: Database | No
             return text("unauthorized\n", status=401, headers={"WWW-Authenticate": 'Bearer realm="metrics"'})
         return text(await hub.run(_metrics, hub), content_type="text/plain; version=0.0.4; charset=utf-8")
 
-    add_analytics_routes(app, hub)
+    add_analytics_routes(app, hub, _supervisor)
 
     @app.websocket("/ws/chat")
     async def ws_chat(request: Request, ws: Any) -> None:
