@@ -141,6 +141,16 @@ def test_seen_every_chart_and_the_csv(seeded: RunningHub, browser: Any, viewport
     assert [int(r["handoffs"]) for r in rows] == [d["handoffs"] for d in report["series"]]
     assert sum(int(r["handoffs"]) for r in rows) > 30                 # the seeded month is there
 
+    # Another period: the charts and the CSV link follow it.
+    from playwright.sync_api import expect
+
+    page.get_by_label("Period").select_option("7")
+    expect(page.locator("#chart-containment table tr")).to_have_count(8)   # header + 7 days
+    assert page.get_by_role("link", name="Download CSV").get_attribute("href") == "/api/analytics.csv?days=7"
+    assert_seen(page, page.locator("#chart-containment svg"))
+    page.get_by_label("Period").select_option("30")
+    expect(page.locator("#chart-containment table tr")).to_have_count(31)
+
     if SHOTS and viewport is DESKTOP:
         SHOTS.mkdir(parents=True, exist_ok=True)
         page.locator("#chart-containment details").evaluate("d => d.open = false")
@@ -158,6 +168,12 @@ def test_seen_empty_state_and_refusal(empty: RunningHub, browser: Any, viewport:
     assert page.locator("#charts figure").count() == 0
     assert_seen(page, page.get_by_role("link", name="Download CSV"))
     page.context.close()
+
+    stranger = _page(browser, viewport)                              # never logged in
+    stranger.goto(empty.url + "/console/analytics")
+    assert_seen(stranger, stranger.locator("#range").filter(has_text="Log in to the console first."))
+    assert_seen(stranger, stranger.locator("#need-login").get_by_role("link", name="agent console"))
+    stranger.context.close()
 
     agent = _page(browser, viewport)
     _console_login(agent, empty.url, AGENT[0], AGENT[2])
