@@ -102,7 +102,8 @@ def seed(w: World) -> None:
     assert w.convs.release(d, w.bob, "closed", "resolved")
     w.conversation(at(D1, 14), says=False)
 
-    # Day 2 — E: danger, carol answers after 120 s, then goes silent: requeued (same handoff).
+    # Day 2 — E: danger, carol answers after 120 s, then goes silent: requeued (same handoff), and
+    # bob takes it over (still holding it at the end).
     e = w.conversation(at(D2, 8))
     w.hand_off(e, at(D2, 8), "safety", "danger")
     w.assign(e, w.carol, at(D2, 8, 1))
@@ -110,6 +111,8 @@ def seed(w: World) -> None:
     w.when(at(D2, 8, 20))
     assert w.convs.queue(e, "safety", "danger", from_statuses=("agent",), requested_at=at(D2, 8),
                          end_outcome="timeout")
+    w.assign(e, w.bob, at(D2, 8, 30))                              # bob takes it and keeps it
+    w.reply(e, w.bob, at(D2, 8, 31))                               # the first reply still counts
     w.conversation(at(D2, 9))
     w.conversation(at(D2, 9, 30))
 
@@ -194,11 +197,11 @@ def test_daily_figures(world: World) -> None:
     # Satisfaction: 4 then 5 for the same resolution (the 5 counts), then 2 and 4 on day 3.
     assert [(d["ratings"], d["satisfaction_avg"]) for d in (one, two, three)] == [(0, None), (1, 5.0), (2, 3.0)]
 
-    # Agent load: alice held B and D together on day 1.
+    # Agent load: alice held B and D together on day 1; bob holds E from day 2 into day 3.
     assert [(d["assignments"], d["active_agents"], d["peak_load"]) for d in (one, two, three)] == [
-        (3, 2, 2), (1, 1, 1), (0, 0, 0)]
+        (3, 2, 2), (2, 2, 1), (0, 1, 1)]
     assert [(a["display_name"], a["assignments"], a["peak_load"], a["limit"]) for a in report.as_dict()["agents"]] == [
-        ("Alice Chen", 2, 2, 3), ("Bob Li", 1, 1, 5), ("Carol Wu", 1, 1, 3)]
+        ("Alice Chen", 2, 2, 3), ("Bob Li", 2, 1, 5), ("Carol Wu", 1, 1, 3)]
     assert not report.empty
 
 
