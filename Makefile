@@ -15,7 +15,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	@test -n "$(PYTHON310)" || { echo "Python 3.10 is required (Rasa 3.6 does not run on 3.11): install it, e.g. pyenv install 3.10.13"; exit 1; }
 	@test -x $(PY) || { echo "==> creating $(VENV) with $(PYTHON310)"; $(PYTHON310) -m venv $(VENV); }
-	@echo "==> [1/4 install] Humanline and its dependencies into $(VENV) (first time: 2-4 minutes, mostly TensorFlow)"
+	@echo "==> [1/4 install] Humanline and its dependencies into $(VENV) (first time: 1-2 minutes, mostly TensorFlow)"
 	$(PY) -m pip install --quiet --upgrade pip wheel "setuptools<70" uv
 	@# uv resolves to the same versions as pip and downloads in parallel: minutes faster on a fresh machine
 	@# --compile-bytecode: uv writes no .pyc by default, and then the first start of every brain

@@ -15,7 +15,8 @@ from rasa_sdk.events import EventType, SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 
 from actions.services import ServiceAction, lang_of, latest_entity, services, visitor_of
-from bot.services.cases import CaseStateError, normalise_number, stage_display
+from bot.services.case_links import link_line
+from bot.services.cases import CaseStateError, ReopenWindowClosed, normalise_number, stage_display
 from bot.services.routing import CATEGORY_BY_INTENT
 
 # Something that is meant as a case number even when the NLU did not extract one ("HL-2026-11").
@@ -37,6 +38,13 @@ def case_reply(case: Any, lang: str) -> dict[str, Any]:
         "eta_minutes": queue.first_response_minutes if queue else config.sla.first_response_minutes,
         "stage_name": stage_display(case.stage, lang),
     }
+
+
+def send_case_link(dispatcher: CollectingDispatcher, case: Any, lang: str) -> None:
+    """Add the signed link to the customer's case page under a case reply (when links are set up)."""
+    links = services().links
+    if links is not None:
+        dispatcher.utter_message(text=link_line(links.url(case.number), lang))
 
 
 def latest_case(visitor_id: str) -> Any | None:
@@ -98,6 +106,7 @@ class ActionOpenCase(ServiceAction):
             queue_name=reply["queue_name"],
             eta_minutes=reply["eta_minutes"],
         )
+        send_case_link(dispatcher, case, lang)
         return [
             SlotSet("case_number", case.number),
             SlotSet("case_category", category),
@@ -150,6 +159,7 @@ def _tell_status(dispatcher: CollectingDispatcher, case: Any, lang: str, respons
         stage_name=reply["stage_name"],
         queue_name=reply["queue_name"],
     )
+    send_case_link(dispatcher, case, lang)
     return [
         SlotSet("case_number", case.number),
         SlotSet("case_category", case.category),
@@ -192,6 +202,11 @@ class ActionReopenCase(ServiceAction):
         reason = (tracker.latest_message or {}).get("text") or ""
         try:
             case = services().cases.reopen(case.number, visitor_of(tracker), reason=reason)
+        except ReopenWindowClosed:
+            # Too long after the resolution: the team gets the customer's words; the customer is told why.
+            services().cases.add_note(case.number, f"customer:{visitor_of(tracker)}", reason or "not solved")
+            dispatcher.utter_message(text=services().cases.reopen_window_text(case, lang))
+            return [SlotSet("case_number", case.number), SlotSet("case_category", case.category)]
         except CaseStateError:
             # Still open: the team gets the customer's words as a note; the customer gets the status.
             services().cases.add_note(case.number, f"customer:{visitor_of(tracker)}", reason or "not solved")
@@ -203,6 +218,7 @@ class ActionReopenCase(ServiceAction):
             queue_name=reply["queue_name"],
             eta_minutes=reply["eta_minutes"],
         )
+        send_case_link(dispatcher, case, lang)
         return [
             SlotSet("case_number", case.number),
             SlotSet("case_category", case.category),

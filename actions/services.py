@@ -41,21 +41,24 @@ class Services:
     cases: Any  # bot.services.cases.CaseService
     plans: Any  # bot.services.plans.PlanChangeService
     config: HumanlineConfig
+    links: Any = None  # bot.services.case_links.CaseLinks, None without a secret
 
 
 @lru_cache(maxsize=1)
 def services() -> Services:
     """The services of this action server process, built on first use."""
+    from bot.services.case_links import links_from_env
     from bot.services.cases import CaseService
     from bot.services.plans import PlanChangeService, load_account_backend
 
     config = HumanlineConfig.load()
     db = Database(os.environ.get("DATABASE_URL") or DEFAULT_URL)
     db.migrate()
-    cases = CaseService(db, config)
+    links = links_from_env(db)
+    cases = CaseService(db, config, links=links)
     backend = load_account_backend(os.environ.get("HUMANLINE_ACCOUNT_BACKEND"), db, config)
     plans = PlanChangeService(db, config, backend=backend, cases=cases)
-    return Services(db=db, cases=cases, plans=plans, config=config)
+    return Services(db=db, cases=cases, plans=plans, config=config, links=links)
 
 
 # --- what every action reads from the tracker ------------------------------------------------------

@@ -4,8 +4,9 @@
   SQLite demo; apply migrations; start the authenticated action server (:mod:`actions.server`)
   as a child process on loopback (port 5055; it dies with the hub, even a ``kill -9``-ed one,
   and a stale one left on its port is reclaimed) unless ``HUMANLINE_ACTION_ENDPOINT=none`` or
-  ``HUMANLINE_START_ACTION_SERVER=0``; create a demo supervisor on an empty database only for the
-  embedded demo or with ``--demo-agent`` / ``HUMANLINE_DEMO_AGENT=yes``; load the model and serve
+  ``HUMANLINE_START_ACTION_SERVER=0``; create a demo supervisor (and a few canned replies) on an
+  empty database only for the embedded demo or with ``--demo-agent`` / ``HUMANLINE_DEMO_AGENT=yes``;
+  load the model and serve
   the hub; once ``/healthz`` answers 200 a box shows the widget and console URLs and the demo
   account's password (once) (:mod:`bot.banner`).
 * ``train`` / ``eval`` — delegate to :func:`bot.training.main` / :func:`bot.evaluation.main`.
@@ -221,7 +222,8 @@ def _start_action_server(settings: Settings) -> subprocess.Popen[bytes] | None:
     # endpoint (loopback by default). The token travels in the environment, not on the command line.
     host = urlsplit(settings.action_endpoint).hostname or "127.0.0.1"
     cmd = [sys.executable, "-m", "actions.server", "--host", host, "--port", str(port)]
-    env = {**os.environ, "HUMANLINE_ACTION_TOKEN": settings.action_token, ACTION_SERVER_OWNER: str(os.getpid())}
+    env = {**os.environ, "HUMANLINE_ACTION_TOKEN": settings.action_token, ACTION_SERVER_OWNER: str(os.getpid()),
+           "HUMANLINE_PUBLIC_URL": settings.public_url}  # the case links in the bot's replies
     _reclaim_port(host, port)
     print(f"starting the action server on {host}:{port}: {' '.join(cmd)}", flush=True)
     # Its own session: Ctrl-C in the terminal reaches the hub, which stops it in order.
@@ -249,7 +251,10 @@ def _demo_agent(settings: Settings, *, requested: bool = False) -> tuple[str, st
     asked for (``--demo-agent`` or ``HUMANLINE_DEMO_AGENT=yes``); ``HUMANLINE_DEMO_AGENT=no`` never.
     Its ``(username, password)`` when it did."""
     from bot.services.agents import AgentService
+    from bot.services.canned import CannedService
     from bot.services.config import HumanlineConfig
+    from bot.services.conversations import ConversationService
+    from bot.services.queues import QueueService
     from bot.store.db import Database
 
     wanted = requested or settings.demo_agent == "yes" or (settings.demo_agent == "auto" and _embedded_demo(settings))
@@ -260,8 +265,10 @@ def _demo_agent(settings: Settings, *, requested: bool = False) -> tuple[str, st
         service = AgentService(db)
         if service.count() == 0:
             password = secrets.token_urlsafe(12)
-            queues = list(HumanlineConfig.load(settings.config_path).queues)
-            service.create("demo", "Demo Agent", password, queues, "supervisor")
+            config = HumanlineConfig.load(settings.config_path)
+            service.create("demo", "Demo Agent", password, list(config.queues), "supervisor")
+            # A few canned replies per language, so the demo's reply box has something to insert.
+            CannedService(db, ConversationService(db), QueueService(db, config)).seed_defaults("demo")
             return "demo", password  # printed once, in the ready banner (bot.banner)
     finally:
         db.dispose()

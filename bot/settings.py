@@ -75,6 +75,10 @@ class Settings:
     webhook_secret: str | None = None
     #: log notification recipients and texts (phone numbers, messages) instead of redacting them
     log_personal_data: bool = False
+    #: the address customers reach this hub at; case links (``/case/<number>``) start with it
+    public_url: str = "http://127.0.0.1:8080"
+    #: how long a signed case link stays valid (seconds; a fresh link goes with every notification)
+    case_link_ttl_s: int = 30 * 24 * 3600
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -122,7 +126,23 @@ class Settings:
             scrypt_n=scrypt_cost(),
             webhook_secret=os.environ.get("HUMANLINE_WEBHOOK_SECRET") or None,
             log_personal_data=_flag(_env("HUMANLINE_LOG_PERSONAL_DATA", "0")),
+            public_url=_public_url(),
+            case_link_ttl_s=int(_env("HUMANLINE_CASE_LINK_TTL", str(30 * 24 * 3600))),
         )
+
+
+def _public_url() -> str:
+    """``HUMANLINE_PUBLIC_URL``, else ``http://<HUMANLINE_HOST>:<HUMANLINE_PORT>`` (``127.0.0.1`` for a
+    wildcard host): where customers reach the hub; case-page links start with it."""
+    value = _env("HUMANLINE_PUBLIC_URL", "").strip().rstrip("/")
+    if value:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("HUMANLINE_PUBLIC_URL must start with http:// or https://")
+        return value
+    host = _env("HUMANLINE_HOST", "127.0.0.1")
+    host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+    host = f"[{host}]" if ":" in host else host
+    return f"http://{host}:{int(_env('HUMANLINE_PORT', '8080'))}"
 
 
 def _flag(value: str) -> bool:

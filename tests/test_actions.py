@@ -8,6 +8,7 @@ domain renders from them for the customer's script (``render``).
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ import pytest
 import yaml
 from rasa_sdk import Tracker
 from rasa_sdk.executor import CollectingDispatcher
+from sqlalchemy import update
 
 from actions.cases import ActionCaseStatus, ActionOpenCase, ActionRateCase, ActionReopenCase
 from actions.forms import ValidateCaseReferenceForm, ValidatePlanChangeForm
@@ -22,6 +24,7 @@ from actions.handoff import ActionHandoff
 from actions.plans import ActionChangePlan, ActionProposePlanChange, ActionRevisePlanChange
 from actions.services import services
 from bot.services.config import HumanlineConfig
+from bot.store.models import Case, utcnow
 
 ROOT = Path(__file__).resolve().parent.parent
 DOMAIN = yaml.safe_load((ROOT / "domain.yml").read_text(encoding="utf-8"))
@@ -109,6 +112,15 @@ def assert_script(text: str, lang: str) -> None:
         assert not re.search(r"[\u4e00-\u9fff]", text.replace("{queue_name}", "")), text
 
 
+def assert_case_link(svc: Any, message: dict[str, Any], number: str, lang: str) -> None:
+    """``message`` is the line with the signed link to case ``number``'s page, in ``lang``'s script."""
+    text = message["text"]
+    url = text.split("：")[-1] if lang != "en" else text.split(": ")[-1]
+    assert url.startswith(f"{svc.links.public_url}/case/{number}#t=")
+    assert svc.links.verify(number, url.split("#t=")[1])
+    assert_script(text.replace(url, ""), lang)
+
+
 # ----------------------------------------------------------------------------- domain
 
 
@@ -151,8 +163,9 @@ async def test_open_case_tells_number_queue_and_eta_in_the_customers_script(svc,
     tracker = make_tracker(intent, TEXTS[lang], lang=lang, slots={"case_reference": "none"})
     messages, slots = await run(ActionOpenCase(), tracker)
 
-    assert len(messages) == 1 and messages[0]["response"] == "utter_case_opened"
+    assert len(messages) == 2 and messages[0]["response"] == "utter_case_opened"
     msg = messages[0]
+    assert_case_link(svc, messages[1], msg["case_number"], lang)
     assert CASE_NUMBER.match(msg["case_number"])
     assert msg["queue_name"] == CONFIG.queues[queue].display[lang]
     assert msg["eta_minutes"] == CONFIG.queues[queue].first_response_minutes
@@ -217,6 +230,7 @@ async def test_status_of_own_case(svc, lang) -> None:
     text = render(messages[0], lang)
     assert number in text
     assert_script(text, lang)
+    assert_case_link(svc, messages[1], number, lang)
     assert slots["resolution"] == "status_returned"
 
 
@@ -231,6 +245,7 @@ async def test_someone_elses_case_gets_the_same_reply_as_an_unknown_number(svc) 
         await run(ActionCaseStatus(), unknown),
     )
     assert m_other[0]["response"] == m_unknown[0]["response"] == "utter_case_not_found"
+    assert len(m_other) == len(m_unknown) == 1  # no link to someone else's case
     assert set(m_other[0]) == set(m_unknown[0])  # same variables: nothing about the case leaks
     assert "resolution" not in s_other and "resolution" not in s_unknown
     assert "it broke" not in render(m_other[0], "en")
@@ -268,6 +283,25 @@ async def test_reopen_resolved_case_and_open_case(svc) -> None:
     )
     assert messages[0]["response"] == "utter_case_reopened" and slots["resolution"] == "case_reopened"
     assert svc.cases.get(number).stage == "verifying"
+    assert_case_link(svc, messages[1], number, "en")
+
+
+@pytest.mark.parametrize("lang", LANGS)
+async def test_reopen_after_the_window_tells_why_and_passes_the_words_on(svc, lang) -> None:
+    number = await _open(svc)
+    svc.cases.advance(number, "resolved", "agent:alice")
+    window = svc.config.sla.reopen_window_days
+    with svc.db.session() as s:
+        s.execute(update(Case).where(Case.number == number)
+                  .values(resolved_at=utcnow() - timedelta(days=window, minutes=1)))
+    messages, slots = await run(
+        ActionReopenCase(), make_tracker("reopen_case", "still broken", lang=lang, entities={"case_id": number})
+    )
+    (msg,) = messages
+    assert number in msg["text"] and slots.get("resolution") != "case_reopened"
+    assert_script(msg["text"], lang)
+    assert svc.cases.get(number).stage == "resolved"
+    assert [e.detail for e in svc.cases.timeline(number) if e.kind == "note"] == ["still broken"]
 
 
 @pytest.mark.parametrize("rating,expected", [("5", 5), ("五", 5), ("五星", 5), ("4 stars", 4)])

@@ -407,6 +407,10 @@ def test_seen_every_view_of_the_widget_and_the_console(hub_system: Any, browser:
         _shot(customer, "widget-phone.png")
     else:
         _shot(customer, "widget.png")
+        # The README's console screenshot shows the opened conversation with its handoff summary
+        # on top: on screen as it is, without scrolling.
+        assert_seen(agent, summary.locator("#summary-title"), scroll=False)
+        assert_seen(agent, summary.get_by_text("The customer asked for a person."), scroll=False)
         _shot(agent, "console.png")
 
     # After a reload: the same history, once, and the agent still shown.
@@ -449,6 +453,96 @@ def test_seen_every_view_of_the_widget_and_the_console(hub_system: Any, browser:
         page.context.close()
 
 
+@pytest.mark.parametrize("viewport", [DESKTOP, PHONE], ids=["1280x800", "375x740"])
+def test_seen_canned_replies_and_the_script_warning(hub_system: Any, browser: Any, viewport: dict[str, int]) -> None:
+    """A supervisor adds a canned reply in English and one in Chinese under the same shortcut; the
+    agent types "/" + the shortcut, sees the picker with the English one only (the customer writes
+    English), inserts it rendered with the real case number and queue, sends it; a reply in Chinese
+    gets the script warning next to the composer, and goes out only with "Send anyway"."""
+    url, phone = hub_system.url, viewport["width"] < 500
+    mobile = {"is_mobile": True, "has_touch": True} if phone else {}
+    shortcut = f"case{viewport['width']}"
+    pages = [browser.new_context(locale="en-US", viewport=viewport, **mobile).new_page() for _ in range(3)]
+    sup, customer, agent = pages
+
+    # The supervisor's management view: two replies under one shortcut, in two languages.
+    _console_login(sup, url, SUPERVISOR[0], SUPERVISOR[2])
+    sup.get_by_role("button", name="Supervisor view").click()
+    assert_seen(sup, sup.locator("#canned-admin h3"))
+    for lang, body in (("en", "Your case {case_number} is with {queue}; next update by {eta}."),
+                       ("zh-Hans", "您的案件 {case_number} 由{queue}处理。")):
+        sup.fill("#canned-shortcut", shortcut)
+        sup.select_option("#canned-lang", lang)
+        sup.fill("#canned-title-input", "Case status")
+        sup.fill("#canned-body", body)
+        save = sup.get_by_role("button", name="Save canned reply")
+        assert_seen(sup, save)
+        save.click()
+        assert_seen(sup, sup.locator("#canned-msg").filter(has_text=f"Saved /{shortcut}"))
+    rows = sup.locator("#canned-table tr").filter(has_text=f"/{shortcut}")
+    rows.nth(1).wait_for()
+    assert rows.count() == 2
+    assert_seen(sup, sup.get_by_role("button", name=f"Edit /{shortcut} (en)"))
+
+    # A customer handed off with a case; the agent claims the conversation.
+    _open_widget(customer, url)
+    _say(customer, "I want to talk to a person")
+    customer.locator(".hl-status").filter(has_text="Case HL-").wait_for(timeout=20_000)
+    number = re.search(r"HL-\d{8}-\d{4}", customer.locator(".hl-status").inner_text())
+    assert number is not None
+    _console_login(agent, url, AGENT[0], AGENT[2])
+    agent.locator("[data-claim]").first.click()
+    agent.locator("#transcript .msg.customer").filter(has_text="talk to a person").wait_for()
+
+    # "/" + the shortcut opens the picker, in the customer's language only.
+    box = agent.locator("#reply-text")
+    box.click()
+    box.press_sequentially("/" + shortcut[:5])
+    picker = agent.locator("#canned-picker")
+    assert_seen(agent, picker)
+    item = picker.locator(f"[data-shortcut={shortcut}]")
+    assert_seen(agent, item)
+    assert item.count() == 1 and "您的案件" not in picker.inner_text()
+    assert number.group(0) in item.inner_text()
+    if not phone:
+        _shot(agent, "console-canned.png")
+    box.press("Enter")
+    picker.wait_for(state="hidden")
+    inserted = box.input_value()
+    assert inserted.startswith(f"Your case {number.group(0)} is with Customer care; next update by 20"), inserted
+    assert "[[" not in inserted and "{" not in inserted
+    box.press("Enter")
+    assert_seen(customer, customer.locator(".hl-msg[data-sender=agent]").filter(has_text=number.group(0)))
+
+    # A reply in another script: the warning beside the composer; Enter holds it, "Send anyway" sends.
+    box.fill("")
+    box.press_sequentially("您好，请稍等")
+    warning = agent.locator("#script-warning")
+    assert_seen(agent, warning.filter(has_text="Simplified Chinese"))
+    assert "the customer writes English" in warning.inner_text()
+    box.press("Enter")
+    assert_seen(agent, warning)
+    assert box.input_value() == "您好，请稍等"          # held, not sent
+    anyway = agent.get_by_role("button", name="Send anyway")
+    assert_seen(agent, anyway)
+    anyway.click()
+    assert_seen(customer, customer.locator(".hl-msg[data-sender=agent]").filter(has_text="您好，请稍等"))
+    warning.wait_for(state="hidden")
+    assert box.input_value() == ""
+    agent.locator("#transcript .msg.agent").filter(has_text="您好，请稍等").wait_for()
+    assert customer.locator(".hl-msg[data-sender=agent]").filter(has_text="您好，请稍等").count() == 1
+    # Ctrl+/ opens the picker too (every reply of the customer's language); Escape closes it.
+    box.press("Control+/")
+    assert_seen(agent, picker.locator(f"[data-shortcut={shortcut}]"))
+    box.press("Escape")
+    picker.wait_for(state="hidden")
+
+    agent.click("#resolve-btn")
+    agent.locator("#mine-list li").first.wait_for(state="detached")
+    for page in pages:
+        page.context.close()
+
+
 # ------------------------------------------------------------------------------ the fake hub
 
 WEB = Path(__file__).resolve().parent.parent / "bot" / "web"
@@ -458,6 +552,7 @@ STATIC = {
     "/console": ("console.html", "text/html; charset=utf-8"),
     "/console.js": ("console.js", "application/javascript; charset=utf-8"),
     "/console.css": ("console.css", "text/css; charset=utf-8"),
+    "/canned.js": ("canned.js", "application/javascript; charset=utf-8"),
 }
 
 

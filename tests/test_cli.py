@@ -98,8 +98,11 @@ def test_serve_refuses_to_start_without_a_secret_outside_the_sqlite_demo(
 def test_the_demo_supervisor_is_created_only_for_the_embedded_demo_or_on_request(
     sqlite_env: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    from sqlalchemy import func, select
+
     from bot.services.agents import AgentService
     from bot.store.db import Database
+    from bot.store.models import CannedReply
 
     cli._migrate(Settings.from_env())
     db = Database(sqlite_env)
@@ -110,8 +113,13 @@ def test_the_demo_supervisor_is_created_only_for_the_embedded_demo_or_on_request
     cli._demo_agent(Settings.from_env(), requested=True)
     assert AgentService(db).count() == 0
     monkeypatch.delenv("HUMANLINE_DEMO_AGENT")
+    with db.session() as s:
+        assert s.execute(select(func.count(CannedReply.id))).scalar_one() == 0
     cli._demo_agent(Settings.from_env(), requested=True)  # `serve --demo-agent`
     assert [a.role for a in AgentService(db).all()] == ["supervisor"]
+    with db.session() as s:  # with a few canned replies in every language
+        langs = set(s.execute(select(CannedReply.lang)).scalars())
+    assert langs == {"en", "zh-Hans", "zh-Hant"}
     monkeypatch.undo()
     assert cli._embedded_demo(replace(Settings(), database_url="sqlite:///x.db"))
     assert not cli._embedded_demo(replace(Settings(), database_url="postgresql://h/db"))

@@ -18,6 +18,7 @@ import json
 import logging
 from typing import Any
 
+from bot.hub import canned
 from bot.hub.core import Hub, HubError
 from bot.hub.events import send_frame
 from bot.services.agents import AgentInfo
@@ -73,6 +74,7 @@ class AgentSession:
             if len(text) > MAX_AGENT_TEXT:
                 raise HubError("text_too_long", f"text is limited to {MAX_AGENT_TEXT} characters")
             cmid = frame.get("client_msg_id")
+            await canned.before_send(hub, _str(frame, "conversation_id"), text, frame.get("check_script") is True)
             await hub.agent_message(self.agent, _str(frame, "conversation_id"), text,
                                     cmid if isinstance(cmid, str) and cmid else None)
         elif kind == "transfer":
@@ -108,6 +110,8 @@ class AgentSession:
             updated = await hub.set_capacity(self.agent, frame.get("agent_id"), frame["max_concurrent"],
                                              frame.get("allow_overflow"))
             await send_frame(self.ws, {"type": "agent_capacity", "agent": updated})
+        elif kind in canned.FRAMES:
+            await send_frame(self.ws, await canned.handle(hub, self.agent, frame))
         elif kind == "ping":
             await send_frame(self.ws, {"type": "pong"})
         else:

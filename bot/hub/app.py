@@ -18,9 +18,14 @@ Routes:
   agent's limit of conversations at once (supervisors; audited);
 * ``GET /api/analytics?days=30`` and ``GET /api/analytics.csv?days=30`` — daily figures for
   supervisors, and the page ``/console/analytics`` that charts them (:mod:`bot.hub.analytics`);
+* ``GET /api/canned`` — every canned reply (``?lang=`` one language; any agent);
+  ``POST /api/supervisor/canned``, ``PUT`` and ``DELETE /api/supervisor/canned/<id>`` — create,
+  edit, delete one (supervisors; audited; :mod:`bot.hub.canned`);
 * ``GET /metrics`` — Prometheus text format (:mod:`bot.hub.metrics`) with
   ``Authorization: Bearer $HUMANLINE_METRICS_TOKEN``; 404 when no token is configured, 401 without it;
 * ``POST /api/supervisor/unlock`` — ``{username}``: clears that username's login throttle (supervisors);
+* ``GET /case/<number>`` and ``/api/case/<number>[/info|/confirm|/reopen|/rate]`` — the customer's
+  case page behind a signed link (:mod:`bot.hub.case_page`);
 * ``/``, ``/widget.js``, ``/console`` and the console's assets, from ``bot/web``.
 
 A brain with an async ``load()`` that is not ready yet is loaded in the background after the
@@ -42,9 +47,11 @@ from sanic.request import Request
 from sanic.response import HTTPResponse, file, json, text
 
 from bot.brain import Brain
+from bot.hub import canned
 from bot.hub.agent_ws import serve_agent
 from bot.hub.analytics import PAGES as ANALYTICS_PAGES
 from bot.hub.analytics import add_analytics_routes
+from bot.hub.case_page import register as register_case_page
 from bot.hub.core import Hub, HubError
 from bot.hub.customer_ws import serve_customer
 from bot.hub.security import request_address
@@ -61,6 +68,7 @@ STATIC = {
     "/console.js": "console.js",
     "/console.css": "console.css",
     **ANALYTICS_PAGES,
+    "/canned.js": "canned.js",
 }
 _names = itertools.count(1)
 
@@ -187,6 +195,45 @@ def create_app(settings: Settings, brain: Brain | None = None, db: Database | No
             return json({"error": e.code, "message": e.message}, status=404 if e.code == "not_found" else 400)
         return json({"agent": updated})
 
+    # ---- canned replies (bot/hub/canned.py): every agent lists them, supervisors manage them ----
+    @app.get("/api/canned")
+    async def canned_list(request: Request) -> HTTPResponse:
+        auth = request.headers.get("authorization", "")
+        agent = await hub.run(hub.agents.authenticate, auth[7:] if auth.lower().startswith("bearer ") else None)
+        if agent is None:
+            return json({"error": "unauthorized", "message": "log in first"}, status=401)
+        lang = request.args.get("lang")
+        return json({"replies": await hub.run(hub.canned.replies, lang or None)})
+
+    @app.post("/api/supervisor/canned")
+    async def canned_create(request: Request) -> HTTPResponse:
+        return await _canned_change(request, None, delete=False)
+
+    @app.put("/api/supervisor/canned/<reply_id:int>")
+    async def canned_update(request: Request, reply_id: int) -> HTTPResponse:
+        return await _canned_change(request, reply_id, delete=False)
+
+    @app.delete("/api/supervisor/canned/<reply_id:int>")
+    async def canned_delete(request: Request, reply_id: int) -> HTTPResponse:
+        return await _canned_change(request, reply_id, delete=True)
+
+    async def _canned_change(request: Request, reply_id: int | None, *, delete: bool) -> HTTPResponse:
+        supervisor, refusal = await _supervisor(request)
+        if supervisor is None:
+            return refusal
+        body = request.json if request.body else {}
+        if not isinstance(body, dict):
+            return json({"error": "bad_request", "message": "a JSON object is required"}, status=400)
+        try:
+            if delete:
+                assert reply_id is not None
+                return json({"deleted": await canned.delete(hub, supervisor, reply_id)})
+            reply = await canned.save(hub, supervisor, body, reply_id)
+        except HubError as e:
+            status = {"not_found": 404, "duplicate_shortcut": 409, "forbidden": 403}.get(e.code, 400)
+            return json({"error": e.code, "message": e.message}, status=status)
+        return json({"reply": reply}, status=200 if reply_id is not None else 201)
+
     @app.get("/metrics")
     async def metrics(request: Request) -> HTTPResponse:
         expected = settings.metrics_token
@@ -207,6 +254,8 @@ def create_app(settings: Settings, brain: Brain | None = None, db: Database | No
     @app.websocket("/ws/agent")
     async def ws_agent(request: Request, ws: Any) -> None:
         await serve_agent(hub, request, ws)
+
+    register_case_page(app, hub)
 
     for route, name in STATIC.items():
         path = WEB_DIR / name

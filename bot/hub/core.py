@@ -39,6 +39,8 @@ from bot.hub.ratelimit import RateLimiter
 from bot.hub.security import HubSecurity
 from bot.i18n import detect_script, resolve_script, t
 from bot.services.agents import AgentInfo, AgentService
+from bot.services.canned import CannedService
+from bot.services.case_links import CaseLinks
 from bot.services.cases import CaseError, CaseService
 from bot.services.config import HumanlineConfig
 from bot.services.conversations import (
@@ -100,8 +102,14 @@ class Hub:
         self.conversations = ConversationService(db, on_stored=self.metrics.message_stored)
         self.agents = AgentService(db, settings.agent_token_ttl_s)
         self.queues = QueueService(db, self.config)
-        self.cases = CaseService(db, self.config)
+        # Signed links to the customer's case page (bot.services.case_links), carried by every
+        # customer notification and by status frames that name a case.
+        self.links: CaseLinks | None = CaseLinks(
+            (settings.secret, *settings.previous_secrets), settings.public_url, settings.case_link_ttl_s
+        ) if settings.secret else None
+        self.cases = CaseService(db, self.config, links=self.links)
         self.summaries = SummaryService(db, self.config, self.conversations)
+        self.canned = CannedService(db, self.conversations, self.queues)  # canned replies (bot/hub/canned.py)
         self.customers = Registry()  # conversation id -> customer sockets
         self.agent_sockets = Registry()  # agent id -> agent sockets
         self.online: dict[int, AgentInfo] = {}  # agents with at least one socket
@@ -596,6 +604,7 @@ class Hub:
         }
         if number:
             frame["case_id"] = number
+            self._add_case_url(frame, number)
         return frame
 
     async def refresh_queue(self, queue: str, positions: dict[str, Any] | None = None) -> None:
@@ -635,7 +644,13 @@ class Hub:
         number = await self.run(self.conversations.case_number, conv.case_id)
         if number:
             frame["case_id"] = number
+            self._add_case_url(frame, number)
         return frame
+
+    def _add_case_url(self, frame: dict[str, Any], number: str) -> None:
+        """A status frame naming a case also carries the signed link to its page."""
+        if self.links is not None:
+            frame["case_url"] = self.links.url(number)
 
     async def broadcast_queues(self) -> None:
         if not self.online:
@@ -988,6 +1003,7 @@ class Hub:
             frame: dict[str, Any] = {"type": "status", "status": "closed"}
             if number:
                 frame["case_id"] = number
+                self._add_case_url(frame, number)
             await self.send_customers(cid, frame)
         await self.broadcast_queues()
         self._refill(agent.id)

@@ -35,8 +35,8 @@ import re
 import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import date, datetime
-from typing import Any
+from datetime import date, datetime, timedelta
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
@@ -48,6 +48,9 @@ from bot.services.notifications import Outbox
 from bot.services.routing import CATEGORIES
 from bot.store.db import Database, insert_unless_present
 from bot.store.models import Case, CaseCounter, CaseEvent, Visitor, utcnow
+
+if TYPE_CHECKING:
+    from bot.services.case_links import CaseLinks
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +66,8 @@ NUMBER_RE = re.compile(r"^HL-(\d{8})-(\d{4,})$")
 _DASHES = "-\u2010\u2011\u2012\u2013\u2014\u2015\u2212\u30fc\uff0d\ufe63_"
 _LOOSE_NUMBER_RE = re.compile(r"^HL(\d{8})(\d{4,6})$")
 _MAX_RETRIES = 5
+#: the longest text a customer adds to a case at once (information, rating comment)
+MAX_CUSTOMER_TEXT = 2000
 
 Clock = Callable[[], datetime]
 
@@ -77,6 +82,14 @@ class CaseNotFound(CaseError, LookupError):
 
 class CaseStateError(CaseError, ValueError):
     """The operation is not allowed in the case's current stage."""
+
+
+class ReopenWindowClosed(CaseStateError):
+    """The case was resolved longer ago than ``sla.reopen_window_days``: it cannot be reopened."""
+
+
+class AlreadyRated(CaseStateError):
+    """This resolution has been rated already and the caller asked for one rating only."""
 
 
 @dataclass(frozen=True)
@@ -247,6 +260,14 @@ _TEXTS: dict[str, dict[str, str]] = {
         "zh-Hant": "我們回訪案件 {number}：問題解決了嗎？如未解決，請在對話中回覆以重新開啟案件，"
         "或為處理情況評分（1-5）。",
     },
+    "reopen_window_closed": {
+        "en": "Case {number} was resolved on {resolved} and can be reopened only until {until}. I've passed your "
+        "message on to the team; a person will pick it up and open a new case if needed.",
+        "zh-Hans": "工单 {number} 已于 {resolved} 解决，只能在 {until} 之前重新打开。您的留言我已转达，"
+        "客服会跟进并在需要时为您新建工单。",
+        "zh-Hant": "案件 {number} 已於 {resolved} 解決，只能在 {until} 之前重新開啟。您的留言我已轉達，"
+        "客服會跟進並在需要時為您新建案件。",
+    },
     "rated": {
         "en": "Thank you for rating the handling of case {number}.",
         "zh-Hans": "感谢您对工单 {number} 的评价。",
@@ -282,12 +303,21 @@ class CaseService:
     :param db: the store.
     :param config: business configuration (default: ``HumanlineConfig.load()``).
     :param clock: returns "now" (timezone-aware UTC); tests inject a fake clock.
+    :param links: signs case-page links; with it every customer notification carries ``case_url``.
     """
 
-    def __init__(self, db: Database, config: HumanlineConfig | None = None, clock: Clock = utcnow) -> None:
+    def __init__(
+        self,
+        db: Database,
+        config: HumanlineConfig | None = None,
+        clock: Clock = utcnow,
+        *,
+        links: CaseLinks | None = None,
+    ) -> None:
         self.db = db
         self.config = config or HumanlineConfig.load()
         self.clock = clock
+        self.links = links
 
     # -- helpers -------------------------------------------------------------------------
 
@@ -420,6 +450,8 @@ class CaseService:
             "at": now.isoformat(),
         }
         payload.update({k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in extra.items()})
+        if self.links is not None:
+            payload["case_url"] = self.links.url(case.number)
         channel, recipient = ("sms", case.phone) if case.phone else ("chat", case.visitor_id or "")
         if not recipient:
             channel, recipient = "webhook", "internal"
@@ -436,6 +468,11 @@ class CaseService:
         if case.first_responded_at is None and self._is_human(actor):
             case.first_responded_at = now
             self._event(session, case, "first_response", actor, now)
+
+    def run_atomic(self, fn: Callable[[Session], Any]) -> Any:
+        """Run ``fn(session)`` in one transaction, retried on write conflicts like every command:
+        for callers that add their own rows (an audit entry) to a command given ``session=``."""
+        return self._run(fn)
 
     def _run(self, fn: Callable[[Session], Any], session: Session | None = None) -> Any:
         """Run ``fn`` in the caller's session, or in a fresh transaction retried on conflicts."""
@@ -586,7 +623,7 @@ class CaseService:
             case.next_update_due_at = sla.next_update_due(now, self.config.sla.progress_update_hours)
             self._notify(s, case, "stage_changed", now, expected_by=case.next_update_due_at)
 
-    def confirm(self, number: str, visitor_id: str) -> CaseView:
+    def confirm(self, number: str, visitor_id: str, *, session: Session | None = None) -> CaseView:
         """The customer confirms that a resolved case is solved (``resolved → confirmed``)."""
 
         def work(s: Session) -> CaseView:
@@ -595,7 +632,7 @@ class CaseService:
             self._move(s, case, "confirmed", f"customer:{visitor_id}", now, None)
             return self._view(case)
 
-        return self._run(work)
+        return self._run(work, session)
 
     def record_first_response(self, number: str, actor: str) -> CaseView:
         """Record that a specialist answered the customer for the first time (idempotent)."""
@@ -695,10 +732,13 @@ class CaseService:
 
         self._run(work, session)
 
-    def reopen(self, number: str, visitor_id: str, reason: str = "") -> CaseView:
+    def reopen(self, number: str, visitor_id: str, reason: str = "", *, session: Session | None = None) -> CaseView:
         """The customer reopens a resolved or confirmed case: back to ``verifying`` with fresh clocks.
 
+        Allowed until ``sla.reopen_window_days`` after the resolution (:meth:`reopen_until`).
+
         :raises CaseNotFound: unknown number or not this visitor's case.
+        :raises ReopenWindowClosed: resolved longer ago than the window.
         :raises CaseStateError: the case is still open.
         """
 
@@ -707,6 +747,12 @@ class CaseService:
             case = self._load_for_visitor(s, number, visitor_id)
             if case.stage not in CLOSED_STAGES:
                 raise CaseStateError(f"case {case.number} is still open ({case.stage}); it cannot be reopened")
+            until = self.reopen_until(self._view(case))
+            if until is not None and now > until:
+                raise ReopenWindowClosed(
+                    f"case {case.number} was resolved more than {self.config.sla.reopen_window_days} days ago; "
+                    "it can no longer be reopened"
+                )
             from_stage = case.stage
             case.stage = "verifying"
             case.reopen_count = (case.reopen_count or 0) + 1
@@ -731,30 +777,83 @@ class CaseService:
             self._notify(s, case, "reopened", now, expected_by=case.first_response_due_at)
             return self._view(case)
 
-        return self._run(work)
+        return self._run(work, session)
 
-    def rate(self, number: str, visitor_id: str, score: int) -> CaseView:
+    def rate(
+        self, number: str, visitor_id: str, score: int, *, comment: str | None = None, once: bool = False,
+        session: Session | None = None,
+    ) -> CaseView:
         """The customer rates the handling, 1 (worst) to 5 (best), once the case is resolved.
 
-        A later rating of the same resolution replaces the earlier one (both stay in the timeline).
+        A later rating of the same resolution replaces the earlier one (both stay in the timeline),
+        unless ``once``. An optional ``comment`` (at most :data:`MAX_CUSTOMER_TEXT` characters) is
+        kept as a ``rating_comment`` event.
 
-        :raises ValueError: score not an integer 1–5. :raises CaseStateError: not resolved yet.
+        :raises ValueError: score not an integer 1–5, or comment too long.
+        :raises AlreadyRated: ``once`` and this resolution is rated already.
+        :raises CaseStateError: not resolved yet.
         """
         if isinstance(score, bool) or not isinstance(score, int) or not 1 <= score <= 5:
             raise ValueError("a rating is an integer from 1 to 5")
+        comment = (comment or "").strip() or None
+        if comment is not None and len(comment) > MAX_CUSTOMER_TEXT:
+            raise ValueError(f"a comment has at most {MAX_CUSTOMER_TEXT} characters")
 
         def work(s: Session) -> CaseView:
             now = self._now()
             case = self._load_for_visitor(s, number, visitor_id)
             if case.stage not in CLOSED_STAGES:
                 raise CaseStateError(f"case {case.number} is not resolved yet; it can be rated after resolution")
+            if once and case.satisfaction is not None:
+                raise AlreadyRated(f"case {case.number} has been rated already")
             case.satisfaction = score
             case.updated_at = now
             self._event(s, case, "rated", f"customer:{visitor_id}", now, detail=str(score))
+            if comment is not None:
+                self._event(s, case, "rating_comment", f"customer:{visitor_id}", now, detail=comment)
             self._notify(s, case, "rated", now, score=score)
             return self._view(case)
 
-        return self._run(work)
+        return self._run(work, session)
+
+    def add_customer_info(
+        self, number: str, visitor_id: str, text: str, *, session: Session | None = None
+    ) -> CaseView:
+        """The customer adds information to their case (a ``customer_info`` event, shown to the
+        customer and to agents); the team is told by an internal notification, without the text.
+
+        :raises ValueError: empty or longer than :data:`MAX_CUSTOMER_TEXT` characters.
+        :raises CaseNotFound: unknown number or not this visitor's case.
+        """
+        text = (text or "").strip()
+        if not text:
+            raise ValueError("the information is empty")
+        if len(text) > MAX_CUSTOMER_TEXT:
+            raise ValueError(f"at most {MAX_CUSTOMER_TEXT} characters at once")
+
+        def work(s: Session) -> CaseView:
+            now = self._now()
+            case = self._load_for_visitor(s, number, visitor_id)
+            case.updated_at = now
+            self._event(s, case, "customer_info", f"customer:{visitor_id}", now, detail=text)
+            self._notify_internal(s, case, "customer_info_added", now)
+            return self._view(case)
+
+        return self._run(work, session)
+
+    def reopen_until(self, case: CaseView) -> datetime | None:
+        """Until when the customer may reopen ``case``: ``resolved_at + sla.reopen_window_days``
+        (``None`` while the case is open)."""
+        if case.stage not in CLOSED_STAGES or case.resolved_at is None:
+            return None
+        return case.resolved_at + timedelta(days=self.config.sla.reopen_window_days)
+
+    def reopen_window_text(self, case: CaseView, lang: str | None) -> str:
+        """What the customer is told when ``case`` can no longer be reopened, in ``lang``."""
+        texts = _TEXTS["reopen_window_closed"]
+        return (texts.get(lang or "en") or texts["en"]).format(
+            number=case.number, resolved=_fmt_time(case.resolved_at), until=_fmt_time(self.reopen_until(case))
+        )
 
     def send_due_follow_ups(self, now: datetime | None = None) -> list[str]:
         """Write the follow-up notification of every resolved case whose ``follow_up_at`` has come.
@@ -979,6 +1078,9 @@ __all__ = [
     "CaseNotFound",
     "CaseService",
     "CaseStateError",
+    "AlreadyRated",
+    "ReopenWindowClosed",
+    "MAX_CUSTOMER_TEXT",
     "CaseView",
     "SatisfactionSummary",
     "format_number",

@@ -43,6 +43,8 @@ class SlaConfig:
     first_response_minutes: int = 10
     progress_update_hours: int = 24
     follow_up_days: int = 7
+    #: a resolved case can be reopened by its customer for this many days after resolution
+    reopen_window_days: int = 14
 
 
 @dataclass(frozen=True)
@@ -144,8 +146,10 @@ class HumanlineConfig:
             first_response_minutes=int(sla_raw.get("first_response_minutes", 10)),
             progress_update_hours=int(sla_raw.get("progress_update_hours", 24)),
             follow_up_days=int(sla_raw.get("follow_up_days", 7)),
+            reopen_window_days=int(sla_raw.get("reopen_window_days", 14)),
         )
-        if sla.first_response_minutes <= 0 or sla.progress_update_hours <= 0 or sla.follow_up_days < 0:
+        if (sla.first_response_minutes <= 0 or sla.progress_update_hours <= 0 or sla.follow_up_days < 0
+                or sla.reopen_window_days <= 0):
             raise ConfigError(f"{where}: SLA durations must be positive")
         plans = _plans(raw.get("plans"), where) if raw.get("plans") else None
         danger_queue = str(raw.get("danger_queue") or default_queue)

@@ -26,6 +26,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from bot.services.case_links import redact_links
 from bot.services.plans import case_plan_change
 from bot.store.db import Database
 from bot.store.models import Agent, Case, Conversation, Handoff, Message, Visitor, new_id, utcnow
@@ -69,6 +70,7 @@ class MessageRecord:
     def agent_frame(self) -> dict[str, Any]:
         """The ``message`` frame of the agent protocol: with the conversation id and the NLU."""
         frame = self.customer_frame()
+        frame["text"] = redact_links(self.text)  # a case link is the customer's credential
         frame["conversation_id"] = self.conversation_id
         if self.sender == "customer":
             frame["intent"] = self.intent

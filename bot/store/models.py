@@ -305,6 +305,24 @@ class PlanChange(Base):
     case_id = Column(Integer, ForeignKey("cases.id"), nullable=True)
 
 
+class CannedReply(Base):
+    """A canned reply agents insert by its shortcut: one text per shortcut and language, with
+    placeholders (``{case_number}``…) filled in for the conversation (migration 0006)."""
+
+    __tablename__ = "canned_replies"
+    __table_args__ = (UniqueConstraint("shortcut", "lang", name="uq_canned_replies_shortcut_lang"),)
+
+    id = Column(Integer, primary_key=True, autoincrement=True)
+    shortcut = Column(String(32), nullable=False)
+    lang = Column(String(8), nullable=False)  # en|zh-Hans|zh-Hant
+    title = Column(String(128), nullable=False)
+    body = Column(Text, nullable=False)
+    created_by = Column(String(128), nullable=False)
+    updated_by = Column(String(128), nullable=False)
+    created_at = Column(UTCDateTime(), nullable=False, default=utcnow)
+    updated_at = Column(UTCDateTime(), nullable=False, default=utcnow, onupdate=utcnow)
+
+
 Index("ix_messages_conversation_seq", Message.conversation_id, Message.seq)
 Index("ix_messages_turn_pending_since", Message.turn_pending_since)
 
@@ -313,6 +331,7 @@ __all__ = [
     "AgentToken",
     "AuditEntry",
     "Base",
+    "CannedReply",
     "Case",
     "CaseCounter",
     "CaseEvent",

@@ -18,6 +18,15 @@
   var agents = [];              // every agent's load: [{id, display_name, online, load, max_concurrent, …}]
   var typingUntil = {};         // conversation_id -> when its "customer is typing…" ends (ms)
 
+  // Extensions loaded after this file (canned.js) hook in here: they see every frame, every change
+  // of the open conversation, and each reply frame before it is sent (returning false holds it).
+  var ext = window.HumanlineConsole = {
+    current: function () { return current && mine[current] ? current : null; },
+    agent: function () { return session && session.agent; },
+    send: function (f) { sendFrame(f); },
+    onFrame: [], onConversation: [], beforeSend: []
+  };
+
   function el(tag, cls, text) {
     var e = document.createElement(tag);
     if (cls) e.className = cls;
@@ -125,6 +134,7 @@
   }
 
   function handle(f) {
+    ext.onFrame.forEach(function (fn) { fn(f); });
     switch (f.type) {
       case "ready":
         $("conn").textContent = "connected";
@@ -383,7 +393,8 @@
     var tr = $("transcript"); clear(tr);
     if (shown !== current) { shown = current; caseWait = null; caseMsg(""); }
     if (!current || !mine[current]) {
-      $("chat-title").textContent = "Conversation"; renderSummary(); renderTyping(); renderCase(); return;
+      $("chat-title").textContent = "Conversation"; renderSummary(); renderTyping(); renderCase();
+      ext.onConversation.forEach(function (fn) { fn(null); }); return;
     }
     renderSummary();
     $("chat-title").textContent = "Conversation " + current.slice(0, 8);
@@ -401,6 +412,7 @@
     tr.scrollTop = tr.scrollHeight;
     renderTyping();
     renderCase();
+    ext.onConversation.forEach(function (fn) { fn(current); });
   }
 
   // A plan change as recorded, with its state today: a scheduled change is shown as pending,
@@ -457,7 +469,9 @@
     e.preventDefault();
     var text = $("reply-text").value.trim();
     if (!text || !current) return;
-    sendFrame({ type: "message", conversation_id: current, text: text, client_msg_id: "a" + Date.now() + "-" + (counter++) });
+    var frame = { type: "message", conversation_id: current, text: text, client_msg_id: "a" + Date.now() + "-" + (counter++) };
+    if (ext.beforeSend.some(function (fn) { return fn(frame) === false; })) return;
+    sendFrame(frame);
     $("reply-text").value = "";
   });
   // The customer sees "… is typing": at most one signal every 2 s per conversation.

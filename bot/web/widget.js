@@ -33,7 +33,7 @@
       queued: "You are in the {queue} queue", position: "Position {position}",
       eta: "estimated wait about {minutes} min", agent: "{name} has joined the conversation",
       with_agent: "Chatting with {name}", bot_status: "Automated assistant — ask for a person at any time",
-      closed: "This conversation is closed", case: "Case {case}",
+      closed: "This conversation is closed", case: "Case {case}", case_link: "Follow your case",
       human: "Talk to a person", log: "Conversation",
       rule: "Rule: {rule}", online: "{n} agents online", online_one: "1 agent online", none_online: "No agent online now",
       first_response: "answer within {minutes} min", suggestions: "Suggested replies",
@@ -47,7 +47,7 @@
       queued: "您在「{queue}」队列中", position: "第 {position} 位",
       eta: "预计等待约 {minutes} 分钟", agent: "{name} 已加入对话",
       with_agent: "正在与 {name} 对话", bot_status: "智能助手 — 随时可以要求转人工",
-      closed: "对话已结束", case: "案件编号 {case}",
+      closed: "对话已结束", case: "案件编号 {case}", case_link: "查看工单进度",
       human: "转人工", log: "对话记录",
       rule: "分配规则：{rule}", online: "{n} 位客服在线", online_one: "1 位客服在线", none_online: "暂无客服在线",
       first_response: "{minutes} 分钟内答复", suggestions: "建议回复", typing: "{name} 正在输入…",
@@ -60,7 +60,7 @@
       queued: "您在「{queue}」佇列中", position: "第 {position} 位",
       eta: "預計等候約 {minutes} 分鐘", agent: "{name} 已加入對話",
       with_agent: "正在與 {name} 對話", bot_status: "智慧助理 — 隨時可以要求轉真人客服",
-      closed: "對話已結束", case: "案件編號 {case}",
+      closed: "對話已結束", case: "案件編號 {case}", case_link: "查看案件進度",
       human: "轉真人客服", log: "對話紀錄",
       rule: "分配規則：{rule}", online: "{n} 位客服在線", online_one: "1 位客服在線", none_online: "暫無客服在線",
       first_response: "{minutes} 分鐘內回覆", suggestions: "建議回覆", typing: "{name} 正在輸入…",
@@ -114,6 +114,8 @@
     ".hl-status.hl-st-error{background:#fde8ea;color:#8a0016;border-color:#f5c2c8}",
     ".hl-status-main{display:block;font-weight:600}",
     ".hl-status-more{display:block;font-size:12px;margin-top:1px;overflow-wrap:anywhere}",
+    ".hl-case-link,.hl-link{color:inherit;text-decoration:underline;font-weight:600}",
+    ".hl-link{overflow-wrap:anywhere;word-break:break-all}",
     ".hl-nw{white-space:nowrap}",
     ".hl-log{flex:1;overflow-y:auto;padding:12px;display:flex;flex-direction:column;gap:8px;background:#f6f7f9}",
     ".hl-msg{max-width:82%;padding:8px 11px;border-radius:12px;white-space:pre-wrap;word-wrap:break-word}",
@@ -235,13 +237,27 @@
     row.setAttribute("aria-disabled", "true");
   }
 
+  // Links to a case page (/case/HL-…#t=…) in the bot's, an agent's or a notice's text are made
+  // clickable; nothing else is (and a customer's own text never is).
+  var CASE_URL = /https?:\/\/[^\s<>"]+\/case\/HL-[0-9]{8}-[0-9]{4,}#t=[A-Za-z0-9._-]+/g;
+  function appendText(node, text, links) {
+    var at = 0, m;
+    CASE_URL.lastIndex = 0;
+    while (links && (m = CASE_URL.exec(text))) {
+      if (m.index > at) node.appendChild(document.createTextNode(text.slice(at, m.index)));
+      node.appendChild(el("a", { href: m[0], target: "_blank", rel: "noopener noreferrer", "class": "hl-link" }, m[0]));
+      at = m.index + m[0].length;
+    }
+    node.appendChild(document.createTextNode(text.slice(at)));
+  }
+
   function makeItem(sender, text, opts) {
     opts = opts || {};
     var node = el("div", { "class": "hl-msg hl-" + sender, "data-sender": sender });
     var who = sender === "customer" ? t("you") : sender === "agent" ? (opts.agent_name || "Agent")
             : sender === "bot" ? t("bot") : t("system");
     node.appendChild(el("span", { "class": "hl-who" }, who));
-    node.appendChild(document.createTextNode(text));
+    appendText(node, text, sender !== "customer");
     var item = { sender: sender, seq: null, key: Infinity, nodes: [node], row: null };
     var buttons = (opts.buttons || []).filter(function (b) { return b && (b.title || b.payload); });
     if (buttons.length) {
@@ -353,6 +369,11 @@
       if (i) more.appendChild(document.createTextNode(" · "));
       more.appendChild(el("span", d.length < 40 ? { "class": "hl-nw" } : null, d));
     });
+    if (f.case_id && /^https?:\/\//.test(f.case_url || "")) {   // the signed link to the case page
+      more.appendChild(document.createTextNode(" · "));
+      more.appendChild(el("a", { href: f.case_url, target: "_blank", rel: "noopener noreferrer",
+                                 "class": "hl-case-link hl-nw" }, t("case_link")));
+    }
     status.appendChild(more);
   }
 

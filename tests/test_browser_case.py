@@ -1,0 +1,145 @@
+"""The customer's case page in a real browser (Debian's chromium via Playwright), served by the real
+hub with a scripted brain, at a desktop size and at a phone size: what a person sees
+(:func:`tests.test_browser.assert_seen`), the confirm button working, the widget's link to the page,
+and a refused link showing no case data. Takes ``case-phone.png`` when ``HUMANLINE_SCREENSHOTS`` is set.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from bot.brain import BrainTurn
+from bot.store.models import Conversation, Handoff, utcnow
+from tests.test_browser import SHOTS, assert_seen, browser  # noqa: F401 - `browser` is a fixture
+
+pytestmark = [pytest.mark.browser]
+
+DESKTOP = {"width": 1280, "height": 800}
+PHONE = {"width": 375, "height": 740}
+
+
+def _script(text: str, n: int) -> BrainTurn:
+    from tests.hubtools import turn
+
+    return turn("I'll get you a person.", intent="complaint_service", actions=["action_handoff"],
+                slots_set={"handoff_queue": "service_supervision", "handoff_reason": "customer_request"})
+
+
+@pytest.fixture(scope="module")
+def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    from tests.hubtools import ScriptedBrain, running_hub
+
+    with running_hub(tmp_path_factory.mktemp("casepage"), ScriptedBrain(_script)) as srv:
+        srv.hub.links.public_url = srv.url  # the links point at this test hub
+        yield srv
+
+
+def _case_with_specialist(srv: Any, lang: str) -> Any:
+    """An open case, taken by Mei Lin, with one SLA extension and a progress update."""
+    cases = srv.hub.cases
+    case = cases.open_case("service", visitor_id=f"visitor-{lang}", description="the app crashes", lang=lang)
+    agent = srv.create_agent(f"mei-{lang}", display_name="Mei Lin", skills=("service_supervision",))
+    with srv.db.session() as s:
+        s.add(Conversation(id=f"conv-{lang}", visitor_id=f"visitor-{lang}", status="agent", agent_id=agent.id,
+                           case_id=case.id))
+        s.flush()
+        s.add(Handoff(conversation_id=f"conv-{lang}", queue=case.queue, reason="case_opened", case_id=case.id,
+                      agent_id=agent.id, assigned_at=utcnow()))
+    cases.advance(case.number, "verifying", f"agent:mei-{lang}")
+    reason = "等待物流公司回复" if lang == "zh-Hans" else "waiting for the courier's report"
+    cases.extend_sla(case.number, reason, f"agent:mei-{lang}", hours=24)
+    return case
+
+
+@pytest.mark.parametrize("viewport", [DESKTOP, PHONE], ids=["1280x800", "375x740"])
+def test_seen_the_case_page_and_confirm_the_resolution(hub: Any, browser: Any, viewport: dict[str, int]) -> None:  # noqa: F811
+    phone = viewport["width"] < 500
+    lang = "zh-Hans" if phone else "en"
+    mobile = {"is_mobile": True, "has_touch": True} if phone else {}
+    page = browser.new_context(locale="zh-CN" if phone else "en-GB", viewport=viewport, **mobile).new_page()
+    case = _case_with_specialist(hub, lang)
+    url = hub.hub.links.url(case.number)
+
+    page.goto(url)
+    stages = page.locator("#stages")
+    assert_seen(page, page.locator("#title").filter(has_text=case.number))
+    names = ["受理", "核实", "方案制定", "问题解决", "用户确认"] if phone else \
+        ["Received", "Checking", "Working on a solution", "Solved", "Confirmed by you"]
+    assert stages.locator("li .name").all_inner_texts() == names
+    assert_seen(page, stages.locator("li.current").filter(has_text=names[1]))
+    assert_seen(page, page.locator("#specialist").filter(has_text="Mei Lin"))
+    assert_seen(page, page.locator("#next-update"))
+    assert page.locator("#next-update").inner_text().strip()
+    reason = "等待物流公司回复" if phone else "waiting for the courier's report"
+    assert_seen(page, page.locator("#extensions li").filter(has_text=reason))
+    assert_seen(page, page.locator("#info-btn"))
+    assert page.locator("#resolved-box").is_hidden() and page.locator("#rate-box").is_hidden()
+    if phone:
+        page.evaluate("window.scrollTo(0, 0)")
+        if SHOTS:
+            SHOTS.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(SHOTS / "case-phone.png"))
+
+    # The customer adds information; it appears in the history.
+    page.fill("#info-text", "Order AB1234567" if not phone else "订单号 AB1234567")
+    page.click("#info-btn")
+    assert_seen(page, page.locator("#events li[data-kind=customer_info]").filter(has_text="AB1234567"))
+    assert_seen(page, page.locator("#feedback"))
+
+    # The specialist resolves the case: confirm is offered and works.
+    hub.hub.cases.advance(case.number, "resolved", f"agent:mei-{lang}")
+    page.reload()
+    confirm = page.locator("#confirm-btn")
+    assert_seen(page, confirm)
+    assert_seen(page, page.locator("#reopen-btn"))
+    assert_seen(page, page.locator("#rate-btn"))
+    confirm.click()
+    assert_seen(page, stages.locator("li.current").filter(has_text=names[4]))
+    assert confirm.is_hidden()
+    assert hub.hub.cases.get(case.number).stage == "confirmed"
+
+    # And rates it.
+    page.locator("#stars label").nth(4).click()
+    page.click("#rate-btn")
+    assert_seen(page, page.locator("#rated").filter(has_text="5"))
+    assert hub.hub.cases.get(case.number).satisfaction == 5
+    page.context.close()
+
+
+@pytest.mark.parametrize("viewport", [DESKTOP, PHONE], ids=["1280x800", "375x740"])
+def test_seen_a_refused_link_shows_no_case(hub: Any, browser: Any, viewport: dict[str, int]) -> None:  # noqa: F811
+    page = browser.new_context(locale="en-GB", viewport=viewport).new_page()
+    case = hub.hub.cases.open_case("service", visitor_id="visitor-x", description="secret detail", lang="en")
+    good = hub.hub.links.url(case.number)
+    for bad in (good.split("#")[0], good[:-3] + "AAA", good.replace(case.number, "HL-20200101-0001")):
+        page.goto(bad)
+        assert_seen(page, page.locator("#nf-title"))
+        assert page.locator("#case").is_hidden()
+        assert "secret detail" not in page.content() and "Mei" not in page.content()
+    page.context.close()
+
+
+def test_seen_the_widget_links_to_the_case_page(hub: Any, browser: Any) -> None:  # noqa: F811
+    context = browser.new_context(locale="en-GB", viewport=PHONE, is_mobile=True, has_touch=True)
+    page = context.new_page()
+    page.goto(hub.url + "/")
+    page.get_by_role("button", name="Chat with us").click()
+    box = page.locator(".hl-input")
+    box.fill("The app keeps crashing, I want a person")
+    box.press("Enter")
+    link = page.locator(".hl-status .hl-case-link")
+    assert_seen(page, link)
+    href = link.get_attribute("href") or ""
+    number = re.search(r"/case/(HL-\d{8}-\d{4,})#t=", href)
+    assert number, href
+    with context.expect_page() as opened:
+        link.click()
+    case_page = opened.value
+    assert_seen(case_page, case_page.locator("#title").filter(has_text=number.group(1)))
+    assert_seen(case_page, case_page.locator("#stages li.current"))
+    context.close()
+
