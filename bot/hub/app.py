@@ -16,6 +16,8 @@ Routes:
   (supervisors);
 * ``POST /api/supervisor/agents/<id>/capacity`` — ``{max_concurrent, allow_overflow?}``: an
   agent's limit of conversations at once (supervisors; audited);
+* ``GET /api/analytics?days=30`` and ``GET /api/analytics.csv?days=30`` — daily figures for
+  supervisors, and the page ``/console/analytics`` that charts them (:mod:`bot.hub.analytics`);
 * ``GET /api/canned`` — every canned reply (``?lang=`` one language; any agent);
   ``POST /api/supervisor/canned``, ``PUT`` and ``DELETE /api/supervisor/canned/<id>`` — create,
   edit, delete one (supervisors; audited; :mod:`bot.hub.canned`);
@@ -47,6 +49,8 @@ from sanic.response import HTTPResponse, file, json, text
 from bot.brain import Brain
 from bot.hub import canned
 from bot.hub.agent_ws import serve_agent
+from bot.hub.analytics import PAGES as ANALYTICS_PAGES
+from bot.hub.analytics import add_analytics_routes
 from bot.hub.case_page import register as register_case_page
 from bot.hub.core import Hub, HubError
 from bot.hub.customer_ws import serve_customer
@@ -63,6 +67,7 @@ STATIC = {
     "/console": "console.html",
     "/console.js": "console.js",
     "/console.css": "console.css",
+    **ANALYTICS_PAGES,
     "/canned.js": "canned.js",
 }
 _names = itertools.count(1)
@@ -240,6 +245,8 @@ def create_app(settings: Settings, brain: Brain | None = None, db: Database | No
             return text("unauthorized\n", status=401, headers={"WWW-Authenticate": 'Bearer realm="metrics"'})
         return text(await hub.run(_metrics, hub), content_type="text/plain; version=0.0.4; charset=utf-8")
 
+    add_analytics_routes(app, hub, _supervisor)
+
     @app.websocket("/ws/chat")
     async def ws_chat(request: Request, ws: Any) -> None:
         await serve_customer(hub, request, ws)
@@ -296,6 +303,10 @@ _PAGE_POLICIES = {
     "console.html": "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
                     "connect-src 'self' {ws}; object-src 'none'; base-uri 'none'; form-action 'self'; "
                     "frame-ancestors 'none'",
+    # The analytics page: the same policy as the console (its charts are SVG drawn by our script).
+    "analytics.html": "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+                      "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
+                      "frame-ancestors 'none'",
     # The demo page: the widget injects its stylesheet, so inline styles are allowed there.
     "index.html": "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
                   "connect-src 'self' {ws}; object-src 'none'; base-uri 'none'; frame-ancestors 'none'",

@@ -338,6 +338,10 @@ class CaseService:
         q = self.config.queues.get(queue)
         return q.display_for(lang) if q else queue
 
+    def first_response_minutes(self, queue: str) -> int:
+        """Minutes allowed for the first human response in ``queue`` (its own value, else the SLA default)."""
+        return self._first_response_minutes(queue)
+
     def _first_response_minutes(self, queue: str) -> int:
         q = self.config.queues.get(queue)
         if q is not None and q.first_response_minutes > 0:

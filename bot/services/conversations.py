@@ -216,7 +216,8 @@ class ConversationService:
         """A new conversation held by the bot."""
         with self.db.session() as s:
             c = Conversation(
-                id=new_id(), visitor_id=visitor_id, channel=channel, status="bot", lang=lang, last_seq=0
+                id=new_id(), visitor_id=visitor_id, channel=channel, status="bot", lang=lang, last_seq=0,
+                created_at=utcnow(),
             )
             s.add(c)
             s.flush()
