@@ -75,6 +75,9 @@ class Settings:
     webhook_secret: str | None = None
     #: log notification recipients and texts (phone numbers, messages) instead of redacting them
     log_personal_data: bool = False
+    #: ``REDIS_URL``: several hubs share frames, agent events, presence and limits through this
+    #: Redis (bot.hub.bus); ``None``: one process, everything in memory
+    redis_url: str | None = None
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -122,6 +125,7 @@ class Settings:
             scrypt_n=scrypt_cost(),
             webhook_secret=os.environ.get("HUMANLINE_WEBHOOK_SECRET") or None,
             log_personal_data=_flag(_env("HUMANLINE_LOG_PERSONAL_DATA", "0")),
+            redis_url=os.environ.get("REDIS_URL") or None,
         )
 
 

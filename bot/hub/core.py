@@ -27,15 +27,17 @@ import asyncio
 import contextlib
 import logging
 import time
-import weakref
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any, TypeVar
 
 from bot.brain import ActionServerError, BotReply, Brain, BrainTurn
-from bot.hub.events import AgentEventLog, LRUDict, Registry
+from bot.hub.bus import make_bus
+from bot.hub.events import LRUDict
+from bot.hub.locks import ConversationLocks
 from bot.hub.metrics import Metrics
-from bot.hub.ratelimit import RateLimiter
+from bot.hub.presence import Presence
+from bot.hub.ratelimit import make_limiter
 from bot.hub.security import HubSecurity
 from bot.i18n import detect_script, resolve_script, t
 from bot.services.agents import AgentInfo, AgentService
@@ -102,16 +104,20 @@ class Hub:
         self.queues = QueueService(db, self.config)
         self.cases = CaseService(db, self.config)
         self.summaries = SummaryService(db, self.config, self.conversations)
-        self.customers = Registry()  # conversation id -> customer sockets
-        self.agent_sockets = Registry()  # agent id -> agent sockets
-        self.online: dict[int, AgentInfo] = {}  # agents with at least one socket
-        self._sockets_by_token: dict[str, set[Any]] = {}  # agent token -> its open sockets (logout)
-        self.events = AgentEventLog()
-        # Customer messages per visitor (all its sockets together); per-address and login limits
-        # and the password-hashing executor are in bot.hub.security.
-        self.message_limiter = RateLimiter(max(1, settings.rate_limit_per_10s), 10.0)
-        self.security = HubSecurity(settings)
-        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+        # Frames to sockets wherever they are connected: this process, or every hub on Redis
+        # (bot.hub.bus); its registries hold this hub's own sockets.
+        self.bus = make_bus(settings.redis_url)
+        redis = getattr(self.bus, "redis", None)
+        self.customers = self.bus.customers  # conversation id -> customer sockets here
+        self.agent_sockets = self.bus.agents  # agent id -> agent sockets here
+        # Agents online on any hub, logins' sockets, revocation (bot.hub.presence).
+        self.presence = Presence(self.bus, self.agents, self.run)
+        self.online: dict[int, AgentInfo] = self.presence.online
+        # Customer messages per visitor (all its sockets together, on every hub); per-address and
+        # login limits and the password-hashing executor are in bot.hub.security.
+        self.message_limiter = make_limiter(redis, "messages", max(1, settings.rate_limit_per_10s), 10.0)
+        self.security = HubSecurity(settings, redis)
+        self.locks = ConversationLocks(db)  # one turn at a time per conversation, across hubs
         self._turns: dict[str, asyncio.Queue[MessageRecord]] = {}
         self._workers: dict[str, asyncio.Task[None]] = {}
         # Turns queued or running here, by (conversation, seq): never scheduled twice.
@@ -135,12 +141,9 @@ class Hub:
         """Run a blocking store call in a worker thread."""
         return await asyncio.to_thread(fn, *args, **kwargs)
 
-    def lock(self, conversation_id: str) -> asyncio.Lock:
-        lock = self._locks.get(conversation_id)
-        if lock is None:
-            lock = asyncio.Lock()
-            self._locks[conversation_id] = lock
-        return lock
+    def lock(self, conversation_id: str) -> contextlib.AbstractAsyncContextManager[None]:
+        """The conversation's lock, held by every turn and agent transition (bot.hub.locks)."""
+        return self.locks(conversation_id)
 
     def spawn(self, coro: Any) -> asyncio.Task[Any]:
         task = asyncio.ensure_future(coro)
@@ -152,6 +155,8 @@ class Hub:
         """Start the agent reply-timeout watcher, the outbox/SLA maintenance loop and the turn
         recovery loop (which first resumes every turn left pending by an earlier run)."""
         if self._watcher is None:
+            await self.bus.start()
+            self.presence.start()
             await self.run(self.queues.sync_catalogue)
             self._watcher = asyncio.ensure_future(self._watch_reply_timeouts())
             from bot.hub.maintenance import run_maintenance, run_turn_recovery
@@ -166,6 +171,8 @@ class Hub:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        await self.presence.stop()
+        await self.bus.stop()
         self.security.close()
         # Going away (1001): clients reconnect to another hub or after the restart.
         sockets = [*self.customers.sockets(), *self.agent_sockets.sockets()]
@@ -187,7 +194,7 @@ class Hub:
     # ---- customers ------------------------------------------------------------------------
 
     async def send_customers(self, conversation_id: str, frame: dict[str, Any]) -> None:
-        await self.customers.send(conversation_id, frame)
+        await self.bus.send_customers(conversation_id, frame)
 
     async def store_customer_message(
         self, conversation: ConversationInfo, client_msg_id: str, text: str
@@ -777,7 +784,7 @@ class Hub:
         conv = await self.run(self.conversations.get, cid)
         if conv is None or conv.status != "agent" or conv.agent_id is None:
             return
-        await self.agent_sockets.send(conv.agent_id, {"type": "typing", "conversation_id": cid, "sender": "customer"})
+        await self.bus.send_agent(conv.agent_id, {"type": "typing", "conversation_id": cid, "sender": "customer"})
         self.metrics.typing_relayed("customer")
 
     async def agent_typing(self, agent: AgentInfo, cid: str) -> None:
@@ -795,40 +802,27 @@ class Hub:
 
     async def emit(self, agent_id: int, frame: dict[str, Any]) -> None:
         """A numbered event for one agent (kept for replay even when the agent is offline)."""
-        numbered = self.events.add([agent_id], frame)
-        await self.agent_sockets.send(agent_id, numbered)
+        await self.bus.emit([agent_id], frame)
 
     async def emit_many(self, agent_ids: list[int], frame: dict[str, Any]) -> None:
         if not agent_ids:
             return
-        numbered = self.events.add(agent_ids, frame)
-        await asyncio.gather(*(self.agent_sockets.send(a, numbered) for a in agent_ids))
+        await self.bus.emit(agent_ids, frame)
 
     async def agent_connected(self, agent: AgentInfo, ws: Any, token: str | None = None) -> None:
-        self.agent_sockets.add(agent.id, ws)
-        self.online[agent.id] = agent
-        if token is not None:
-            self._sockets_by_token.setdefault(token, set()).add(ws)
+        await self.presence.connected(agent, ws, token)
 
     async def agent_disconnected(self, agent: AgentInfo, ws: Any) -> None:
-        for token, sockets in list(self._sockets_by_token.items()):
-            sockets.discard(ws)
-            if not sockets:
-                del self._sockets_by_token[token]
-        self.agent_sockets.discard(agent.id, ws)
-        if not self.agent_sockets.has(agent.id):
-            self.online.pop(agent.id, None)
+        await self.presence.disconnected(agent, ws)
+        if agent.id not in self.online:
             for queue in agent.skills:
                 if queue in self.config.queues:
                     await self.refresh_queue(queue)
 
     async def logout(self, token: str) -> bool:
-        """Revoke an agent token and close the sockets opened with it (code 4001)."""
+        """Revoke an agent token and close the sockets opened with it, on every hub (code 4001)."""
         agent = await self.run(self.agents.logout, token)
-        for ws in list(self._sockets_by_token.pop(token, set())):
-            with contextlib.suppress(Exception):
-                await ws.send('{"type":"error","code":"unauthorized","message":"logged out"}')
-                await asyncio.wait_for(ws.close(code=4001, reason="logged out"), 2)
+        await self.presence.revoke(token)
         return agent is not None
 
     async def ready_frame(self, agent: AgentInfo) -> dict[str, Any]:
@@ -844,7 +838,7 @@ class Hub:
             "waiting": [w.frame() for w in waiting if w.queue in agent.skills or agent.role == "supervisor"],
             "conversations": mine,
             "agents": await self.agents_load(),
-            "last_event_id": self.events.oldest_id(),
+            "last_event_id": await self.bus.oldest_event_id(),
         }
 
     async def _conversation_view(self, conv: ConversationInfo) -> dict[str, Any]:

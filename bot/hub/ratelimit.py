@@ -1,8 +1,9 @@
 """Rate limits keyed by who is asking (a visitor, a client address, a username).
 
 Pure bookkeeping with an injectable clock, no I/O. :class:`Limiter` is the interface the hub
-uses; :class:`RateLimiter` is its in-memory, per-process implementation (a Redis-backed one that
-several hubs share is issue #15's work and plugs in behind the same interface). A key's window
+uses; :class:`RateLimiter` is its in-memory, per-process implementation, and
+:class:`RedisRateLimiter` the one several hubs share (``REDIS_URL``: a sliding window in a Redis
+sorted set, by Redis's clock). The hub calls :meth:`ahit` (async) on both. A key's window
 holds at most ``limit`` timestamps, and keys whose window emptied are dropped, so memory is
 bounded by the keys that were active within the last ``window_s`` seconds.
 
@@ -11,11 +12,14 @@ bounded by the keys that were active within the last ``window_s`` seconds.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
+
+logger = logging.getLogger(__name__)
 
 
 class Limiter(Protocol):
@@ -84,6 +88,62 @@ class RateLimiter:
     def __len__(self) -> int:
         """Keys currently tracked."""
         return len(self._events)
+
+    async def ahit(self, key: str) -> bool:
+        """:meth:`hit`, for callers that also take the shared (Redis) limiter."""
+        return self.hit(key)
+
+
+# The sliding window of one key: drop what left it, refuse at the limit, else count one.
+_SLIDING_WINDOW = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local window = tonumber(ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then
+  return 0
+end
+redis.call('ZADD', KEYS[1], now, ARGV[3])
+redis.call('PEXPIRE', KEYS[1], math.ceil(window / 1000))
+return 1
+"""
+
+
+class RedisRateLimiter:
+    """:class:`RateLimiter`'s rule shared by every hub on one Redis (keys ``hl:rl:<name>:<key>``).
+
+    While Redis does not answer, each hub falls back to its own in-memory limiter (the limit then
+    holds per hub, not in total) rather than refusing or letting everything through.
+    """
+
+    def __init__(self, redis: Any, name: str, limit: int, window_s: float) -> None:
+        import itertools
+        import uuid
+
+        self.redis = redis
+        self.name = name
+        self.limit = limit
+        self.window_s = window_s
+        self.fallback = RateLimiter(limit, window_s)
+        self._script = redis.register_script(_SLIDING_WINDOW)
+        self._ids = itertools.count()
+        self._prefix = uuid.uuid4().hex[:8]
+
+    async def ahit(self, key: str) -> bool:
+        try:
+            return bool(await self._script(
+                keys=[f"hl:rl:{self.name}:{key}"],
+                args=[int(self.window_s * 1_000_000), self.limit, f"{self._prefix}:{next(self._ids)}"],
+            ))
+        except Exception:  # noqa: BLE001 - Redis away: this hub's own count
+            logger.warning("the shared rate limit %s is unavailable; counting in this hub", self.name,
+                           exc_info=True)
+            return self.fallback.hit(key)
+
+
+def make_limiter(redis: Any, name: str, limit: int, window_s: float) -> RateLimiter | RedisRateLimiter:
+    """The shared limiter when the hub has a Redis client, else the in-memory one."""
+    return RedisRateLimiter(redis, name, limit, window_s) if redis is not None else RateLimiter(limit, window_s)
 
 
 @dataclass

@@ -7,8 +7,9 @@
 * :class:`HubSecurity` — the per-process counters: open customer sockets, hellos and new
   visitors per address, the :class:`~bot.hub.ratelimit.LoginThrottle`, and the password-hashing
   executor (one thread, at most four logins in progress) that keeps a login flood off the thread pool every
-  database call uses. The counters are in-memory behind :class:`~bot.hub.ratelimit.Limiter`;
-  several hubs sharing them through Redis is issue #15's work (docs/security.md).
+  database call uses. The hello and new-visitor counters are shared
+  through Redis when ``REDIS_URL`` is set (:class:`~bot.hub.ratelimit.RedisRateLimiter`); the
+  open-socket count is per hub (a socket lives in one process), and so is the login throttle.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from bot.hub.ratelimit import Limiter, LoginThrottle, RateLimiter
+from bot.hub.ratelimit import LoginThrottle, make_limiter
 from bot.services.agents import verify_password
 from bot.settings import Settings
 
@@ -83,12 +84,12 @@ def _lower_priority() -> None:
 class HubSecurity:
     """Per-process abuse counters of one hub (see the module docstring)."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, redis: Any = None) -> None:
         self.trusted_proxies = parse_networks(settings.trusted_proxies)
         self.sockets_per_address = max(1, settings.sockets_per_address)
-        # Behind the Limiter interface: a shared (Redis) implementation can replace these (issue #15).
-        self.hellos: Limiter = RateLimiter(max(1, settings.hellos_per_minute), 60.0)
-        self.new_visitors: Limiter = RateLimiter(max(1, settings.new_visitors_per_minute), 60.0)
+        # Shared by every hub when the hub has a Redis client (REDIS_URL), else this process's.
+        self.hellos = make_limiter(redis, "hellos", max(1, settings.hellos_per_minute), 60.0)
+        self.new_visitors = make_limiter(redis, "new_visitors", max(1, settings.new_visitors_per_minute), 60.0)
         self.login = LoginThrottle(attempts_per_address=max(1, settings.login_attempts_per_address))
         self._sockets: dict[str, int] = {}
         self._hello_slots: asyncio.Semaphore | None = None
