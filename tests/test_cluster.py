@@ -23,6 +23,7 @@ import contextlib
 import json
 import signal
 import subprocess
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -305,7 +306,7 @@ async def test_kill9_of_the_hub_holding_an_agent_the_agent_misses_no_event(clust
     await wait_online(cluster, "cat")
     chat = ChatClient(hub_a.ws_url, lang="en")
     await chat.connect()
-    cid = await handed_to(cluster, chat, agent)
+    await handed_to(cluster, chat, agent)
     await chat.say_and_ack("before the crash")
     await agent.wait_for(lambda f: f["type"] == "message" and f.get("text") == "before the crash", 5)
 
@@ -438,6 +439,36 @@ async def test_the_message_limit_holds_across_hubs(cluster: Cluster) -> None:
     await two.close()
 
 
+async def test_the_login_throttle_holds_across_hubs(cluster: Cluster) -> None:
+    """Failed logins for one username alternate between the hubs: the per-(username, address)
+    rule (3 free failures, then a doubling delay) counts them together."""
+    cluster.restart_if_dead()
+    hub_a, hub_b = cluster.hubs
+    cluster.agent("gus")
+
+    def attempt(hub: HubProcess) -> int:
+        req = urllib.request.Request(hub.url + "/api/agents/login",
+                                     data=json.dumps({"username": "gus", "password": "wrong"}).encode(),
+                                     headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=30) as r:
+                return int(r.status)
+        except urllib.error.HTTPError as e:
+            return int(e.code)
+
+    codes = [attempt(hub) for hub in (hub_a, hub_b, hub_a, hub_b, hub_a, hub_b)]
+    # Per hub, each would have seen at most 3 failures (never throttled); together: the fifth waits.
+    assert codes[:4] == [401, 401, 401, 401], codes
+    assert codes[4:] == [429, 429], codes
+    # A supervisor's unlock on one hub clears it for every hub.
+    req = urllib.request.Request(hub_b.url + "/api/supervisor/unlock", data=json.dumps({"username": "gus"}).encode(),
+                                 headers={"Content-Type": "application/json",
+                                          "Authorization": f"Bearer {cluster.boss_token}"})
+    with urllib.request.urlopen(req, timeout=5) as r:
+        assert r.status == 200
+    assert cluster.login(hub_a, "gus")  # the right password works at once
+
+
 async def test_a_redis_restart_hubs_reconnect_and_deliver_again(cluster: Cluster) -> None:
     """Last: it restarts the cluster's own Redis (never the machine's)."""
     cluster.restart_if_dead()
@@ -479,3 +510,4 @@ async def test_a_redis_restart_hubs_reconnect_and_deliver_again(cluster: Cluster
     assert [m.seq for m in stored] == list(range(1, len(stored) + 1))
     await chat.close()
     await agent.close()
+

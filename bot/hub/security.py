@@ -9,7 +9,8 @@
   executor (one thread, at most four logins in progress) that keeps a login flood off the thread pool every
   database call uses. The hello and new-visitor counters are shared
   through Redis when ``REDIS_URL`` is set (:class:`~bot.hub.ratelimit.RedisRateLimiter`); the
-  open-socket count is per hub (a socket lives in one process), and so is the login throttle.
+  open-socket count is per hub (a socket lives in one process); the login throttle's records
+  are shared the same way (:class:`~bot.hub.ratelimit.RedisLoginThrottle`).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from bot.hub.ratelimit import LoginThrottle, make_limiter
+from bot.hub.ratelimit import LoginThrottle, RedisLoginThrottle, make_limiter
 from bot.services.agents import verify_password
 from bot.settings import Settings
 
@@ -91,6 +92,8 @@ class HubSecurity:
         self.hellos = make_limiter(redis, "hellos", max(1, settings.hellos_per_minute), 60.0)
         self.new_visitors = make_limiter(redis, "new_visitors", max(1, settings.new_visitors_per_minute), 60.0)
         self.login = LoginThrottle(attempts_per_address=max(1, settings.login_attempts_per_address))
+        #: the same policy with its records in Redis, for every hub (``None``: this hub's alone)
+        self.shared_login = RedisLoginThrottle(redis, self.login) if redis is not None else None
         self._sockets: dict[str, int] = {}
         self._hello_slots: asyncio.Semaphore | None = None
         self._hasher: ThreadPoolExecutor | None = None
@@ -123,6 +126,28 @@ class HubSecurity:
         if self._hello_slots is None:  # created on the serving loop
             self._hello_slots = asyncio.Semaphore(HELLO_CONCURRENCY)
         return self._hello_slots
+
+    # ---- the login throttle: shared through Redis when there is one ---------------------------
+
+    async def login_begin(self, address: str, username: str) -> float:
+        """:meth:`LoginThrottle.begin` (0: go ahead; else seconds to wait)."""
+        if self.shared_login is not None:
+            return await self.shared_login.begin(address, username)
+        return self.login.begin(address, username)
+
+    async def login_done(self, address: str, username: str, ok: bool) -> None:
+        if self.shared_login is not None:
+            await (self.shared_login.succeeded if ok else self.shared_login.failed)(address, username)
+        elif ok:
+            self.login.succeeded(address, username)
+        else:
+            self.login.failed(address, username)
+
+    async def login_unlock(self, username: str) -> None:
+        if self.shared_login is not None:
+            await self.shared_login.unlock(username)
+        else:
+            self.login.unlock(username)
 
     # ---- passwords ----------------------------------------------------------------------------
 
