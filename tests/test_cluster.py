@@ -171,9 +171,14 @@ def cluster(postgres_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
             lb_url = f"http://127.0.0.1:{lb_port}"
             wait_until(lambda: http_status(lb_url + "/healthz") == 200, 20, "HAProxy answers")
             c = Cluster(hubs, lb_url, redis_server, db, "")
-            c.boss_token = c.login(hubs[0], "boss")
-            yield c
-            db.dispose()
+            try:
+                c.boss_token = c.login(hubs[0], "boss")
+                yield c
+            finally:
+                # Before the database is dropped: a running hub would reconnect to it.
+                for hub in hubs:
+                    hub.stop()
+                db.dispose()
     finally:
         for hub in hubs:
             hub.stop()
