@@ -188,6 +188,10 @@ class Database:
         cfg = Config()
         cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
         with self.engine.begin() as conn:
+            if not self.is_sqlite:
+                # Several hubs starting together on a new database: one migrates, the others
+                # wait for it and then find nothing to do.
+                conn.execute(text("SELECT pg_advisory_xact_lock(:ns, 0)"), {"ns": LOCK_NAMESPACE + 1})
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, "head")
 
