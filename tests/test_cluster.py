@@ -37,7 +37,7 @@ from bot.client import ChatClient
 from bot.cluster import render_haproxy_config, start_haproxy
 from bot.services.agents import AgentService
 from bot.store.db import Database
-from bot.store.models import Message
+from bot.store.models import Conversation, Message
 from tests.faultkit import HubProcess, async_wait_until, fresh_postgres_database, http_status, wait_until
 from tests.hubtools import AgentClient, free_port
 
@@ -242,6 +242,11 @@ async def test_customer_on_one_hub_and_agent_on_the_other(cluster: Cluster) -> N
         await chat.say_and_ack(f"customer says {i}")
         event = await agent.wait_for(lambda f, i=i: f["type"] == "message" and f["text"] == f"customer says {i}", 5)
         assert event["conversation_id"] == cid and isinstance(event["event_id"], int)
+    # Typing signals (unnumbered, never stored) cross hubs too, both ways.
+    await chat.typing()
+    await agent.wait_for(lambda f: f["type"] == "typing" and f["conversation_id"] == cid, 5)
+    await agent.send({"type": "typing", "conversation_id": cid})
+    await chat.wait_for(lambda f: f["type"] == "typing" and f.get("sender") == "agent", 5)
     # The agent's events are numbered in one increasing sequence whichever hub produced them.
     ids = [f["event_id"] for f in agent.frames if isinstance(f.get("event_id"), int)]
     assert ids == sorted(ids) and len(ids) == len(set(ids))
@@ -396,6 +401,12 @@ async def test_one_conversation_through_both_hubs_at_once(cluster: Cluster) -> N
     turns = {h.name: int(r.get(f"hl:test:turns:{h.port}") or 0) - turns_before[h.name] for h in cluster.hubs}
     assert all(n > 0 for n in turns.values()), f"both hubs ran turns of the conversation: {turns}"
     assert int(r.get("hl:test:overlaps") or 0) == 0, "two turns of one conversation ran at once"
+    # The conversation and its guard state after 16 resolved turns: still with the bot, its
+    # last_seq that of the last stored message.
+    with cluster.db.session() as s:
+        conv = s.get(Conversation, cid)
+        assert conv is not None and conv.status == "bot" and conv.last_seq == len(stored)
+        assert not (conv.guard_state or {}).get("handed_off")
     # Both sockets see every message of the conversation, whichever hub stored it.
     for chat in (one, two):
         await chat.drain(0.5)
