@@ -119,8 +119,8 @@ class Cluster:
         with urllib.request.urlopen(req, timeout=5) as r:
             return {a["username"] for a in json.loads(r.read())["agents_online"]}
 
-    def agent(self, username: str) -> None:
-        AgentService(self.db).create(username, username.title(), "password-123", ["general"], "agent")
+    def agent(self, username: str) -> Any:
+        return AgentService(self.db).create(username, username.title(), "password-123", ["general"], "agent")
 
     def login(self, hub: HubProcess, username: str) -> str:
         req = urllib.request.Request(hub.url + "/api/agents/login",
@@ -454,6 +454,33 @@ async def test_the_message_limit_holds_across_hubs(cluster: Cluster) -> None:
     await one.close()
     await two.close()
 
+
+async def test_queue_positions_reach_a_customer_on_the_other_hub(cluster: Cluster) -> None:
+    """P4 across hubs: an assignment made by one hub moves the queue, and a customer waiting on
+    the other hub is told its new position."""
+    cluster.restart_if_dead()
+    await wait_nobody_online(cluster)
+    hub_a, hub_b = cluster.hubs
+    hal = cluster.agent("hal")
+    AgentService(cluster.db).set_capacity(hal.id, "agent:boss", max_concurrent=1)
+    first = ChatClient(hub_a.ws_url, lang="en")
+    await first.connect()
+    await first.say_and_ack("I want to talk to a human")
+    await first.wait_for(lambda f: f["type"] == "status" and f.get("position") == 1, 10)
+    second = ChatClient(hub_b.ws_url, lang="en")
+    await second.connect()
+    await second.say_and_ack("I want to talk to a human")
+    await second.wait_for(lambda f: f["type"] == "status" and f.get("position") == 2, 10)
+    # The agent connects to hub A, which assigns it the first conversation (its only place).
+    agent = AgentClient(hub_a.agent_ws_url, cluster.login(hub_a, "hal"))
+    await agent.connect()
+    assigned = await agent.wait_for(lambda f: f["type"] == "assigned", 10)
+    assert assigned["conversation_id"] == first.conversation_id
+    moved = await second.wait_for(lambda f: f["type"] == "status" and f.get("position") == 1, 10)
+    assert moved["status"] == "queued" and moved["agents_online"] == 1
+    await first.close()
+    await second.close()
+    await agent.close()
 
 async def test_the_login_throttle_holds_across_hubs(cluster: Cluster) -> None:
     """Failed logins for one username alternate between the hubs: the per-(username, address)

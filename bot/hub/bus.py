@@ -79,6 +79,10 @@ class Bus(Protocol):
 
     async def attach_customer(self, conversation_id: str, ws: Socket) -> None: ...
 
+    def may_reach(self, conversation_id: str) -> bool:
+        """Whether a frame for the conversation's customers may reach a socket (False: skip it)."""
+        ...
+
     def detach_customer(self, conversation_id: str, ws: Socket) -> None: ...
 
     async def send_customers(self, conversation_id: str, frame: dict[str, Any], exclude: Socket | None = None) -> None:
@@ -115,6 +119,9 @@ class LocalBus:
 
     async def attach_customer(self, conversation_id: str, ws: Socket) -> None:
         self.customers.add(conversation_id, ws)
+
+    def may_reach(self, conversation_id: str) -> bool:
+        return self.customers.has(conversation_id)
 
     def detach_customer(self, conversation_id: str, ws: Socket) -> None:
         self.customers.discard(conversation_id, ws)
@@ -221,6 +228,9 @@ class RedisBus:
         if first:
             self._subscribed.add(conversation_id)
             await self._subscribe(CONV_PREFIX + conversation_id)
+
+    def may_reach(self, conversation_id: str) -> bool:
+        return True  # the customer may be connected to another hub: publish, whoever listens
 
     def detach_customer(self, conversation_id: str, ws: Socket) -> None:
         self.customers.discard(conversation_id, ws)

@@ -600,7 +600,7 @@ class Hub(AssignmentMixin):
             current = positions
         for cid, pos in current.items():
             key = (pos.queue, pos.position, pos.eta_seconds, pos.agents_online, pos.entry.case_number)
-            if self._last_status.get(cid) == key or not self.customers.has(cid):
+            if self._last_status.get(cid) == key or not self.bus.may_reach(cid):
                 self._last_status[cid] = key
                 continue
             self._last_status[cid] = key
