@@ -478,6 +478,11 @@ async def test_queue_positions_reach_a_customer_on_the_other_hub(cluster: Cluste
     assert assigned["conversation_id"] == first.conversation_id
     moved = await second.wait_for(lambda f: f["type"] == "status" and f.get("position") == 1, 10)
     assert moved["status"] == "queued" and moved["agents_online"] == 1
+    # Leave no one waiting for the next cases: the agent resolves both conversations.
+    await agent.send({"type": "resolve", "conversation_id": first.conversation_id})
+    await agent.wait_for(lambda f: f["type"] == "assigned" and f["conversation_id"] == second.conversation_id, 10)
+    await agent.send({"type": "resolve", "conversation_id": second.conversation_id})
+    await second.wait_for(lambda f: f["type"] == "status" and f.get("status") == "closed", 10)
     await first.close()
     await second.close()
     await agent.close()
