@@ -7,7 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | md5sum | cut -c1-12)
 
-.PHONY: install train run test test-fast eval eval-dialogue bench lint browser-deps clean screenshots
+.PHONY: install train run cluster test test-fast eval eval-dialogue bench lint browser-deps clean screenshots
 
 install: $(STAMP)
 	@echo "==> [1/4 install] $(VENV) ready"
@@ -35,6 +35,13 @@ run: train
 	@$(PY) -m bot migrate
 	@echo "==> [4/4 start] the action server and the hub; a box with the addresses follows once the model has loaded"
 	@$(PY) -m bot serve
+
+## cluster: HUBS hubs (default 2) on the machine's PostgreSQL and Redis, one action server and HAProxy
+## (installed from Debian's packages when missing) round-robin in front; prints the URL (bot/cluster.py)
+HUBS ?= 2
+cluster: train
+	@bash scripts/install-haproxy.sh
+	@$(PY) -m bot.cluster --hubs $(HUBS)
 
 browser-deps:
 	@bash scripts/install-browser.sh
@@ -70,4 +77,4 @@ lint: install
 	$(PY) -m mypy
 
 clean:
-	rm -rf $(VENV) models .pytest_cache .mypy_cache .ruff_cache humanline.db
+	rm -rf $(VENV) models .pytest_cache .mypy_cache .ruff_cache humanline.db .cluster

@@ -296,8 +296,10 @@ def cached_sql_tracker_store(base: type, kwargs: dict[str, Any], max_cached: int
     survives a restart), but a conversation this process already holds is not re-read and
     replayed from SQL for every message, and a save inserts the new events without first
     counting the stored ones; the insert itself runs in a worker thread, off the event loop.
-    The hub serialises turns per conversation, so one process is the only writer of a
-    conversation's tracker.
+    The hub serialises turns per conversation — across hubs too, on PostgreSQL
+    (:mod:`bot.hub.locks`). On SQLite one process is the only writer; on any other database a
+    cached tracker is checked against the stored event count before use (several hubs, each
+    with its own cache, may take turns on one conversation).
     """
     import json as _json
     import threading
@@ -356,7 +358,16 @@ def cached_sql_tracker_store(base: type, kwargs: dict[str, Any], max_cached: int
             with self._cache_lock:
                 hit = self._cache.get(sender_id)
             if hit is not None:
-                return hit[0]
+                if self._db_lock is not None:  # SQLite: one process, the only writer
+                    return hit[0]
+                # Several hubs (each with its own brain) may share this database: the cached
+                # tracker is used only while the stored events are those it was built from (the
+                # count is the version: events are only ever appended). Another hub's turn
+                # since then means reading it back.
+                stored = await asyncio.to_thread(self._count_sync, sender_id)
+                if stored == hit[1]:
+                    return hit[0]
+                self.forget(sender_id)
             tracker = await asyncio.to_thread(self._retrieve_sync, sender_id)
             if tracker is not None:
                 self._remember(tracker, len(tracker.events))

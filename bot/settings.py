@@ -79,6 +79,9 @@ class Settings:
     public_url: str = "http://127.0.0.1:8080"
     #: how long a signed case link stays valid (seconds; a fresh link goes with every notification)
     case_link_ttl_s: int = 30 * 24 * 3600
+    #: ``REDIS_URL``: several hubs share frames, agent events, presence and limits through this
+    #: Redis (bot.hub.bus); ``None``: one process, everything in memory
+    redis_url: str | None = None
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -128,6 +131,7 @@ class Settings:
             log_personal_data=_flag(_env("HUMANLINE_LOG_PERSONAL_DATA", "0")),
             public_url=_public_url(),
             case_link_ttl_s=int(_env("HUMANLINE_CASE_LINK_TTL", str(30 * 24 * 3600))),
+            redis_url=os.environ.get("REDIS_URL") or None,
         )
 
 

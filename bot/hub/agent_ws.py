@@ -155,12 +155,13 @@ async def serve_agent(hub: Hub, request: Any, ws: Any) -> None:
         await send_frame(ws, await hub.ready_frame(agent))
         last = frame.get("last_event_id")
         if isinstance(last, int) and not isinstance(last, bool):
-            if not hub.events.complete_since(last):
-                # Some events after `last` were pushed out of the ring: the replay below is only
-                # part of them, and the ready snapshot is the complete picture.
+            replay = await hub.bus.replay(agent.id, last)  # from any hub (bot.hub.bus)
+            if not replay.complete:
+                # Some events after `last` were pushed out of the ring (or lost with Redis): the
+                # replay below is only part of them, and the ready snapshot is the complete picture.
                 await send_frame(ws, {"type": "events_truncated", "last_event_id": last,
-                                      "oldest_event_id": hub.events.oldest_id()})
-            for missed in hub.events.missed(agent.id, last):
+                                      "oldest_event_id": replay.oldest_event_id})
+            for missed in replay.frames:
                 await send_frame(ws, missed)
         if agent.available:
             for queue in agent.skills:

@@ -121,7 +121,7 @@ def create_app(settings: Settings, brain: Brain | None = None, db: Database | No
         try:
             # Counted (as a failure, until it succeeds) before anything slow happens: parallel
             # attempts cannot all pass the throttle while the first hash is still running.
-            wait = security.login.begin(address, username)
+            wait = await security.login_begin(address, username)
             if wait > 0:
                 return json({"error": "rate_limited", "message": "Too many failed logins; try again later."},
                             status=429, headers={"Retry-After": str(int(wait) + 1)})
@@ -130,10 +130,7 @@ def create_app(settings: Settings, brain: Brain | None = None, db: Database | No
                 ok = await security.check_password(password, found.password_hash)
                 result = await hub.run(hub.agents.finish_login, username, found, password, ok)
             finally:
-                if result is None:
-                    security.login.failed(address, username)
-                else:
-                    security.login.succeeded(address, username)
+                await security.login_done(address, username, result is not None)
         finally:
             security.release_login()
         if result is None:
@@ -143,7 +140,7 @@ def create_app(settings: Settings, brain: Brain | None = None, db: Database | No
 
     @app.post("/api/supervisor/unlock")
     async def unlock(request: Request) -> HTTPResponse:
-        """A supervisor clears the login throttle of a username (this hub process)."""
+        """A supervisor clears the login throttle of a username (every hub, with Redis)."""
         supervisor, refusal = await _supervisor(request)
         if supervisor is None:
             return refusal
@@ -151,7 +148,7 @@ def create_app(settings: Settings, brain: Brain | None = None, db: Database | No
         if not isinstance(body, dict) or not isinstance(body.get("username"), str) or not body["username"]:
             return json({"error": "bad_request", "message": "username is required"}, status=400)
         username = body["username"][:64]
-        hub.security.login.unlock(username)
+        await hub.security.login_unlock(username)
         await hub.run(hub.agents.record, supervisor, "login_unlocked", f"agent:{username}")
         return json({"status": "unlocked", "username": username})
 

@@ -27,15 +27,18 @@ import asyncio
 import contextlib
 import logging
 import time
-import weakref
 from collections.abc import Callable
-from dataclasses import replace
 from typing import Any, TypeVar
 
 from bot.brain import ActionServerError, BotReply, Brain, BrainTurn
-from bot.hub.events import AgentEventLog, LRUDict, Registry
+from bot.hub.assignment import AssignmentMixin
+from bot.hub.bus import make_bus
+from bot.hub.errors import HubError
+from bot.hub.events import LRUDict
+from bot.hub.locks import ConversationLocks
 from bot.hub.metrics import Metrics
-from bot.hub.ratelimit import RateLimiter
+from bot.hub.presence import Presence
+from bot.hub.ratelimit import make_limiter
 from bot.hub.security import HubSecurity
 from bot.i18n import detect_script, resolve_script, t
 from bot.services.agents import AgentInfo, AgentService
@@ -64,22 +67,13 @@ TYPING_INTERVAL_S = 2.0
 MAX_CONVERSATION_MEMOS = 50_000
 
 
-class HubError(Exception):
-    """A request an agent or customer may not make; ``code`` goes into the error frame."""
-
-    def __init__(self, code: str, message: str):
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-
 def _guard_module() -> Any:
     import bot.guard as guard
 
     return guard
 
 
-class Hub:
+class Hub(AssignmentMixin):
     """State and transitions of every conversation served by this process."""
 
     def __init__(
@@ -110,16 +104,20 @@ class Hub:
         self.cases = CaseService(db, self.config, links=self.links)
         self.summaries = SummaryService(db, self.config, self.conversations)
         self.canned = CannedService(db, self.conversations, self.queues)  # canned replies (bot/hub/canned.py)
-        self.customers = Registry()  # conversation id -> customer sockets
-        self.agent_sockets = Registry()  # agent id -> agent sockets
-        self.online: dict[int, AgentInfo] = {}  # agents with at least one socket
-        self._sockets_by_token: dict[str, set[Any]] = {}  # agent token -> its open sockets (logout)
-        self.events = AgentEventLog()
-        # Customer messages per visitor (all its sockets together); per-address and login limits
-        # and the password-hashing executor are in bot.hub.security.
-        self.message_limiter = RateLimiter(max(1, settings.rate_limit_per_10s), 10.0)
-        self.security = HubSecurity(settings)
-        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+        # Frames to sockets wherever they are connected: this process, or every hub on Redis
+        # (bot.hub.bus); its registries hold this hub's own sockets.
+        self.bus = make_bus(settings.redis_url)
+        redis = getattr(self.bus, "redis", None)
+        self.customers = self.bus.customers  # conversation id -> customer sockets here
+        self.agent_sockets = self.bus.agents  # agent id -> agent sockets here
+        # Agents online on any hub, logins' sockets, revocation (bot.hub.presence).
+        self.presence = Presence(self.bus, self.agents, self.run)
+        self.online: dict[int, AgentInfo] = self.presence.online
+        # Customer messages per visitor (all its sockets together, on every hub); per-address and
+        # login limits and the password-hashing executor are in bot.hub.security.
+        self.message_limiter = make_limiter(redis, "messages", max(1, settings.rate_limit_per_10s), 10.0)
+        self.security = HubSecurity(settings, redis)
+        self.locks = ConversationLocks(db)  # one turn at a time per conversation, across hubs
         self._turns: dict[str, asyncio.Queue[MessageRecord]] = {}
         self._workers: dict[str, asyncio.Task[None]] = {}
         # Turns queued or running here, by (conversation, seq): never scheduled twice.
@@ -143,12 +141,9 @@ class Hub:
         """Run a blocking store call in a worker thread."""
         return await asyncio.to_thread(fn, *args, **kwargs)
 
-    def lock(self, conversation_id: str) -> asyncio.Lock:
-        lock = self._locks.get(conversation_id)
-        if lock is None:
-            lock = asyncio.Lock()
-            self._locks[conversation_id] = lock
-        return lock
+    def lock(self, conversation_id: str) -> contextlib.AbstractAsyncContextManager[None]:
+        """The conversation's lock, held by every turn and agent transition (bot.hub.locks)."""
+        return self.locks(conversation_id)
 
     def spawn(self, coro: Any) -> asyncio.Task[Any]:
         task = asyncio.ensure_future(coro)
@@ -160,6 +155,8 @@ class Hub:
         """Start the agent reply-timeout watcher, the outbox/SLA maintenance loop and the turn
         recovery loop (which first resumes every turn left pending by an earlier run)."""
         if self._watcher is None:
+            await self.bus.start()
+            self.presence.start()
             await self.run(self.queues.sync_catalogue)
             self._watcher = asyncio.ensure_future(self._watch_reply_timeouts())
             from bot.hub.maintenance import run_maintenance, run_turn_recovery
@@ -174,6 +171,8 @@ class Hub:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        await self.presence.stop()
+        await self.bus.stop()
         self.security.close()
         # Going away (1001): clients reconnect to another hub or after the restart.
         sockets = [*self.customers.sockets(), *self.agent_sockets.sockets()]
@@ -195,7 +194,7 @@ class Hub:
     # ---- customers ------------------------------------------------------------------------
 
     async def send_customers(self, conversation_id: str, frame: dict[str, Any]) -> None:
-        await self.customers.send(conversation_id, frame)
+        await self.bus.send_customers(conversation_id, frame)
 
     async def store_customer_message(
         self, conversation: ConversationInfo, client_msg_id: str, text: str
@@ -487,13 +486,6 @@ class Hub:
 
     # ---- handoff and queues ---------------------------------------------------------------
 
-    def agents_for(self, queue: str, *, available_only: bool = False) -> list[AgentInfo]:
-        """Online agents with the skill for ``queue`` (supervisors see every queue)."""
-        return [
-            a for a in self.online.values()
-            if (queue in a.skills or a.role == "supervisor") and (a.available or not available_only)
-        ]
-
     async def handoff(
         self, cid: str, queue: str, reason: str, *, case_id: int | None = None, lang: str | None = None,
         intent: str | None = None,
@@ -617,7 +609,7 @@ class Hub:
             current = positions
         for cid, pos in current.items():
             key = (pos.queue, pos.position, pos.eta_seconds, pos.agents_online, pos.entry.case_number)
-            if self._last_status.get(cid) == key or not self.customers.has(cid):
+            if self._last_status.get(cid) == key or not self.bus.may_reach(cid):
                 self._last_status[cid] = key
                 continue
             self._last_status[cid] = key
@@ -662,114 +654,6 @@ class Hub:
             mine = [w.frame() for w in waiting if w.queue in agent.skills or agent.role == "supervisor"]
             await self.emit(agent.id, {"type": "queue", "queues": snapshot, "waiting": mine, "agents": agents})
 
-    def capacity_of(self, agent: AgentInfo) -> int:
-        """How many conversations ``agent`` may hold at once (its own limit or the default)."""
-        return agent.capacity(self.config.agents.max_concurrent_default)
-
-    def _agent_lock(self, agent_id: int) -> asyncio.Lock:
-        lock = self._agent_locks.get(agent_id)
-        if lock is None:
-            lock = self._agent_locks[agent_id] = asyncio.Lock()
-        return lock
-
-    async def queue_capacity(self, queue: str) -> tuple[int, int, int]:
-        """``(agents, places, free places)`` of the available agents online with the skill for
-        ``queue``: the queue estimate counts places, not heads."""
-        pool = self.agents_for(queue, available_only=True)
-        if not pool:
-            return 0, 0, 0
-        loads = await self.run(self.agents.loads, [a.id for a in pool])
-        caps = {a.id: self.capacity_of(a) for a in pool}
-        return len(pool), sum(caps.values()), sum(max(0, caps[a] - loads[a]) for a in caps)
-
-    async def agents_load(self) -> list[dict[str, Any]]:
-        """Every agent with its load for the console: ``{id, display_name, role, online,
-        available, load, max_concurrent (the limit in force), own_max_concurrent (``None``: the
-        default), allow_overflow}``; online agents first."""
-        def read() -> tuple[list[AgentInfo], dict[int, int]]:
-            return self.agents.all(), self.agents.loads()
-
-        everyone, loads = await self.run(read)
-        rows: list[dict[str, Any]] = []
-        for a in everyone:
-            current = self.online.get(a.id)
-            rows.append({
-                "id": a.id, "display_name": a.display_name, "role": a.role, "online": current is not None,
-                "available": (current or a).available, "load": loads.get(a.id, 0),
-                "max_concurrent": self.capacity_of(a), "own_max_concurrent": a.max_concurrent,
-                "allow_overflow": a.allow_overflow,
-            })
-        rows.sort(key=lambda r: (not r["online"], str(r["display_name"]).lower()))
-        return rows
-
-    async def auto_assign(self, queue: str) -> None:
-        """Give waiting conversations of ``queue``, oldest first, to the least loaded available
-        agent online with the skill who has room for one more (fewest conversations, then most
-        free places); an agent who let the conversation time out is skipped for it. Stops when
-        nobody has room."""
-        candidates = self.agents_for(queue, available_only=True)
-        if not candidates:
-            return
-        loads = await self.run(self.agents.loads, [a.id for a in candidates])
-        for entry in await self.run(self.queues.waiting, [queue]):
-            # The hub's current view: availability, skills or limits may have changed meanwhile.
-            pool = [a for a in self.agents_for(queue, available_only=True) if a.id in loads]
-            room = [a for a in pool if loads[a.id] < self.capacity_of(a)]
-            if not room:
-                return
-            skip = self._timed_out.get(entry.conversation_id, set())
-            room = [a for a in room if a.id not in skip]
-            if not room:
-                continue
-            agent = min(room, key=lambda a: (loads[a.id], loads[a.id] - self.capacity_of(a), a.id))
-            try:
-                await self.claim(agent, entry.conversation_id, automatic=True)
-            except HubError as e:
-                if e.code == "at_capacity":  # it took conversations elsewhere meanwhile
-                    loads[agent.id] = self.capacity_of(agent)
-                continue
-            loads[agent.id] += 1
-
-    def _refill(self, agent_id: int | None) -> None:
-        """An agent has room again (released a conversation, got a higher limit): offer it the
-        waiting conversations of its queues."""
-        agent = self.online.get(agent_id) if agent_id is not None else None
-        if agent is None or not agent.available:
-            return
-        queues = self.config.queues if agent.role == "supervisor" else agent.skills
-        for queue in queues:
-            if queue in self.config.queues:
-                self.spawn(self.auto_assign(queue))
-
-    async def set_capacity(
-        self, supervisor: AgentInfo, agent_id: Any, max_concurrent: Any, allow_overflow: Any = None
-    ) -> dict[str, Any]:
-        """A supervisor sets an agent's limit (``None``: the configured default) and, when given,
-        whether the agent may claim by hand above it. Audited; every console gets the new load
-        table; a raised limit fills the agent from its queues."""
-        if supervisor.role != "supervisor":
-            raise HubError("forbidden", "only a supervisor can change an agent's capacity")
-        if isinstance(agent_id, bool) or not isinstance(agent_id, int):
-            raise HubError("invalid_field", "agent_id must be an agent's id")
-        if max_concurrent is not None and (
-            isinstance(max_concurrent, bool) or not isinstance(max_concurrent, int) or not 1 <= max_concurrent <= 100
-        ):
-            raise HubError("invalid_field", "max_concurrent must be a whole number from 1 to 100, or null")
-        if allow_overflow is not None and not isinstance(allow_overflow, bool):
-            raise HubError("invalid_field", "allow_overflow must be true or false")
-        updated = await self.run(
-            self.agents.set_capacity, agent_id, supervisor.actor, max_concurrent=max_concurrent,
-            allow_overflow=allow_overflow,
-        )
-        if updated is None:
-            raise HubError("not_found", "no such agent")
-        if updated.id in self.online:
-            self.online[updated.id] = replace(self.online[updated.id], max_concurrent=updated.max_concurrent,
-                                              allow_overflow=updated.allow_overflow)
-        await self.broadcast_queues()
-        self._refill(updated.id)
-        return updated.to_dict()
-
     # ---- typing indicators ----------------------------------------------------------------
 
     def _typing_due(self, cid: str, side: str) -> bool:
@@ -792,7 +676,7 @@ class Hub:
         conv = await self.run(self.conversations.get, cid)
         if conv is None or conv.status != "agent" or conv.agent_id is None:
             return
-        await self.agent_sockets.send(conv.agent_id, {"type": "typing", "conversation_id": cid, "sender": "customer"})
+        await self.bus.send_agent(conv.agent_id, {"type": "typing", "conversation_id": cid, "sender": "customer"})
         self.metrics.typing_relayed("customer")
 
     async def agent_typing(self, agent: AgentInfo, cid: str) -> None:
@@ -810,40 +694,27 @@ class Hub:
 
     async def emit(self, agent_id: int, frame: dict[str, Any]) -> None:
         """A numbered event for one agent (kept for replay even when the agent is offline)."""
-        numbered = self.events.add([agent_id], frame)
-        await self.agent_sockets.send(agent_id, numbered)
+        await self.bus.emit([agent_id], frame)
 
     async def emit_many(self, agent_ids: list[int], frame: dict[str, Any]) -> None:
         if not agent_ids:
             return
-        numbered = self.events.add(agent_ids, frame)
-        await asyncio.gather(*(self.agent_sockets.send(a, numbered) for a in agent_ids))
+        await self.bus.emit(agent_ids, frame)
 
     async def agent_connected(self, agent: AgentInfo, ws: Any, token: str | None = None) -> None:
-        self.agent_sockets.add(agent.id, ws)
-        self.online[agent.id] = agent
-        if token is not None:
-            self._sockets_by_token.setdefault(token, set()).add(ws)
+        await self.presence.connected(agent, ws, token)
 
     async def agent_disconnected(self, agent: AgentInfo, ws: Any) -> None:
-        for token, sockets in list(self._sockets_by_token.items()):
-            sockets.discard(ws)
-            if not sockets:
-                del self._sockets_by_token[token]
-        self.agent_sockets.discard(agent.id, ws)
-        if not self.agent_sockets.has(agent.id):
-            self.online.pop(agent.id, None)
+        await self.presence.disconnected(agent, ws)
+        if agent.id not in self.online:
             for queue in agent.skills:
                 if queue in self.config.queues:
                     await self.refresh_queue(queue)
 
     async def logout(self, token: str) -> bool:
-        """Revoke an agent token and close the sockets opened with it (code 4001)."""
+        """Revoke an agent token and close the sockets opened with it, on every hub (code 4001)."""
         agent = await self.run(self.agents.logout, token)
-        for ws in list(self._sockets_by_token.pop(token, set())):
-            with contextlib.suppress(Exception):
-                await ws.send('{"type":"error","code":"unauthorized","message":"logged out"}')
-                await asyncio.wait_for(ws.close(code=4001, reason="logged out"), 2)
+        await self.presence.revoke(token)
         return agent is not None
 
     async def ready_frame(self, agent: AgentInfo) -> dict[str, Any]:
@@ -859,7 +730,7 @@ class Hub:
             "waiting": [w.frame() for w in waiting if w.queue in agent.skills or agent.role == "supervisor"],
             "conversations": mine,
             "agents": await self.agents_load(),
-            "last_event_id": self.events.oldest_id(),
+            "last_event_id": await self.bus.oldest_event_id(),
         }
 
     async def _conversation_view(self, conv: ConversationInfo) -> dict[str, Any]:
@@ -1108,40 +979,3 @@ class Hub:
             return None
         self.conversations.set_case(cid, view.id)
         return int(view.id)
-
-    # ---- agent reply timeout --------------------------------------------------------------
-
-    async def _watch_reply_timeouts(self) -> None:
-        timeout = self.settings.agent_reply_timeout_s
-        interval = max(0.05, min(1.0, timeout / 4))
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                for h in await self.run(self.conversations.overdue_assignments, timeout):
-                    await self.release_overdue(h)
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # noqa: BLE001 - keep watching
-                logger.exception("reply-timeout watcher failed")
-
-    async def release_overdue(self, h: HandoffInfo) -> None:
-        """An assigned agent did not reply in time: back to the queue, same place in line."""
-        cid = h.conversation_id
-        async with self.lock(cid):
-            conv = await self.run(self.conversations.get, cid)
-            if conv is None or conv.status != "agent" or conv.agent_id != h.agent_id:
-                return
-            new = await self.run(
-                self.conversations.queue, cid, h.queue, h.reason, h.case_id,
-                from_statuses=("agent",), requested_at=h.requested_at, end_outcome="timeout",
-            )
-            if new is None:
-                return
-            assert h.agent_id is not None
-            self._timed_out.setdefault(cid, set()).add(h.agent_id)
-            await self.run(self.agents.record, f"agent_id:{h.agent_id}", "reply_timeout", cid)
-            await self.emit(h.agent_id, {"type": "released", "conversation_id": cid, "reason": "reply_timeout"})
-            lang = conv.lang or "en"
-            await self.system_message(cid, t("requeued", lang, queue=self.queues.display(h.queue, lang)))
-            await self._announce_queued(cid, new, lang, first=False)
-        self._refill(h.agent_id)

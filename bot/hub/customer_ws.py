@@ -113,7 +113,7 @@ class CustomerSession:
             if self.counted_socket:
                 hub.security.close_socket(self.address)
                 self.counted_socket = False
-        elif not hub.security.hellos.hit(self.address):
+        elif not await hub.security.hellos.ahit(self.address):
             await self.deny("rate_limited", "too many chats from your network; try again in a minute",
                             CLOSE_RATE_LIMITED)
         token = frame.get("visitor_token")
@@ -127,7 +127,7 @@ class CustomerSession:
         if visitor_id is None:
             # Anonymous visitors cost a row, a conversation and possibly a handoff each: capped
             # per client address (the per-visitor message limit does not bound how many exist).
-            if not hub.security.new_visitors.hit(self.address):
+            if not await hub.security.new_visitors.ahit(self.address):
                 await self.deny("rate_limited", "too many new chats from your network; try again in a minute",
                                 CLOSE_RATE_LIMITED)
             visitor_id = await hub.run(hub.conversations.create_visitor, lang)
@@ -152,7 +152,8 @@ class CustomerSession:
 
         self.conversation = conv
         _frame_limit(self.ws, None)  # the app's frame limit from now on
-        hub.customers.add(conv.id, self.ws)
+        # Subscribed (on every hub's bus) before the stored messages are read: no frame between.
+        await hub.bus.attach_customer(conv.id, self.ws)
         await send_frame(
             self.ws,
             {
@@ -170,10 +171,10 @@ class CustomerSession:
 
     # ---- message --------------------------------------------------------------------------
 
-    def _rate_limited(self) -> bool:
-        # Counted per visitor, not per socket: opening more sockets does not buy more messages.
+    async def _rate_limited(self) -> bool:
+        # Counted per visitor, not per socket (nor per hub): more sockets do not buy more messages.
         assert self.conversation is not None
-        return not self.hub.message_limiter.hit(self.conversation.visitor_id)
+        return not await self.hub.message_limiter.ahit(self.conversation.visitor_id)
 
     async def on_message(self, frame: dict[str, Any]) -> None:
         if self.conversation is None:
@@ -189,7 +190,7 @@ class CustomerSession:
         if len(text) > self.hub.settings.max_text_chars:
             await self.error("text_too_long", f"text is limited to {self.hub.settings.max_text_chars} characters")
             return
-        if self._rate_limited():
+        if await self._rate_limited():
             await self.error("rate_limited", "too many messages; wait a few seconds and send again")
             return
         try:
@@ -200,7 +201,7 @@ class CustomerSession:
             return
         await send_frame(self.ws, {"type": "ack", "client_msg_id": client_msg_id, "seq": message.seq})
         if created:
-            await self.hub.customers.send(self.conversation.id, message.customer_frame(), exclude=self.ws)
+            await self.hub.bus.send_customers(self.conversation.id, message.customer_frame(), exclude=self.ws)
             self.hub.schedule_turn(message)
 
 
@@ -230,7 +231,7 @@ async def serve_customer(hub: Hub, request: Any, ws: Any) -> None:
         if session.counted_socket:
             hub.security.close_socket(address)
         if session.conversation is not None:
-            hub.customers.discard(session.conversation.id, ws)
+            hub.bus.detach_customer(session.conversation.id, ws)
 
 
 def _frame_limit(ws: Any, limit: int | None) -> None:

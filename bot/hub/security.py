@@ -7,8 +7,10 @@
 * :class:`HubSecurity` — the per-process counters: open customer sockets, hellos and new
   visitors per address, the :class:`~bot.hub.ratelimit.LoginThrottle`, and the password-hashing
   executor (one thread, at most four logins in progress) that keeps a login flood off the thread pool every
-  database call uses. The counters are in-memory behind :class:`~bot.hub.ratelimit.Limiter`;
-  several hubs sharing them through Redis is issue #15's work (docs/security.md).
+  database call uses. The hello and new-visitor counters are shared
+  through Redis when ``REDIS_URL`` is set (:class:`~bot.hub.ratelimit.RedisRateLimiter`); the
+  open-socket count is per hub (a socket lives in one process); the login throttle's records
+  are shared the same way (:class:`~bot.hub.ratelimit.RedisLoginThrottle`).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from bot.hub.ratelimit import Limiter, LoginThrottle, RateLimiter
+from bot.hub.ratelimit import LoginThrottle, RedisLoginThrottle, make_limiter
 from bot.services.agents import verify_password
 from bot.settings import Settings
 
@@ -83,13 +85,15 @@ def _lower_priority() -> None:
 class HubSecurity:
     """Per-process abuse counters of one hub (see the module docstring)."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, redis: Any = None) -> None:
         self.trusted_proxies = parse_networks(settings.trusted_proxies)
         self.sockets_per_address = max(1, settings.sockets_per_address)
-        # Behind the Limiter interface: a shared (Redis) implementation can replace these (issue #15).
-        self.hellos: Limiter = RateLimiter(max(1, settings.hellos_per_minute), 60.0)
-        self.new_visitors: Limiter = RateLimiter(max(1, settings.new_visitors_per_minute), 60.0)
+        # Shared by every hub when the hub has a Redis client (REDIS_URL), else this process's.
+        self.hellos = make_limiter(redis, "hellos", max(1, settings.hellos_per_minute), 60.0)
+        self.new_visitors = make_limiter(redis, "new_visitors", max(1, settings.new_visitors_per_minute), 60.0)
         self.login = LoginThrottle(attempts_per_address=max(1, settings.login_attempts_per_address))
+        #: the same policy with its records in Redis, for every hub (``None``: this hub's alone)
+        self.shared_login = RedisLoginThrottle(redis, self.login) if redis is not None else None
         self._sockets: dict[str, int] = {}
         self._hello_slots: asyncio.Semaphore | None = None
         self._hasher: ThreadPoolExecutor | None = None
@@ -122,6 +126,28 @@ class HubSecurity:
         if self._hello_slots is None:  # created on the serving loop
             self._hello_slots = asyncio.Semaphore(HELLO_CONCURRENCY)
         return self._hello_slots
+
+    # ---- the login throttle: shared through Redis when there is one ---------------------------
+
+    async def login_begin(self, address: str, username: str) -> float:
+        """:meth:`LoginThrottle.begin` (0: go ahead; else seconds to wait)."""
+        if self.shared_login is not None:
+            return await self.shared_login.begin(address, username)
+        return self.login.begin(address, username)
+
+    async def login_done(self, address: str, username: str, ok: bool) -> None:
+        if self.shared_login is not None:
+            await (self.shared_login.succeeded if ok else self.shared_login.failed)(address, username)
+        elif ok:
+            self.login.succeeded(address, username)
+        else:
+            self.login.failed(address, username)
+
+    async def login_unlock(self, username: str) -> None:
+        if self.shared_login is not None:
+            await self.shared_login.unlock(username)
+        else:
+            self.login.unlock(username)
 
     # ---- passwords ----------------------------------------------------------------------------
 

@@ -87,9 +87,17 @@ class QueueService:
     def sync_catalogue(self) -> None:
         """Mirror the configured queues into the ``queues`` table (at hub start), so reports and
         other tools that read the database see the same names, display names and targets."""
+        from sqlalchemy import update
+
+        from bot.store.db import insert_unless_present
+
+        # Several hubs starting at once on a new database: an insert that does not fail when
+        # another hub inserted the row first, then the configured values.
         with self.db.session() as s:
             for q in self.config.queues.values():
-                s.merge(Queue(name=q.name, display=dict(q.display), first_response_minutes=q.first_response_minutes))
+                values = {"display": dict(q.display), "first_response_minutes": q.first_response_minutes}
+                insert_unless_present(s, Queue, {"name": q.name, **values})
+                s.execute(update(Queue).where(Queue.name == q.name).values(**values))
 
     def names(self) -> list[str]:
         return list(self.config.queues)

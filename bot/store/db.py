@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -53,6 +54,27 @@ class DatabaseUnavailable(RuntimeError):
     """The database cannot be reached or answered with an error."""
 
 
+#: first half of the two-int advisory lock key: "Humanline conversation"
+LOCK_NAMESPACE = 0x484C
+
+
+class ConversationLock:
+    """A held conversation lock (see :meth:`Database.try_conversation_lock`)."""
+
+    def __init__(self, conn: Any) -> None:
+        self._conn = conn
+
+    def release(self) -> None:
+        """End the lock's transaction (which releases it) and return its connection."""
+        if self._conn is None:
+            return
+        conn, self._conn = self._conn, None
+        try:
+            conn.rollback()
+        finally:
+            conn.close()
+
+
 class Database:
     """An engine plus a session factory for one database URL.
 
@@ -88,6 +110,7 @@ class Database:
             event.listen(self.engine, "connect", _search_path(schema), insert=True)
         self._sessions = sessionmaker(bind=self.engine, future=True, expire_on_commit=False)
         self._lock = sqlite_lock(self.url.database) if self.is_sqlite else None
+        self._lock_engine: Engine | None = None
 
     @property
     def is_sqlite(self) -> bool:
@@ -116,6 +139,34 @@ class Database:
             if lock is not None:
                 lock.release()
 
+    def try_conversation_lock(self, conversation_id: str) -> ConversationLock | None:
+        """PostgreSQL: take the conversation's advisory lock without waiting
+        (``pg_try_advisory_xact_lock``, held by a transaction on a connection of its own until
+        :meth:`ConversationLock.release`, or until that connection dies with its hub); ``None``
+        when another transaction — of this or another hub — holds it. Several hubs sharing the
+        database thus run one turn (or agent transition) of a conversation at a time. SQLite
+        (one process) needs no lock: a handle that holds nothing.
+        """
+        if self.is_sqlite:
+            return ConversationLock(None)
+        if self._lock_engine is None:
+            # Locks hold a connection for a whole turn: their own pool, off the store's.
+            self._lock_engine = create_engine(self.url, future=True, pool_pre_ping=True, pool_size=4,
+                                              max_overflow=60, pool_timeout=10)
+        conn = self._lock_engine.connect()
+        try:
+            key = zlib.crc32(conversation_id.encode()) - 2**31  # a signed int4
+            got = conn.execute(text("SELECT pg_try_advisory_xact_lock(:ns, :key)"),
+                               {"ns": LOCK_NAMESPACE, "key": key}).scalar_one()
+        except BaseException:
+            conn.close()
+            raise
+        if not got:
+            conn.rollback()
+            conn.close()
+            return None
+        return ConversationLock(conn)
+
     def ping(self) -> bool:
         """True when the database answers a trivial query."""
         try:
@@ -137,6 +188,10 @@ class Database:
         cfg = Config()
         cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
         with self.engine.begin() as conn:
+            if not self.is_sqlite:
+                # Several hubs starting together on a new database: one migrates, the others
+                # wait for it and then find nothing to do.
+                conn.execute(text("SELECT pg_advisory_xact_lock(:ns, 0)"), {"ns": LOCK_NAMESPACE + 1})
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, "head")
 
@@ -163,6 +218,8 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+        if self._lock_engine is not None:
+            self._lock_engine.dispose()
 
 
 def insert_unless_present(session: Session, model: Any, values: dict[str, Any]) -> None:
