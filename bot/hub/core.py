@@ -37,6 +37,7 @@ from bot.hub.events import AgentEventLog, LRUDict, Registry
 from bot.hub.metrics import Metrics
 from bot.hub.ratelimit import RateLimiter
 from bot.hub.security import HubSecurity
+from bot.hub.suspects import SuspectHandoffs
 from bot.i18n import detect_script, resolve_script, t
 from bot.services.agents import AgentInfo, AgentService
 from bot.services.cases import CaseError, CaseService
@@ -77,6 +78,19 @@ def _guard_module() -> Any:
     return guard
 
 
+def settled_status_frame(conv: ConversationInfo, case_number: str | None, agent_name: str | None) -> dict[str, Any]:
+    """The ``status`` frame of a conversation that is not queued (a queued one also gets its
+    position and wait: :meth:`Hub.customer_status`)."""
+    frame: dict[str, Any] = {"type": "status", "status": conv.status}
+    if conv.status == "agent" and conv.agent_id is not None:
+        if agent_name is not None:  # optional string in the protocol: absent rather than null
+            frame["agent_name"] = agent_name
+        frame["queue"] = conv.queue
+    if case_number:
+        frame["case_id"] = case_number
+    return frame
+
+
 class Hub:
     """State and transitions of every conversation served by this process."""
 
@@ -111,6 +125,8 @@ class Hub:
         # and the password-hashing executor are in bot.hub.security.
         self.message_limiter = RateLimiter(max(1, settings.rate_limit_per_10s), 10.0)
         self.security = HubSecurity(settings)
+        # Handoffs of anonymous visitors held as "suspected automated" (bot.services.handoff_dedupe).
+        self.suspects = SuspectHandoffs(settings)
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         self._turns: dict[str, asyncio.Queue[MessageRecord]] = {}
         self._workers: dict[str, asyncio.Task[None]] = {}
@@ -225,6 +241,18 @@ class Hub:
         queue.put_nowait(message)
         if cid not in self._workers:
             self._start_worker(cid)
+
+    async def turns_settled(self, cid: str, timeout: float) -> bool:
+        """Wait until no turn of ``cid`` is queued or running on this hub (a worker that finds
+        more work starts its successor before it ends); False after ``timeout`` seconds."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while (worker := self._workers.get(cid)) is not None:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return False
+            await asyncio.wait({worker}, timeout=remaining)
+        return True
 
     def _start_worker(self, cid: str) -> None:
         self._workers[cid] = asyncio.ensure_future(self._worker(cid))
@@ -498,7 +526,8 @@ class Hub:
         h = await self.run(self.conversations.queue, cid, queue, reason, case_id)
         if h is None:
             return None
-        if h.case_id is None and not self.agents_for(queue, available_only=True):
+        held = self.suspects.consider(cid, queue, reason).held  # a place, but no case and nobody woken
+        if h.case_id is None and not held and not self.agents_for(queue, available_only=True):
             new_case = await self._open_case_for(cid, queue, reason, lang or "en", intent)
             if new_case is not None:
                 h = await self.run(self.conversations.open_handoff, cid) or h
@@ -540,6 +569,7 @@ class Hub:
         )
         if h is None:
             return
+        self.suspects.release(conv.id)  # danger is never held
         await self.system_message(conv.id, self._danger_text(lang))
         await self._announce_queued(conv.id, h, lang, first=True)
         if conv.queue:
@@ -553,11 +583,14 @@ class Hub:
 
         conv, number, everyone = await self.run(reads)
         lang = lang or (conv.lang if conv else None) or "en"
-        entry = {"conversation_id": cid, "queue": h.queue, "reason": h.reason, "case_id": number,
-                 "ts": h.requested_at.isoformat()}
+        entry: dict[str, Any] = {"conversation_id": cid, "queue": h.queue, "reason": h.reason,
+                                 "case_id": number, "ts": h.requested_at.isoformat()}
         # Agents first (the handoff is stored): every agent with the skill, online or not — one
         # who reconnects gets it from the ring.
         recipients = [a.id for a in everyone if h.queue in a.skills or a.role == "supervisor"]
+        if self.suspects.is_held(cid):  # suspected automated: supervisors only, once per burst
+            recipients = [a.id for a in everyone if a.role == "supervisor"] if self.suspects.take_notice(cid) else []
+            entry.update(held=True, source=self.suspects.source_of(cid))
         await self.emit_many(recipients, {"type": "handoff", **entry})
         display = self.queues.display(h.queue, lang)
         online, slots, free = await self.queue_capacity(h.queue)
@@ -626,16 +659,11 @@ class Hub:
             if conv.id in positions:
                 pos = positions[conv.id]
                 return self._status_frame(pos, lang, pos.entry.case_number)
-        frame: dict[str, Any] = {"type": "status", "status": conv.status}
+        agent = None
         if conv.status == "agent" and conv.agent_id is not None:
             agent = await self.run(self.agents.get, conv.agent_id)
-            if agent is not None:  # optional string in the protocol: absent rather than null
-                frame["agent_name"] = agent.display_name
-            frame["queue"] = conv.queue
         number = await self.run(self.conversations.case_number, conv.case_id)
-        if number:
-            frame["case_id"] = number
-        return frame
+        return settled_status_frame(conv, number, agent.display_name if agent is not None else None)
 
     async def broadcast_queues(self) -> None:
         if not self.online:
@@ -644,7 +672,8 @@ class Hub:
         waiting = await self.run(self.queues.waiting)
         agents = await self.agents_load()
         for agent in list(self.online.values()):
-            mine = [w.frame() for w in waiting if w.queue in agent.skills or agent.role == "supervisor"]
+            mine = [{**w.frame(), **({"held": True} if self.suspects.is_held(w.conversation_id) else {})}
+                    for w in waiting if w.queue in agent.skills or agent.role == "supervisor"]
             await self.emit(agent.id, {"type": "queue", "queues": snapshot, "waiting": mine, "agents": agents})
 
     def capacity_of(self, agent: AgentInfo) -> int:
@@ -697,6 +726,8 @@ class Hub:
             return
         loads = await self.run(self.agents.loads, [a.id for a in candidates])
         for entry in await self.run(self.queues.waiting, [queue]):
+            if self.suspects.is_held(entry.conversation_id):  # waits for a supervisor's release
+                continue
             # The hub's current view: availability, skills or limits may have changed meanwhile.
             pool = [a for a in self.agents_for(queue, available_only=True) if a.id in loads]
             room = [a for a in pool if loads[a.id] < self.capacity_of(a)]
@@ -897,6 +928,7 @@ class Hub:
                                                   f"{e.limit}); resolve one or ask a supervisor") from None
             if h is None:
                 raise HubError("already_claimed", "another agent took this conversation")
+            self.suspects.release(cid)  # a person has it now
             await self.run(self.agents.record, agent, "auto_assigned" if automatic else "claim", cid, queue=h.queue)
             conv = await self.run(self.conversations.get, cid)
             assert conv is not None
