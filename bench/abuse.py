@@ -6,6 +6,8 @@ set to loopback so that each simulated client can come from its own address thro
 ``X-Forwarded-For``) and runs, one after the other:
 
 * ``anonymous_hellos`` — N anonymous hellos from one address (N = 1 000);
+* ``scripted_handoffs`` — a script looping hello → "I want to talk to a human" from one address
+  (30 tries): the new-visitor cap admits 10, the first 5 handoffs are ordinary, the rest held;
 * ``logins_one_user`` — N parallel wrong-password logins for one username from N addresses, and
   ``logins_one_address`` — N parallel logins for N usernames from one address (N = 500);
 * ``slow_reader`` — a second tab of a conversation that never reads while the first tab receives
@@ -58,6 +60,7 @@ class Sizes:
     logins: int
     storm: int
     frames: int
+    scripted: int
     #: the probe's p99 during a scenario may exceed its quiet p99 by at most this much
     probe_bound_ms: float
     #: the storm is CPU-bound on the hub: every hello is a few database calls
@@ -65,8 +68,10 @@ class Sizes:
 
 
 # Bounds for a shared, loaded 2-core machine (docs/security.md has the measured figures).
-FULL = Sizes(hellos=1000, logins=500, storm=2000, frames=20, probe_bound_ms=2000, storm_probe_bound_ms=4000)
-SMALL = Sizes(hellos=100, logins=60, storm=150, frames=3, probe_bound_ms=2000, storm_probe_bound_ms=4000)
+FULL = Sizes(hellos=1000, logins=500, storm=2000, frames=20, scripted=30, probe_bound_ms=2000,
+             storm_probe_bound_ms=4000)
+SMALL = Sizes(hellos=100, logins=60, storm=150, frames=3, scripted=15, probe_bound_ms=2000,
+              storm_probe_bound_ms=4000)
 
 
 # ---- the hub under test (child process) ------------------------------------------------------
@@ -108,6 +113,7 @@ def _hub_env(database_url: str) -> dict[str, str]:
     })
     # The defaults are what is measured; only an explicit scrypt cost from the caller is kept.
     for name in ("HUMANLINE_NEW_VISITORS_PER_MINUTE", "HUMANLINE_HELLOS_PER_MINUTE", "HUMANLINE_SOCKETS_PER_ADDRESS",
+                 "HUMANLINE_HANDOFFS_PER_ADDRESS", "HUMANLINE_HANDOFF_WINDOW",
                  "HUMANLINE_LOGIN_ATTEMPTS_PER_ADDRESS", "HUMANLINE_RATE_LIMIT"):
         env.pop(name, None)
     return env
@@ -331,6 +337,33 @@ async def anonymous_hellos(hub: Hub, sizes: Sizes) -> dict[str, Any]:
                        "every hello answered": len(results) == sizes.hellos}}
 
 
+async def scripted_handoffs(hub: Hub, sizes: Sizes) -> dict[str, Any]:
+    """A script from one address loops hello → "I want to talk to a human" (no agent online)."""
+    address = "203.0.113.77"
+    cases0, outbox0 = hub.count("SELECT count(*) FROM cases"), hub.count("SELECT count(*) FROM outbox")
+    handoffs0 = hub.count("SELECT count(*) FROM handoffs")
+    answered = welcomed = 0
+    for i in range(sizes.scripted):
+        ws, frame = await hello(hub, address)
+        if frame["type"] == "welcome":
+            welcomed += 1
+            await ws.send(json.dumps({"type": "message", "client_msg_id": f"h{i}",
+                                      "text": "I want to talk to a human"}))
+            try:  # every customer gets a place in the queue, held or not
+                status = await next_frame(ws, lambda f: f["type"] == "status" and f["status"] == "queued", 30)
+                answered += status.get("position", 0) >= 1
+            except asyncio.TimeoutError:
+                pass
+        await ws.close()
+    handoffs = hub.count("SELECT count(*) FROM handoffs") - handoffs0
+    cases = hub.count("SELECT count(*) FROM cases") - cases0
+    return {"counts": {"attempts": sizes.scripted, "welcomed": welcomed, "handoffs": handoffs,
+                       "queued_with_a_place": answered, "cases_opened": cases,
+                       "outbox_rows": hub.count("SELECT count(*) FROM outbox") - outbox0},
+            "limits": {"every welcomed visitor queued with a place": answered == welcomed == handoffs,
+                       "cases (and their notifications) only for the first 5 of the address": cases <= 5}}
+
+
 async def _post(hub: Hub, session: Any, path: str, body: dict[str, Any], address: str) -> int:
     async with session.post(hub.url + path, json=body, headers={"X-Forwarded-For": address}) as r:
         await r.read()
@@ -483,6 +516,7 @@ async def reconnect_storm(hub: Hub, sizes: Sizes) -> dict[str, Any]:
 
 SCENARIOS: tuple[tuple[str, Callable[[Hub, Sizes], Awaitable[dict[str, Any]]]], ...] = (
     ("anonymous_hellos", anonymous_hellos),
+    ("scripted_handoffs", scripted_handoffs),
     ("logins_one_user", lambda hub, sizes: logins(hub, sizes, one_user=True)),
     ("logins_one_address", lambda hub, sizes: logins(hub, sizes, one_user=False)),
     ("slow_reader", slow_reader),
