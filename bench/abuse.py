@@ -260,10 +260,12 @@ class Probe:
             elif kind == "F":
                 self.failures += 1
 
-    def window(self, start: float, end: float) -> dict[str, float]:
+    def window(self, start: float, end: float) -> dict[str, Any]:
         lat = [ms for at, ms in self.samples if start <= at <= end]
         return {"samples": len(lat), "p50_ms": round(percentile(lat, 50), 1), "p99_ms": round(percentile(lat, 99), 1),
-                "max_ms": round(max(lat), 1) if lat else float("nan")}
+                "max_ms": round(max(lat), 1) if lat else float("nan"),
+                # (seconds into the window it was sent, ms): where in a scenario the slow ones were
+                "timeline": [(round(at - start, 2), ms) for at, ms in self.samples if start <= at <= end]}
 
     async def stop(self) -> None:
         if self._proc is not None and self._proc.returncode is None:
@@ -311,7 +313,7 @@ class Outcome:
     cpu_s: float = 0.0
     rss_kib: int = 0
     peak_rss_kib: int = 0
-    probe: dict[str, float] = field(default_factory=dict)
+    probe: dict[str, Any] = field(default_factory=dict)
 
 
 async def anonymous_hellos(hub: Hub, sizes: Sizes) -> dict[str, Any]:
