@@ -9,6 +9,9 @@ one that finishes (upgraded to a WebSocket, answered, closed, or :data:`ADMIT_HO
 after it was let in) lets the next waiting one in, oldest first. Nothing is refused: a waiting
 client's bytes stay in its socket buffer and it is served in turn; the listen backlog
 (:data:`bot.hub.security.LISTEN_BACKLOG`) keeps the kernel from dropping the connects meanwhile.
+The gate only ever delays *new* connections: established sockets are never paused. A flood of
+connections that never finish their handshake (more than 32 a second) would delay other new
+connections; limiting raw connection rates is the reverse proxy's job (docs/security.md).
 
 :func:`serve_options` gives ``app.run`` the protocol and the backlog (``python -m bot serve``
 and the abuse bench use it). The test servers (``app.create_server``) keep Sanic's defaults.
@@ -27,8 +30,9 @@ from bot.hub.security import LISTEN_BACKLOG
 #: connections let into their handshake at once (per hub process)
 ADMIT_AT_ONCE = 16
 #: a connection gives its place back after this long even if it has not upgraded (plain HTTP,
-#: keep-alive), so the gate bounds new connections per second rather than waiting on them
-ADMIT_HOLD_S = 1.0
+#: keep-alive, or a client that never finishes its request), so at least
+#: ``ADMIT_AT_ONCE / ADMIT_HOLD_S`` (32) new connections a second get in whatever they do
+ADMIT_HOLD_S = 0.5
 
 
 class AdmissionGate:
