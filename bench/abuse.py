@@ -20,7 +20,9 @@ Throughout, a well-behaved customer (its own address, its own process) sends a m
 0.55 s and times its bot reply; each scenario reports that probe's latency, the hub's CPU seconds and memory, and
 whether its limits held. ``--small`` runs the same with small numbers (the pytest
 ``tests/test_abuse.py``). Writes ``bench/results/abuse[-small].json``; exits 1 when a limit did
-not hold.
+not hold. ``--only NAME`` runs one scenario, ``--hub-cpu-share 0.25`` emulates a busy machine;
+``ABUSE_SLOW_CALLBACKS=0.3`` (diagnosis) makes the hub log every event-loop step and every garbage
+collection longer than that (``bench/results/abuse-hub.log``).
 """
 
 from __future__ import annotations
@@ -100,6 +102,25 @@ def serve(port: int, database_url: str) -> None:
     settings = replace(Settings.from_env(), host="127.0.0.1", port=port, database_url=database_url,
                        action_endpoint=None)
     app = create_app(settings, brain=EchoBrain())
+    if os.environ.get("ABUSE_SLOW_CALLBACKS"):  # diagnosis: log event-loop steps and collections that long
+        async def watch(app: Any, loop: Any) -> None:
+            import logging
+            logging.getLogger("asyncio").setLevel(logging.WARNING)
+            loop.set_debug(True)
+            loop.slow_callback_duration = float(os.environ["ABUSE_SLOW_CALLBACKS"])
+            import gc
+            started: list[float] = []
+
+            def timed(phase: str, info: dict[str, Any]) -> None:
+                if phase == "start":
+                    started[:] = [time.perf_counter()]
+                elif started and time.perf_counter() - started[0] > loop.slow_callback_duration / 6:
+                    print(f"gc generation {info['generation']} took {time.perf_counter() - started[0]:.3f} s "
+                          f"({info['collected']} collected, {len(gc.get_objects())} objects)", flush=True)
+
+            gc.callbacks.append(timed)
+
+        app.register_listener(watch, "after_server_start")
     from bot.hub.admission import serve_options
 
     app.run(host="127.0.0.1", port=port, access_log=False, debug=False, **serve_options())
@@ -189,6 +210,9 @@ class Hub:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
         self.log.close()
+        if os.environ.get("ABUSE_SLOW_CALLBACKS"):  # keep the hub's log with the slow steps
+            RESULTS.mkdir(exist_ok=True)
+            (RESULTS / "abuse-hub.log").write_bytes(Path(self.log.name).read_bytes())
 
 
 def listen_overflows() -> int:
