@@ -151,7 +151,7 @@ class CustomerSession:
             last_seq = 0
 
         async with hub.security.hello_slots:
-            if _is_gone(self.ws):  # gave up while waiting for a slot: no work for nobody
+            if _is_gone(self.ws):  # the client left while waiting for a slot: nothing to do
                 return
             opened = await hub.security.run_hello(_open_conversation, hub, user_id, claim, lang, channel,
                                                   wanted, last_seq)

@@ -20,7 +20,8 @@ if TYPE_CHECKING:
     from bot.hub.core import Hub
     from bot.services.agents import AgentInfo
 
-#: conversations whose source address is remembered at most (the least recently seen forgotten)
+#: conversations whose source address (and held handoffs) are remembered at most (the least
+#: recently written forgotten)
 MAX_SOURCES = 50_000
 
 
@@ -40,7 +41,9 @@ class SuspectHandoffs:
         self.counter: Limiter = RateLimiter(max(1, settings.handoffs_per_address), max(1.0, settings.handoff_window_s))
         self.policy = HandoffDedupe(self.counter)
         self._sources: LRUDict[str, str] = LRUDict(MAX_SOURCES)
-        self._held: dict[str, Held] = {}
+        # Bounded too: an entry whose conversation ended some other way is forgotten in time
+        # (forgetting one only makes that entry ordinary again).
+        self._held: LRUDict[str, Held] = LRUDict(MAX_SOURCES)
 
     def remember(self, conversation_id: str, address: str) -> None:
         """An anonymous visitor's socket from ``address`` opened ``conversation_id``."""
