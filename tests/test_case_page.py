@@ -172,6 +172,21 @@ def test_no_case_data_without_a_valid_link_and_no_way_to_tell_which_cases_exist(
     assert _view(srv, case.number, good)["number"] == case.number
 
 
+def test_a_token_with_characters_outside_ascii_is_refused_like_any_other_link(srv: RunningHub) -> None:
+    """A header value the hub decodes to non-ASCII text (here: UTF-8 bytes of "é" and Arabic-Indic
+    digits) is a refused link (the same 404, counted as a miss), not a 500 from ``compare_digest``."""
+    case = _open(srv)
+    good = srv.hub.links.token(case.number)
+    for junk in ("v1.1.\u00e9", good[:-1] + "\u00e9", "v1.\u0661\u0662\u0663.abc"):
+        assert not srv.hub.links.verify(case.number, junk)
+    expected = _request(srv, "GET", f"/api/case/{case.number}", None)
+    assert expected[0] == 404
+    for raw in ("v1.1.\u00e9".encode().decode("latin-1"), (good[:-1] + "\u00e9").encode().decode("latin-1")):
+        assert _request(srv, "GET", f"/api/case/{case.number}", raw) == expected
+        assert _request(srv, "POST", f"/api/case/{case.number}/info", raw, {"text": "hi"}) == expected
+    assert [e.kind for e in srv.hub.cases.timeline(case.number)] == ["created"]
+
+
 def test_the_page_and_api_headers(srv: RunningHub) -> None:
     req = urllib.request.Request(srv.url + "/case/HL-20261203-0001")
     with urllib.request.urlopen(req, timeout=10) as r:
