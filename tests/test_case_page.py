@@ -226,6 +226,23 @@ def test_the_customer_adds_information_and_agents_see_it_but_never_their_notes(s
             ("customer:visitor-1", "case_page_add_info", case.number)]
 
 
+def test_a_link_the_customer_pastes_reaches_the_agents_case_panel_without_its_token(srv: RunningHub) -> None:
+    """A customer who pastes their own link into the page (or the chat that opened the case) gives
+    the agent no credential: the console's case panel shows it as the transcript does (``#t=…``)."""
+    url = srv.hub.links.url(_open(srv).number)
+    case = srv.hub.cases.open_case("service", visitor_id="visitor-1", description=f"see {url}", lang="en")
+    token = srv.hub.links.token(case.number)
+    assert _post(srv, case.number, "info", token, {"text": f"the old link {url} says nothing"})[0] == 200
+    details = srv.hub.conversations.case_details(case.id)
+    assert details is not None
+    assert _token(url) not in json.dumps(details)
+    (info,) = [e for e in details["timeline"] if e["kind"] == "customer_info"]
+    assert info["detail"] == f"the old link {url.split('#')[0]}#t=… says nothing"
+    assert details["description"] == f"see {url.split('#')[0]}#t=…"
+    # The customer's own page still shows what they wrote.
+    assert any(e.get("detail") == f"the old link {url} says nothing" for e in _view(srv, case.number, token)["events"])
+
+
 def test_confirm_only_a_resolved_case(srv: RunningHub) -> None:
     case = _open(srv)
     token = srv.hub.links.token(case.number)
