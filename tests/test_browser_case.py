@@ -111,6 +111,27 @@ def test_seen_the_case_page_and_confirm_the_resolution(hub: Any, browser: Any, v
 
 
 @pytest.mark.parametrize("viewport", [DESKTOP, PHONE], ids=["1280x800", "375x740"])
+def test_seen_the_case_page_speaks_the_customers_script_whatever_the_browser(hub: Any, browser: Any,  # noqa: F811
+                                                                           viewport: dict[str, int]) -> None:
+    """A customer who wrote in Simplified Chinese from a browser set to English (an SMS link opened
+    on an English phone, say) gets the page in Simplified Chinese; ``?lang=`` still chooses."""
+    page = browser.new_context(locale="en-GB", viewport=viewport).new_page()
+    case = hub.hub.cases.open_case("service", visitor_id=f"visitor-zh-{viewport['width']}",
+                                   description="天天断线", lang="zh-Hans")
+    url = hub.hub.links.url(case.number)
+    page.goto(url)
+    assert_seen(page, page.locator("#title").filter(has_text=f"工单 {case.number}"))
+    assert page.locator("#stages li .name").all_inner_texts() == ["受理", "核实", "方案制定", "问题解决", "用户确认"]
+    assert_seen(page, page.locator("#info-btn").filter(has_text="发送"))
+    assert page.evaluate("document.documentElement.lang") == "zh-Hans"
+    path, fragment = url.split("#")
+    page.goto(f"{path}?lang=en#{fragment}")
+    assert_seen(page, page.locator("#title").filter(has_text=f"Case {case.number}"))
+    assert page.locator("#stages li .name").first.inner_text() == "Received"
+    page.context.close()
+
+
+@pytest.mark.parametrize("viewport", [DESKTOP, PHONE], ids=["1280x800", "375x740"])
 def test_seen_a_refused_link_shows_no_case(hub: Any, browser: Any, viewport: dict[str, int]) -> None:  # noqa: F811
     page = browser.new_context(locale="en-GB", viewport=viewport).new_page()
     case = hub.hub.cases.open_case("service", visitor_id="visitor-x", description="secret detail", lang="en")

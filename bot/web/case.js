@@ -179,7 +179,10 @@
   }
 
   function api(path, body) {
-    var url = "/api/case/" + encodeURIComponent(number) + path + "?lang=" + encodeURIComponent(lang);
+    // The page speaks the case's language (the script the customer wrote in) unless the link asks
+    // for another one (?lang=); the browser's language only fills the moment before the answer.
+    var url = "/api/case/" + encodeURIComponent(number) + path +
+      (T[requested] ? "?lang=" + encodeURIComponent(requested) : "");
     var opts = { method: body ? "POST" : "GET", headers: { "X-Case-Link": token }, credentials: "omit", cache: "no-store" };
     if (body) {
       opts.headers["Content-Type"] = "application/json";
