@@ -182,3 +182,32 @@ def test_seen_empty_state_and_refusal(empty: RunningHub, browser: Any, viewport:
     assert_seen(agent, agent.locator("#need-login").get_by_role("link", name="agent console"))
     assert agent.locator("#charts figure").count() == 0
     agent.context.close()
+
+
+@pytest.mark.parametrize("viewport", [DESKTOP, PHONE], ids=["1280x800", "375x740"])
+def test_seen_short_waits_get_axis_labels_that_differ(seeded: RunningHub, browser: Any,  # noqa: F811
+                                                      viewport: dict[str, int]) -> None:
+    """A day whose customers waited seconds for a person (8.6 s = 0.14 min) is drawn on an axis whose
+    labels are all different (it read 0.0, 0.1, 0.1 with one decimal for a 0.05 step). The hub's own
+    report, with its time-to-a-person figures replaced on the way to the page."""
+    page = _page(browser, viewport)
+    _console_login(page, seeded.url, SUPERVISOR[0], SUPERVISOR[2])
+
+    def short_waits(route: Any) -> None:
+        report = route.fetch().json()
+        for day in report["series"]:
+            day["time_to_person_p50_s"] = day["time_to_person_p90_s"] = None
+        report["series"][-1]["time_to_person_p50_s"] = 4.2
+        report["series"][-1]["time_to_person_p90_s"] = 8.6
+        route.fulfill(json=report)
+
+    page.route("**/api/analytics?*", short_waits)
+    page.goto(seeded.url + "/console/analytics")
+    chart = page.locator("#chart-wait")
+    chart.locator("svg").wait_for()
+    assert_seen(page, chart)
+    labels = chart.locator("svg text.tick[text-anchor=end]").all_text_contents()
+    values = [float(v) for v in labels]
+    assert len(labels) >= 3 and len(set(labels)) == len(labels), labels
+    assert values == sorted(values) and values[-1] >= 0.1, labels    # minutes, to 0.1 (8.6 s → 0.1)
+    page.context.close()
