@@ -329,7 +329,16 @@
       .catch(function () { $("range").textContent = "The CSV could not be downloaded."; });
   });
   $("days").addEventListener("change", load);
-  var resized = null;
-  window.addEventListener("resize", function () { clearTimeout(resized); resized = setTimeout(render, 150); });
+  // Redrawn for a new width only: a phone fires "resize" when its address bar hides on scrolling,
+  // and a redraw then would close the tables the supervisor opened and move the page.
+  var resized = null, drawnWidth = window.innerWidth;
+  window.addEventListener("resize", function () {
+    clearTimeout(resized);
+    resized = setTimeout(function () {
+      if (window.innerWidth === drawnWidth) return;
+      drawnWidth = window.innerWidth;
+      render();
+    }, 150);
+  });
   load();
 })();
