@@ -132,6 +132,35 @@ def test_seen_the_case_page_speaks_the_customers_script_whatever_the_browser(hub
 
 
 @pytest.mark.parametrize("viewport", [DESKTOP, PHONE], ids=["1280x800", "375x740"])
+def test_seen_a_refused_action_is_explained_in_the_customers_script(hub: Any, browser: Any,  # noqa: F811
+                                                                   viewport: dict[str, int]) -> None:
+    """The case page open in two tabs: rated in one, the other's rating is refused (409
+    ``already_rated``) — told in Simplified Chinese, not in the API's English, and the page then
+    shows the rating that counts."""
+    context = browser.new_context(locale="zh-CN", viewport=viewport)
+    case = hub.hub.cases.open_case("service", visitor_id=f"visitor-tabs-{viewport['width']}",
+                                   description="天天断线", lang="zh-Hans")
+    hub.hub.cases.advance(case.number, "resolved", "agent:mei")
+    url = hub.hub.links.url(case.number)
+    first, second = context.new_page(), context.new_page()
+    for page in (first, second):
+        page.goto(url)
+        assert_seen(page, page.locator("#rate-btn"))
+    first.locator("#stars label").nth(4).click()
+    first.click("#rate-btn")
+    assert_seen(first, first.locator("#rated").filter(has_text="5 分"))
+    second.locator("#stars label").nth(1).click()
+    second.click("#rate-btn")
+    refusal = second.locator("#feedback.error")
+    assert_seen(second, refusal.filter(has_text="您已经评价过本工单"))
+    assert not re.search(r"[A-Za-z]{3,}", refusal.inner_text()), refusal.inner_text()
+    assert_seen(second, second.locator("#rated").filter(has_text="5 分"))   # refreshed: the rating that counts
+    assert second.locator("#rate-box").is_hidden()
+    assert hub.hub.cases.get(case.number).satisfaction == 5
+    context.close()
+
+
+@pytest.mark.parametrize("viewport", [DESKTOP, PHONE], ids=["1280x800", "375x740"])
 def test_seen_a_refused_link_shows_no_case(hub: Any, browser: Any, viewport: dict[str, int]) -> None:  # noqa: F811
     page = browser.new_context(locale="en-GB", viewport=viewport).new_page()
     case = hub.hub.cases.open_case("service", visitor_id="visitor-x", description="secret detail", lang="en")
