@@ -14,7 +14,7 @@ import pytest
 
 from bot.brain import BrainTurn
 from bot.store.models import Conversation, Handoff, utcnow
-from tests.test_browser import SHOTS, assert_seen, browser  # noqa: F401 - `browser` is a fixture
+from tests.test_browser import SHOTS, _console_login, _take_over, assert_seen, browser  # noqa: F401 - `browser` is a fixture
 
 pytestmark = [pytest.mark.browser]
 
@@ -193,3 +193,50 @@ def test_seen_the_widget_links_to_the_case_page(hub: Any, browser: Any) -> None:
     assert_seen(case_page, case_page.locator("#stages li.current"))
     context.close()
 
+
+
+@pytest.mark.parametrize("viewport", [DESKTOP, PHONE], ids=["1280x800", "375x740"])
+def test_seen_the_agent_reads_what_the_customer_added_on_the_case_page(hub: Any, browser: Any,  # noqa: F811
+                                                                       viewport: dict[str, int]) -> None:
+    """The customer adds information on the case page while an agent holds the conversation: the
+    agent's case panel shows it at once, whole, inside the panel (the entry names the customer by
+    a 32-character visitor id, which ran past the panel's edge at 1280 px)."""
+    import json
+    import urllib.request
+
+    user = f"kai-{viewport['width']}"
+    from bot.services.agents import AgentService
+
+    # Away: nobody takes the conversation at once, so the customer gets a case (and its link) and
+    # the agent claims it from the waiting list.
+    AgentService(hub.db).set_available(hub.create_agent(user, "password-123", ("service_supervision", "general"),
+                                                        "Kai Wong"), False)
+    agent = browser.new_context(locale="en-GB", viewport=viewport).new_page()
+    _console_login(agent, hub.url, user, "password-123")
+    customer = browser.new_context(locale="en-GB", viewport=viewport).new_page()
+    customer.goto(hub.url + "/")
+    customer.get_by_role("button", name="Chat with us").click()
+    text = f"The app crashes on start ({viewport['width']}), I want a person"
+    customer.locator(".hl-input").fill(text)
+    customer.locator(".hl-input").press("Enter")
+    link = customer.locator(".hl-status .hl-case-link")
+    link.wait_for()
+    number = re.search(r"/case/(HL-\d{8}-\d{4,})#t=(.+)$", link.get_attribute("href") or "")
+    assert number, link.get_attribute("href")
+    _take_over(agent, text)
+
+    added = "Order AB1234567; the crash started after the update of 2 December"
+    request = urllib.request.Request(
+        f"{hub.url}/api/case/{number.group(1)}/info", data=json.dumps({"text": added}).encode(),
+        headers={"Content-Type": "application/json", "X-Case-Link": number.group(2)}, method="POST")
+    with urllib.request.urlopen(request, timeout=10) as answer:
+        assert answer.status == 200
+    entry = agent.locator("#case-panel ol li").filter(has_text=added)
+    assert_seen(agent, entry)
+    panel = agent.locator("#case-panel").bounding_box()
+    box = entry.bounding_box()
+    assert panel is not None and box is not None
+    assert box["x"] + box["width"] <= panel["x"] + panel["width"] + 0.5, (box, panel)
+    assert entry.evaluate("li => li.scrollWidth <= li.clientWidth + 1"), "the entry runs past the panel's edge"
+    agent.context.close()
+    customer.context.close()
