@@ -240,3 +240,41 @@ def test_seen_the_agent_reads_what_the_customer_added_on_the_case_page(hub: Any,
     assert entry.evaluate("li => li.scrollWidth <= li.clientWidth + 1"), "the entry runs past the panel's edge"
     agent.context.close()
     customer.context.close()
+
+
+@pytest.mark.parametrize("viewport", [DESKTOP, PHONE], ids=["1280x800", "375x740"])
+def test_seen_only_this_hubs_case_links_are_clickable_in_the_widget(tmp_path: Any, browser: Any,  # noqa: F811
+                                                                   viewport: dict[str, int]) -> None:
+    """A message with this hub's case link and a look-alike on another host: the first is a link
+    the customer can follow, the second stays text (an agent account, or a reply quoting a
+    phishing text, cannot hand the customer a clickable "case page" elsewhere)."""
+    from tests.hubtools import ScriptedBrain, running_hub, turn
+
+    where: dict[str, str] = {}
+    foreign = "https://help.example.net.evil.example/case/HL-20261203-0001#t=v1.1798915463.zT8qCJLrJT8asE8Z4uU5KA"
+
+    def reply(text: str, n: int) -> BrainTurn:
+        return turn(f"Your case: {where['ours']} (not {foreign})", intent="case_status", resolved=True)
+
+    with running_hub(tmp_path, ScriptedBrain(reply)) as srv:
+        case = srv.hub.cases.open_case("service", visitor_id="v-links", description="x", lang="en")
+        srv.hub.links.public_url = srv.url
+        where["ours"] = srv.hub.links.url(case.number)
+        page = browser.new_context(locale="en-GB", viewport=viewport).new_page()
+        page.goto(srv.url + "/")
+        page.get_by_role("button", name="Chat with us").click()
+        page.locator(".hl-input").fill("where is my case?")
+        page.locator(".hl-input").press("Enter")
+        message = page.locator(".hl-msg[data-sender=bot]").filter(has_text="Your case:")
+        assert_seen(page, message)
+        links = message.locator("a.hl-link")
+        assert [a.get_attribute("href") for a in links.all()] == [where["ours"]]
+        # A long link wraps over lines: what a person taps is a line of it, so each line's box
+        # is checked (assert_seen looks at the centre of the whole box, between the lines).
+        covered = links.first.evaluate(
+            """a => Array.from(a.getClientRects()).map(r => {
+                   const top = document.elementFromPoint(r.left + r.width / 2, r.top + r.height / 2);
+                   return top === a || a.contains(top); })""")
+        assert covered and all(covered), covered
+        assert foreign in message.inner_text()                       # shown, as text
+        page.context.close()
