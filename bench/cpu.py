@@ -40,6 +40,7 @@ def main() -> int:
     parser.add_argument("--conversations", type=int, default=100)
     parser.add_argument("--model")
     parser.add_argument("--profile", help="write a py-spy profile (raw, collapsed stacks) of the hub here")
+    parser.add_argument("--gil", action="store_true", help="profile only what holds the GIL (CPU)")
     args = parser.parse_args()
     from bot.training import ensure_model
 
@@ -62,8 +63,9 @@ def main() -> int:
             import subprocess
             import sys
 
+            gil = ["--gil"] if args.gil else []  # only the thread holding the GIL: CPU, not waiting
             spy = subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record", "-p", str(pids[0]),
-                                    "-f", "raw", "-o", args.profile, "-r", "200"],
+                                    "-f", "raw", "-o", args.profile, "-r", "200", *gil],
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         before = [cpu_seconds(p) for p in pids]
         res = asyncio.run(load.run_level("hub", url, args.concurrency, args.conversations))
@@ -75,7 +77,7 @@ def main() -> int:
             spy.wait(timeout=60)
         turns = res.messages
         hub_ms = (after[0] - before[0]) * 1000 / max(1, turns)
-        workers_ms = sum(a - b for a, b in zip(after[1:], before[1:])) * 1000 / max(1, turns)
+        workers_ms = sum(a - b for a, b in zip(after[1:], before[1:], strict=True)) * 1000 / max(1, turns)
         msg_s = turns / res.seconds if res.seconds else 0.0
         print(f"CPU hub_ms_per_turn={hub_ms:.2f} workers_ms_per_turn={workers_ms:.2f} turns={turns} "
               f"errors={res.errors} msg_s={msg_s:.1f} workers={len(pids) - 1} "
