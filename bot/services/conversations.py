@@ -304,7 +304,7 @@ class ConversationService:
             return _info(c)
 
     def get(self, conversation_id: str) -> ConversationInfo | None:
-        with self.db.session() as s:
+        with self.db.read_session() as s:
             c = s.get(Conversation, conversation_id)
             return _info(c) if c else None
 
@@ -445,8 +445,8 @@ class ConversationService:
         return state_from_json(cls, raw)
 
     def get_with_guard_state(self, conversation_id: str, cls: type) -> tuple[ConversationInfo, Any] | None:
-        """The conversation and its persisted guard state, read in one transaction."""
-        with self.db.session() as s:
+        """The conversation and its persisted guard state, read in one statement."""
+        with self.db.read_session() as s:
             c = s.get(Conversation, conversation_id)
             if c is None:
                 return None
