@@ -77,4 +77,4 @@ lint: install
 	$(PY) -m mypy
 
 clean:
-	rm -rf $(VENV) models .pytest_cache .mypy_cache .ruff_cache humanline.db .cluster
+	rm -rf $(VENV) models .pytest_cache .mypy_cache .ruff_cache humanline.db humanline.db.tracker.db .cluster

@@ -257,13 +257,19 @@ def _inner_store(store: Any) -> Any:
 
 
 def tracker_store_kwargs(database_url: str) -> dict[str, Any]:
-    """``SQLTrackerStore`` arguments for a SQLAlchemy URL: dialect, host, port, db, credentials."""
+    """``SQLTrackerStore`` arguments for a SQLAlchemy URL: dialect, host, port, db, credentials.
+
+    On SQLite the tracker events go to a file of their own beside the hub's
+    (:func:`tracker_sqlite_path`): SQLite admits one writer per file, and the brain workers'
+    tracker writes would otherwise make the hub's transactions wait in SQLite's busy handler.
+    Other databases (PostgreSQL) keep one database, the tracker in its ``events`` table.
+    """
     from sqlalchemy.engine.url import make_url
 
     url = make_url(database_url)
     backend = url.get_backend_name()
     if backend == "sqlite":
-        return {"dialect": "sqlite", "db": url.database or "rasa.db"}
+        return {"dialect": "sqlite", "db": tracker_sqlite_path(url.database)}
     return {
         "dialect": url.drivername,
         "host": url.host,
@@ -273,6 +279,17 @@ def tracker_store_kwargs(database_url: str) -> dict[str, Any]:
         "password": url.password,
         "query": dict(url.query) or None,
     }
+
+
+def tracker_sqlite_path(hub_path: str | None) -> str:
+    """The SQLite file of Rasa's tracker store for the hub's SQLite file ``hub_path``:
+    ``<hub file>.tracker.db`` (``humanline.db`` → ``humanline.db.tracker.db``); in-memory stays
+    in memory."""
+    if not hub_path:
+        return "rasa.db"
+    if hub_path == ":memory:" or hub_path.startswith("file:"):
+        return hub_path
+    return f"{hub_path}.tracker.db"
 
 
 def _turn_events(tracker: Any, message_id: str) -> list[dict[str, Any]]:

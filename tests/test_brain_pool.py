@@ -376,16 +376,18 @@ async def test_a_rasa_worker_answers_with_the_trained_model(trained_model: Path,
         assert intent == "greet" and confidence is not None and 0 < confidence <= 1
     finally:
         await pool.close()
-    # The worker wrote the conversation to Rasa's tracker table on DATABASE_URL.
+    # The worker wrote the conversation to Rasa's tracker table, in the tracker's own SQLite file
+    # beside the hub's (so that its writes never hold the hub's file), not in the hub's file.
     import sqlalchemy as sa
 
-    engine = sa.create_engine(database_url)
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'pool.db.tracker.db'}")
     with engine.connect() as conn:
         users = conn.execute(
             sa.text("SELECT count(*) FROM events WHERE sender_id = 'pool-conv' AND type_name = 'user'")
         ).scalar_one()
     engine.dispose()
     assert users == 2
+    assert "events" not in sa.inspect(sa.create_engine(database_url)).get_table_names()
 
 
 _PREDICT = textwrap.dedent("""
@@ -474,3 +476,16 @@ async def test_parse_runs_the_nlu_alone_on_a_worker() -> None:
             await plain.parse("hello")
     finally:
         await plain.close()
+
+
+def test_the_tracker_store_has_its_own_sqlite_file_and_shares_postgresql() -> None:
+    """SQLite: the brain workers' tracker events go to ``<hub file>.tracker.db``, so their writes
+    never hold the hub's file; PostgreSQL: the same database as the hub."""
+    from bot.brain import tracker_store_kwargs
+
+    assert tracker_store_kwargs("sqlite:////data/humanline.db") == {"dialect": "sqlite",
+                                                                     "db": "/data/humanline.db.tracker.db"}
+    assert tracker_store_kwargs("sqlite:///humanline.db")["db"] == "humanline.db.tracker.db"
+    pg = tracker_store_kwargs("postgresql://hl:pw@db.local:5433/humanline")
+    assert (pg["dialect"], pg["host"], pg["port"], pg["db"], pg["username"]) == (
+        "postgresql", "db.local", 5433, "humanline", "hl")

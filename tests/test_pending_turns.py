@@ -10,18 +10,19 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.exc import OperationalError
 
 from bot.client import ChatClient
 from bot.guard import GuardState
 from bot.services.conversations import ConversationService
 from bot.store.db import Database
-from bot.store.models import Message
+from bot.store.models import Conversation, Message
 from tests.hubtools import GreeterBrain, running_hub
 
 
@@ -63,6 +64,45 @@ def test_the_mark_is_set_with_the_message_and_cleared_with_the_turn(db: Database
     conversations.append(cid, "customer", "two", awaiting_turn=True)
     conversations.turn_done(cid, 3)
     assert _marks(db, cid) == {1: False, 2: False, 3: False, 4: True}
+
+
+def test_a_bot_turn_records_its_result_clears_marks_and_stores_its_replies_in_one_go(db: Database) -> None:
+    """``finish_bot_turn``: the guard state, the NLU, the marks up to the turn and the replies
+    (gap-free seqs after the customer's) in one transaction; once the conversation is no longer
+    with the bot the replies are refused and the rest is still recorded."""
+    conversations = ConversationService(db)
+    cid = conversations.create_conversation(conversations.create_visitor()).id
+    conversations.append(cid, "customer", "left pending by an earlier run", awaiting_turn=True)
+    conversations.append(cid, "customer", "hello", awaiting_turn=True)
+    conversations.append(cid, "customer", "a later message", awaiting_turn=True)
+    stored_senders: list[str] = []
+    conversations.on_stored = stored_senders.append
+
+    def decide(state: GuardState) -> Any:
+        counted = replace(state, unresolved_turns=state.unresolved_turns + 1)
+        return type("D", (), {"state": counted, "deliver": ("Hi!", "How can I help?")})()
+
+    finished = conversations.finish_bot_turn(
+        cid, GuardState, decide, 2, "greet", 0.9,
+        lambda d: [(text, [{"title": "Yes", "payload": "/affirm"}] if text == "Hi!" else None) for text in d.deliver],
+    )
+    assert [(m.seq, m.sender, m.text) for m in finished.stored] == [(4, "bot", "Hi!"), (5, "bot", "How can I help?")]
+    assert not finished.dropped and stored_senders == ["bot", "bot"]
+    assert _marks(db, cid) == {1: False, 2: False, 3: True, 4: False, 5: False}  # the later turn still waits
+    transcript = conversations.messages_after(cid)
+    assert [m.seq for m in transcript] == [1, 2, 3, 4, 5]
+    assert transcript[1].intent == "greet" and transcript[3].buttons == [{"title": "Yes", "payload": "/affirm"}]
+    assert conversations.load_guard_state(cid, GuardState).unresolved_turns == 1
+
+    # Handed off meanwhile: no reply is stored, the turn is still counted and its mark cleared.
+    with db.session() as s:
+        s.execute(update(Conversation).where(Conversation.id == cid).values(status="queued"))
+    finished = conversations.finish_bot_turn(cid, GuardState, decide, 3, None, None,
+                                             lambda d: [(text, None) for text in d.deliver])
+    assert finished.stored == [] and finished.dropped and stored_senders == ["bot", "bot"]
+    assert _marks(db, cid) == {1: False, 2: False, 3: False, 4: False, 5: False}
+    assert [m.seq for m in conversations.messages_after(cid)] == [1, 2, 3, 4, 5]
+    assert conversations.load_guard_state(cid, GuardState).unresolved_turns == 2
 
 
 def test_a_stale_turn_is_claimed_by_exactly_one_hub(db: Database) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import func, inspect, select, text
+from sqlalchemy import func, inspect, select, text, update
 
 from bot.store.db import Database
 from bot.store.models import Base, CaseCounter, Visitor
@@ -84,6 +84,49 @@ def test_session_rolls_back_everything_on_error(db: Database) -> None:
         raise RuntimeError("boom")
     with db.session() as s:
         assert s.execute(select(func.count()).select_from(Visitor)).scalar_one() == 0
+
+
+def test_a_read_session_sees_committed_data_and_does_not_wait_for_a_writer(db: Database) -> None:
+    """``read_session`` (the turn path's reads): while another thread's transaction has written
+    and not committed — holding SQLite's per-process writer lock, or PostgreSQL's row lock — a
+    read neither waits for it nor sees its write; after the commit it does. What a read session
+    writes is rolled back."""
+    import threading
+
+    with db.session() as s:
+        s.add(Visitor(id="v" * 32, lang="en"))
+    written, release = threading.Event(), threading.Event()
+
+    def writer() -> None:
+        with db.session() as s:
+            s.execute(update(Visitor).where(Visitor.id == "v" * 32).values(lang="zh-Hans"))
+            written.set()
+            assert release.wait(30)
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        assert written.wait(30)
+        seen: list[str | None] = []
+
+        def read() -> None:
+            with db.read_session() as s:
+                seen.append(s.execute(select(Visitor.lang)).scalar_one())
+
+        reader = threading.Thread(target=read)
+        reader.start()
+        reader.join(10)
+        assert not reader.is_alive(), "the read waited for the writer"
+        assert seen == ["en"]
+    finally:
+        release.set()
+        thread.join(30)
+    with db.read_session() as s:
+        assert s.execute(select(Visitor.lang)).scalar_one() == "zh-Hans"
+        s.add(Visitor(id="w" * 32))
+        s.flush()
+    with db.read_session() as s:
+        assert s.execute(select(func.count()).select_from(Visitor)).scalar_one() == 1
 
 
 @pytest.mark.postgres

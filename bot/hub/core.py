@@ -91,6 +91,19 @@ def settled_status_frame(
     return frame
 
 
+def _reply_rows(texts: tuple[str, ...], replies: list[BotReply]) -> list[tuple[str, Any]]:
+    """The bot replies the guard let through (``texts``) as ``(text, buttons)``: each text takes
+    the buttons of the brain's first unused reply with that text."""
+    pool = list(replies)
+    rows: list[tuple[str, Any]] = []
+    for text in texts:
+        match = next((r for r in pool if r.text == text), None)
+        if match is not None:
+            pool.remove(match)
+        rows.append((text, match.buttons if match else None))
+    return rows
+
+
 class Hub(AssignmentMixin):
     """State and transitions of every conversation served by this process."""
 
@@ -282,11 +295,13 @@ class Hub(AssignmentMixin):
                     return
                 message = queue.get_nowait()
                 try:
-                    await self.process_customer_message(message)
+                    mark_cleared = await self.process_customer_message(message)
                 except Exception:  # noqa: BLE001 - one bad turn must not stop the conversation
                     logger.exception("turn of conversation %s failed", cid)
                     await self._fail_safe(cid, message.seq)
                 else:
+                    if mark_cleared:  # by the transaction that recorded the turn (finish_bot_turn)
+                        continue
                     try:
                         await self.run(self.conversations.turn_done, cid, message.seq)
                     except Exception:  # noqa: BLE001 - the turn ran; a resume would only repeat a no-op
@@ -369,14 +384,15 @@ class Hub(AssignmentMixin):
                 resumed += 1
         return resumed
 
-    async def process_customer_message(self, message: MessageRecord) -> None:
-        """What happens after a customer message is stored and acknowledged."""
+    async def process_customer_message(self, message: MessageRecord) -> bool:
+        """What happens after a customer message is stored and acknowledged. True when the
+        turn's pending mark is already cleared (a bot turn records it with its result)."""
         cid = message.conversation_id
         g = _guard_module()
         async with self.lock(cid):
             got = await self.run(self.conversations.get_with_guard_state, cid, g.GuardState)
             if got is None:
-                return
+                return False
             conv, state = got
             lang = resolve_script(message.text, conv.lang) or conv.lang or detect_script(message.text)
             if lang != conv.lang:
@@ -392,10 +408,11 @@ class Hub(AssignmentMixin):
                 await self.emit(conv.agent_id, message.agent_frame())
                 self.spawn(self._annotate(message))
             elif conv.status == "bot":
-                await self._bot_turn(conv, message, lang, state)
+                return await self._bot_turn(conv, message, lang, state)
             elif conv.status == "queued":
                 await self._escalate_danger(conv, message, lang)
                 self.spawn(self._annotate(message))
+        return False
 
     async def _annotate(self, message: MessageRecord, timeout_s: float | None = None) -> str | None:
         """Give a customer message the bot did not handle its intent and confidence, for the
@@ -421,7 +438,9 @@ class Hub(AssignmentMixin):
                                             "intent": intent, "confidence": confidence})
         return str(intent)
 
-    async def _bot_turn(self, conv: ConversationInfo, message: MessageRecord, lang: str, state: Any) -> None:
+    async def _bot_turn(self, conv: ConversationInfo, message: MessageRecord, lang: str, state: Any) -> bool:
+        """One bot turn; True when it went as far as recording its result (which clears the
+        turn's pending mark)."""
         g = _guard_module()
         before = self.guard.before_turn(state, message.text)
         if before.handoff:
@@ -429,13 +448,13 @@ class Hub(AssignmentMixin):
             if before.reason == g.DANGER:
                 await self._danger_handoff(conv.id, lang)
                 self.spawn(self._annotate(message))  # the transcript still gets its intent
-                return
+                return False
             # The brain never saw the message: the NLU alone finds the request in it, so that the
             # queue and the case follow it (an angry refund request goes to finance, not general).
             intent = await self._annotate(message, timeout_s=min(1.0, self.settings.brain_timeout_s))
             request_queue = await self.run(self._request_queue, conv.id, intent)
             await self.handoff(conv.id, request_queue, before.reason or "customer_request", lang=lang, intent=intent)
-            return
+            return False
         turn, error = await self._call_brain(conv, message.text, lang)
         outcome = g.TurnOutcome(
             intent=turn.intent if turn else None,
@@ -447,13 +466,19 @@ class Hub(AssignmentMixin):
             error=error,
         )
         # Reload: the state as persisted now (the guard's contract), not as it was before the call;
-        # read, decide, save and record the NLU in one transaction.
-        decision = await self.run(
-            self.conversations.finish_turn, conv.id, g.GuardState,
+        # read, decide, save, record the NLU, clear the pending mark and store the replies the
+        # guard lets through (while the bot holds the conversation, P2) in one transaction.
+        finished = await self.run(
+            self.conversations.finish_bot_turn, conv.id, g.GuardState,
             lambda current: self.guard.after_turn(current, outcome), message.seq,
             turn.intent if turn is not None else None, turn.confidence if turn is not None else None,
+            lambda decided: _reply_rows(decided.deliver, turn.replies if turn else []),
         )
-        await self._deliver(conv.id, decision.deliver, turn.replies if turn else [])
+        decision = finished.decision
+        for stored in finished.stored:
+            await self.send_customers(conv.id, stored.customer_frame())
+        if finished.dropped:
+            logger.info("bot reply dropped: conversation %s is no longer with the bot", conv.id)
         if decision.handoff:
             slots = turn.slots if turn else {}
             queue = (
@@ -469,6 +494,7 @@ class Hub(AssignmentMixin):
                 await self.system_message(conv.id, t("technical_problem", lang))
             await self.handoff(conv.id, queue, decision.reason or "turn_budget", case_id=case_id, lang=lang,
                                intent=turn.intent if turn is not None else None)
+        return True
 
     async def _call_brain(self, conv: ConversationInfo, text: str, lang: str) -> tuple[BrainTurn | None, str | None]:
         if self.brain is None:
@@ -492,23 +518,6 @@ class Hub(AssignmentMixin):
             self.metrics.bot_turn("brain_error", time.perf_counter() - started)
             logger.exception("brain failed on conversation %s", conv.id)
             return None, "brain_error"
-
-    async def _deliver(self, cid: str, texts: tuple[str, ...], replies: list[BotReply]) -> None:
-        """Store and send the bot replies the guard let through, while the bot still holds the
-        conversation (P2: the status is checked in the statement that allocates the seq)."""
-        pool = list(replies)
-        for text in texts:
-            match = next((r for r in pool if r.text == text), None)
-            if match is not None:
-                pool.remove(match)
-            appended = await self.run(
-                self.conversations.append, cid, "bot", text,
-                buttons=match.buttons if match else None, only_if_status="bot",
-            )
-            if appended is None:
-                logger.info("bot reply dropped: conversation %s is no longer with the bot", cid)
-                return
-            await self.send_customers(cid, appended.message.customer_frame())
 
     async def system_message(self, cid: str, text: str) -> MessageRecord:
         appended = await self.run(self.conversations.append, cid, "system", text)

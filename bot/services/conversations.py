@@ -17,7 +17,7 @@ All methods are synchronous and short; the hub calls them from worker threads.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -102,6 +102,17 @@ class Appended:
     created: bool
 
 
+@dataclass
+class FinishedTurn:
+    """What :meth:`ConversationService.finish_bot_turn` did: the guard's decision, the bot replies
+    stored (in order) and whether some were refused because the bot no longer held the
+    conversation."""
+
+    decision: Any
+    stored: list[MessageRecord]
+    dropped: bool = False
+
+
 @dataclass(frozen=True)
 class HandoffInfo:
     """The open handoff of a conversation."""
@@ -178,6 +189,75 @@ class AtCapacity(Exception):
         self.limit = limit
 
 
+def _append_in(
+    s: Session,
+    conversation_id: str,
+    sender: str,
+    text: str,
+    *,
+    client_msg_id: str | None = None,
+    agent_id: int | None = None,
+    intent: str | None = None,
+    confidence: float | None = None,
+    buttons: list[dict[str, str]] | None = None,
+    only_if_status: str | None = None,
+    awaiting_turn: bool = False,
+) -> Appended | None:
+    """The writes of :meth:`ConversationService._append`, in the caller's transaction ``s``."""
+    if client_msg_id is not None:
+        found = s.execute(
+            select(Message).where(
+                Message.conversation_id == conversation_id, Message.client_msg_id == client_msg_id
+            )
+        ).scalar_one_or_none()
+        if found is not None:
+            return Appended(_record(found), created=False)
+    stmt = (
+        update(Conversation)
+        .where(Conversation.id == conversation_id)
+        .values(last_seq=Conversation.last_seq + 1, updated_at=utcnow())
+    )
+    if only_if_status is not None:
+        stmt = stmt.where(Conversation.status == only_if_status)
+    if s.execute(stmt).rowcount != 1:
+        if only_if_status is not None and s.get(Conversation, conversation_id) is not None:
+            return None
+        raise KeyError(conversation_id)
+    seq = s.execute(select(Conversation.last_seq).where(Conversation.id == conversation_id)).scalar_one()
+    m = Message(
+        conversation_id=conversation_id,
+        seq=seq,
+        sender=sender,
+        text=text,
+        client_msg_id=client_msg_id,
+        agent_id=agent_id,
+        intent=intent,
+        confidence=confidence,
+        buttons=buttons or None,
+        created_at=utcnow(),
+    )
+    if awaiting_turn:
+        m.turn_pending_since = m.created_at
+    s.add(m)
+    if sender == "customer":
+        # The customer now waits for the assigned agent, if there is one and the
+        # agent had the last word (the reply timeout runs on this clock).
+        s.execute(
+            update(Handoff)
+            .where(
+                Handoff.conversation_id == conversation_id,
+                Handoff.ended_at.is_(None),
+                Handoff.agent_id.is_not(None),
+                Handoff.awaiting_reply_since.is_(None),
+            )
+            .values(awaiting_reply_since=m.created_at)
+            .execution_options(synchronize_session=False)
+        )
+    s.flush()
+    name = s.get(Agent, agent_id).display_name if agent_id is not None else None
+    return Appended(_record(m, name), created=True)
+
+
 class ConversationService:
     """Visitors, conversations, messages, guard state and handoffs over one :class:`Database`."""
 
@@ -224,7 +304,7 @@ class ConversationService:
             return _info(c)
 
     def get(self, conversation_id: str) -> ConversationInfo | None:
-        with self.db.session() as s:
+        with self.db.read_session() as s:
             c = s.get(Conversation, conversation_id)
             return _info(c) if c else None
 
@@ -305,58 +385,10 @@ class ConversationService:
         """
         try:
             with self.db.session() as s:
-                if client_msg_id is not None:
-                    found = s.execute(
-                        select(Message).where(
-                            Message.conversation_id == conversation_id, Message.client_msg_id == client_msg_id
-                        )
-                    ).scalar_one_or_none()
-                    if found is not None:
-                        return Appended(_record(found), created=False)
-                stmt = (
-                    update(Conversation)
-                    .where(Conversation.id == conversation_id)
-                    .values(last_seq=Conversation.last_seq + 1, updated_at=utcnow())
+                return _append_in(
+                    s, conversation_id, sender, text, client_msg_id=client_msg_id, agent_id=agent_id, intent=intent,
+                    confidence=confidence, buttons=buttons, only_if_status=only_if_status, awaiting_turn=awaiting_turn,
                 )
-                if only_if_status is not None:
-                    stmt = stmt.where(Conversation.status == only_if_status)
-                if s.execute(stmt).rowcount != 1:
-                    if only_if_status is not None and s.get(Conversation, conversation_id) is not None:
-                        return None
-                    raise KeyError(conversation_id)
-                seq = s.execute(select(Conversation.last_seq).where(Conversation.id == conversation_id)).scalar_one()
-                m = Message(
-                    conversation_id=conversation_id,
-                    seq=seq,
-                    sender=sender,
-                    text=text,
-                    client_msg_id=client_msg_id,
-                    agent_id=agent_id,
-                    intent=intent,
-                    confidence=confidence,
-                    buttons=buttons or None,
-                    created_at=utcnow(),
-                )
-                if awaiting_turn:
-                    m.turn_pending_since = m.created_at
-                s.add(m)
-                if sender == "customer":
-                    # The customer now waits for the assigned agent, if there is one and the
-                    # agent had the last word (the reply timeout runs on this clock).
-                    s.execute(
-                        update(Handoff)
-                        .where(
-                            Handoff.conversation_id == conversation_id,
-                            Handoff.ended_at.is_(None),
-                            Handoff.agent_id.is_not(None),
-                            Handoff.awaiting_reply_since.is_(None),
-                        )
-                        .values(awaiting_reply_since=m.created_at)
-                        .execution_options(synchronize_session=False)
-                    )
-                s.flush()
-                name = s.get(Agent, agent_id).display_name if agent_id is not None else None
-                return Appended(_record(m, name), created=True)
         except IntegrityError:
             # The same client_msg_id was stored concurrently: the counter rolled back with us.
             if client_msg_id is not None:
@@ -413,8 +445,8 @@ class ConversationService:
         return state_from_json(cls, raw)
 
     def get_with_guard_state(self, conversation_id: str, cls: type) -> tuple[ConversationInfo, Any] | None:
-        """The conversation and its persisted guard state, read in one transaction."""
-        with self.db.session() as s:
+        """The conversation and its persisted guard state, read in one statement."""
+        with self.db.read_session() as s:
             c = s.get(Conversation, conversation_id)
             if c is None:
                 return None
@@ -427,8 +459,24 @@ class ConversationService:
         """After a brain call, in one transaction: read the guard state as persisted now, call
         ``decide(state)`` (the guard's ``after_turn``, a pure function), save the state it
         returns, record the NLU of the customer message ``seq`` (when ``intent`` is given) and
-        clear its "awaiting its turn" mark: the turn is counted exactly once, even if the hub
-        dies right after. Returns the decision."""
+        clear the "awaiting its turn" marks of the conversation's messages up to ``seq`` (what
+        :meth:`turn_done` does): the turn is counted exactly once, even if the hub dies right
+        after. Returns the decision."""
+        return self.finish_bot_turn(conversation_id, cls, decide, seq, intent, confidence).decision
+
+    def finish_bot_turn(
+        self, conversation_id: str, cls: type, decide: Any, seq: int, intent: str | None,
+        confidence: float | None, replies: Callable[[Any], Sequence[tuple[str, Any]]] | None = None,
+    ) -> FinishedTurn:
+        """:meth:`finish_turn`, which also stores, in the same transaction, the bot replies
+        ``replies(decision)`` returns (``(text, buttons)`` pairs, in order) while the bot still
+        holds the conversation — checked in the statement that allocates each reply's seq, as
+        :meth:`append` with ``only_if_status="bot"`` does. The first reply refused (the
+        conversation was handed off meanwhile) and those after it are not stored
+        (``FinishedTurn.dropped``); the guard state and the cleared marks are. The caller sends
+        the stored replies after this returns (stored before sent)."""
+        stored: list[MessageRecord] = []
+        dropped = False
         with self.db.session() as s:
             raw = s.execute(
                 select(Conversation.guard_state).where(Conversation.id == conversation_id)
@@ -439,15 +487,34 @@ class ConversationService:
                 .where(Conversation.id == conversation_id)
                 .values(guard_state=state_to_json(decision.state))
             )
-            values: dict[str, Any] = {"turn_pending_since": None}
             if intent is not None:
-                values.update(intent=intent, confidence=confidence)
+                s.execute(
+                    update(Message)
+                    .where(Message.conversation_id == conversation_id, Message.seq == seq)
+                    .values(intent=intent, confidence=confidence)
+                    .execution_options(synchronize_session=False)
+                )
             s.execute(
                 update(Message)
-                .where(Message.conversation_id == conversation_id, Message.seq == seq)
-                .values(**values)
+                .where(
+                    Message.conversation_id == conversation_id,
+                    Message.seq <= seq,
+                    Message.turn_pending_since.is_not(None),
+                )
+                .values(turn_pending_since=None)
+                .execution_options(synchronize_session=False)
             )
-        return decision
+            if replies is not None:
+                for text, buttons in replies(decision):
+                    appended = _append_in(s, conversation_id, "bot", text, buttons=buttons, only_if_status="bot")
+                    if appended is None:
+                        dropped = True
+                        break
+                    stored.append(appended.message)
+        if self.on_stored is not None:
+            for _ in stored:
+                self.on_stored("bot")
+        return FinishedTurn(decision, stored, dropped)
 
     # ---- turns awaiting their result ---------------------------------------------------------
 

@@ -155,6 +155,8 @@ class Database:
                 kwargs["poolclass"] = QueuePool
                 kwargs["pool_size"] = 8
                 kwargs["max_overflow"] = 16
+                # A file opened in this process has no server to lose: no ping per transaction.
+                kwargs["pool_pre_ping"] = False
         else:
             kwargs["pool_size"] = 10
             kwargs["max_overflow"] = 20
@@ -223,6 +225,23 @@ class Database:
             conn.close()
             return None
         return ConversationLock(conn)
+
+    @contextmanager
+    def read_session(self) -> Iterator[Session]:
+        """A session for reads only: what it reads is committed data; it never commits (anything
+        written in it is rolled back).
+
+        On SQLite it does not take the process's writer lock (:func:`sqlite_lock`): in WAL mode
+        readers neither wait for the writer nor block it. Each pooled connection serves one
+        thread at a time. Elsewhere (no writer lock there) it is :meth:`session` ending in a
+        rollback.
+        """
+        session = self._sessions()
+        try:
+            yield session
+        finally:
+            session.rollback()
+            session.close()
 
     def ping(self) -> bool:
         """True when the database answers a trivial query."""
