@@ -3,17 +3,21 @@
 
 Claim a queued conversation, reply in one it holds, transfer it to another queue, hand it back to
 the bot, resolve it, and set its own availability. Each command checks that the agent may do it
-(it holds the conversation, or serves the queue), takes the conversation's lock, stores the
-change and its audit entry, then tells the agent, the other agents and the customer. Moved here
-unchanged from ``core.py``; :class:`AgentCommandsMixin` is a base of ``Hub``, whose state it uses
-(declared below).
+(it holds the conversation, or serves the queue) and takes the conversation's lock. Claim,
+transfer, hand back and resolve are each one unit of work (:meth:`AgentCommandsMixin._audited`):
+the change and its audit entry commit in one transaction, both or neither, and the agent, the
+other agents and the customer are told only after the commit. Moved here from ``core.py``;
+:class:`AgentCommandsMixin` is a base of ``Hub``, whose state it uses (declared below).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from sqlalchemy.orm import Session
 
 from bot.guard import GuardState, HandoffGuard
 from bot.hub.errors import HubError
@@ -24,11 +28,15 @@ from bot.services.cases import CaseError, CaseService
 from bot.services.config import HumanlineConfig
 from bot.services.conversations import AtCapacity, ConversationInfo, ConversationService, MessageRecord
 from bot.services.queues import QueueService
+from bot.store.db import Database
+
+T = TypeVar("T")
 
 
 class AgentCommandsMixin:
     # The hub's state and the transitions this part uses (bot.hub.core.Hub).
     config: HumanlineConfig
+    db: Database
     guard: HandoffGuard
     online: dict[int, AgentInfo]
     agents: AgentService
@@ -64,6 +72,20 @@ class AgentCommandsMixin:
             raise HubError("forbidden", "this conversation is not assigned to you")
         return conv
 
+    def _audited(
+        self, agent: AgentInfo, action: str, target: str, change: Callable[[Session], T],
+        detail: Callable[[T], dict[str, Any]] | None = None,
+    ) -> T:
+        """One command as one unit of work (blocking: run it in a worker thread): ``change`` and,
+        when it happened (a result other than ``None`` or ``False``), the agent's audit entry
+        ``action`` on ``target`` with ``detail(result)``, committed together — both or neither.
+        The callers send their events after it returned, i.e. after the commit."""
+        with self.db.session() as s:
+            out = change(s)
+            if out is not None and out is not False:
+                self.agents.record(agent, action, target, session=s, **(detail(out) if detail else {}))
+            return out
+
     async def claim(self, agent: AgentInfo, cid: str, *, automatic: bool = False) -> None:
         """Take a queued conversation. Of racing claims exactly one wins. An agent at its limit
         gets ``at_capacity`` (by hand: unless a supervisor allowed it to overflow)."""
@@ -81,13 +103,16 @@ class AgentCommandsMixin:
             limit = None if agent.allow_overflow and not automatic else self.capacity_of(agent)
             async with self._agent_lock(agent.id):
                 try:
-                    h = await self.run(self.conversations.assign, cid, agent.id, max_load=limit)
+                    h = await self.run(
+                        self._audited, agent, "auto_assigned" if automatic else "claim", cid,
+                        lambda s: self.conversations.assign(cid, agent.id, max_load=limit, session=s),
+                        lambda h: {"queue": h.queue},
+                    )
                 except AtCapacity as e:
                     raise HubError("at_capacity", f"you already hold {e.load} conversations (your limit is "
                                                   f"{e.limit}); resolve one or ask a supervisor") from None
             if h is None:
                 raise HubError("already_claimed", "another agent took this conversation")
-            await self.run(self.agents.record, agent, "auto_assigned" if automatic else "claim", cid, queue=h.queue)
             conv = await self.run(self.conversations.get, cid)
             assert conv is not None
             view = await self._conversation_view(conv)
@@ -134,12 +159,14 @@ class AgentCommandsMixin:
         async with self.lock(cid):
             conv = await self._held(agent, cid)
             h = await self.run(
-                self.conversations.queue, cid, queue, "transfer",
-                from_statuses=("agent",), end_outcome="transferred",
+                self._audited, agent, "transfer", cid,
+                lambda s: self.conversations.queue(
+                    cid, queue, "transfer", from_statuses=("agent",), end_outcome="transferred", session=s,
+                ),
+                lambda _: {"from_queue": conv.queue, "to_queue": queue},
             )
             if h is None:
                 raise HubError("conflict", "the conversation changed meanwhile")
-            await self.run(self.agents.record, agent, "transfer", cid, from_queue=conv.queue, to_queue=queue)
             await self.emit(agent.id, {"type": "released", "conversation_id": cid, "reason": "transferred"})
             lang = conv.lang or "en"
             await self.system_message(cid, t("transferred", lang, queue=self.queues.display(queue, lang)))
@@ -152,11 +179,16 @@ class AgentCommandsMixin:
         """The agent returns the conversation to the bot; the guard's budget starts afresh."""
         async with self.lock(cid):
             conv = await self._held(agent, cid)
-            if not await self.run(self.conversations.release, cid, agent.id, "bot", "handed_back"):
+
+            def change(s: Session) -> bool:
+                if not self.conversations.release(cid, agent.id, "bot", "handed_back", session=s):
+                    return False
+                state: GuardState = self.conversations.load_guard_state(cid, GuardState, session=s)
+                self.conversations.save_guard_state(cid, self.guard.hand_back(state), session=s)
+                return True
+
+            if not await self.run(self._audited, agent, "hand_back", cid, change):
                 raise HubError("conflict", "the conversation changed meanwhile")
-            state = await self.run(self.conversations.load_guard_state, cid, GuardState)
-            await self.run(self.conversations.save_guard_state, cid, self.guard.hand_back(state))
-            await self.run(self.agents.record, agent, "hand_back", cid)
             await self.emit(agent.id, {"type": "released", "conversation_id": cid, "reason": "handed_back"})
             await self.system_message(cid, t("handed_back", conv.lang or "en"))
             await self.send_customers(cid, {"type": "status", "status": "bot"})
@@ -168,9 +200,11 @@ class AgentCommandsMixin:
         it to the bot with a fresh budget)."""
         async with self.lock(cid):
             conv = await self._held(agent, cid)
-            if not await self.run(self.conversations.release, cid, agent.id, "closed", "resolved"):
+            if not await self.run(
+                self._audited, agent, "resolve", cid,
+                lambda s: self.conversations.release(cid, agent.id, "closed", "resolved", session=s),
+            ):
                 raise HubError("conflict", "the conversation changed meanwhile")
-            await self.run(self.agents.record, agent, "resolve", cid)
             await self.emit(agent.id, {"type": "released", "conversation_id": cid, "reason": "resolved"})
             await self.system_message(cid, t("resolved", conv.lang or "en"))
             number = await self.run(self.conversations.case_number, conv.case_id)

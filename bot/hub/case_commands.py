@@ -3,7 +3,10 @@
 Stage changes, internal notes, progress updates for the customer and SLA extensions, and their
 authorisation: a supervisor, an agent holding a conversation of the case, or an agent serving the
 case's queue may work on it; anyone else gets the same answer as for a case that does not exist.
-The rules themselves are :class:`bot.services.cases.CaseService`'s. Moved here from ``core.py``;
+The rules themselves are :class:`bot.services.cases.CaseService`'s. Each command is one unit of
+work: the change, its case event and outbox notification (the case service's) and the agent's
+audit entry commit in one transaction; the case panel is refreshed after the commit. Moved here
+from ``core.py``;
 :class:`CaseCommandsMixin` is a base of ``Hub``, whose state it uses (declared below).
 """
 
@@ -11,6 +14,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any
+
+from sqlalchemy.orm import Session
 
 from bot.hub.errors import HubError
 from bot.services.agents import AgentInfo, AgentService
@@ -46,13 +51,19 @@ class CaseCommandsMixin:
         self, agent: AgentInfo, number: str, action: str, cid: Any, fn: Callable[..., Any], *args: Any,
         **audit: Any,
     ) -> None:
-        """Run a case-service change for an agent: authorised, audited, the case panel refreshed."""
+        """Run a case-service change for an agent: authorised; the change (with its case event and
+        its outbox notification) and the agent's audit entry in one transaction, so both or neither
+        are stored; the case panel refreshed after the commit."""
         case = await self._case_for(agent, number)
+
+        def work(session: Session) -> None:
+            fn(case.number, *args, session=session)
+            self.agents.record(agent, action, case.number, session=session, **audit)
+
         try:
-            await self.run(fn, case.number, *args)
+            await self.run(self.cases.run_atomic, work)
         except (CaseError, ValueError) as e:
             raise HubError("invalid_case", str(e)) from e
-        await self.run(self.agents.record, agent, action, case.number, **audit)
         await self._push_case(agent, case.id, cid)
 
     async def case_stage(self, agent: AgentInfo, number: str, stage: str, cid: Any = None) -> None:

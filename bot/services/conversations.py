@@ -16,8 +16,9 @@ All methods are synchronous and short; the hub calls them from worker threads.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -186,6 +187,16 @@ class ConversationService:
         message counter)."""
         self.db = db
         self.on_stored = on_stored
+
+    @contextlib.contextmanager
+    def _tx(self, session: Session | None) -> Iterator[Session]:
+        """The caller's transaction when it gives one (a command that commits its change with its
+        audit entry: :mod:`bot.hub.agent_commands`), else a transaction of its own."""
+        if session is not None:
+            yield session
+        else:
+            with self.db.session() as s:
+                yield s
 
     # ---- visitors and conversations --------------------------------------------------------
 
@@ -404,9 +415,9 @@ class ConversationService:
 
     # ---- guard state ---------------------------------------------------------------------
 
-    def load_guard_state(self, conversation_id: str, cls: type) -> Any:
+    def load_guard_state(self, conversation_id: str, cls: type, *, session: Session | None = None) -> Any:
         """The persisted guard state as an instance of ``cls`` (a frozen dataclass)."""
-        with self.db.session() as s:
+        with self._tx(session) as s:
             raw = s.execute(
                 select(Conversation.guard_state).where(Conversation.id == conversation_id)
             ).scalar_one_or_none()
@@ -499,8 +510,8 @@ class ConversationService:
             )
             return bool(res.rowcount == 1)
 
-    def save_guard_state(self, conversation_id: str, state: Any) -> None:
-        with self.db.session() as s:
+    def save_guard_state(self, conversation_id: str, state: Any, *, session: Session | None = None) -> None:
+        with self._tx(session) as s:
             s.execute(
                 update(Conversation)
                 .where(Conversation.id == conversation_id)
@@ -519,14 +530,16 @@ class ConversationService:
         from_statuses: tuple[str, ...] = ("bot",),
         requested_at: datetime | None = None,
         end_outcome: str | None = None,
+        session: Session | None = None,
     ) -> HandoffInfo | None:
         """Move a conversation to ``queue`` (status ``queued``) and open a handoff.
 
         Only from one of ``from_statuses``; returns ``None`` when the conversation had another
         status (nothing changes). An open handoff is ended first with ``end_outcome`` (transfer,
-        reply timeout); ``requested_at`` keeps the customer's place in line.
+        reply timeout); ``requested_at`` keeps the customer's place in line. ``session``: in the
+        caller's transaction (here and in the other commands that take it).
         """
-        with self.db.session() as s:
+        with self._tx(session) as s:
             values: dict[str, Any] = {"status": "queued", "queue": queue, "agent_id": None, "updated_at": utcnow()}
             if case_id is not None:
                 values["case_id"] = case_id
@@ -559,7 +572,9 @@ class ConversationService:
             s.flush()
             return _handoff(h)
 
-    def assign(self, conversation_id: str, agent_id: int, *, max_load: int | None = None) -> HandoffInfo | None:
+    def assign(
+        self, conversation_id: str, agent_id: int, *, max_load: int | None = None, session: Session | None = None
+    ) -> HandoffInfo | None:
         """Give a queued conversation to an agent. Atomic: of racing agents exactly one gets it.
 
         With ``max_load``, the agent's row is locked (``SELECT … FOR UPDATE`` on PostgreSQL, so
@@ -568,7 +583,7 @@ class ConversationService:
 
         :raises AtCapacity: the agent already holds ``max_load`` conversations or more.
         """
-        with self.db.session() as s:
+        with self._tx(session) as s:
             if max_load is not None:
                 s.execute(select(Agent.id).where(Agent.id == agent_id).with_for_update())
                 load = s.execute(
@@ -626,13 +641,15 @@ class ConversationService:
             ).scalars()
             return [_handoff(h) for h in rows]
 
-    def release(self, conversation_id: str, agent_id: int, to_status: str, outcome: str) -> bool:
+    def release(
+        self, conversation_id: str, agent_id: int, to_status: str, outcome: str, *, session: Session | None = None
+    ) -> bool:
         """End an agent's hold: ``to_status`` ``bot`` (hand back) or ``closed`` (resolved).
 
         Only the agent holding the conversation may do it; returns whether it happened.
         """
         assert to_status in ("bot", "closed")
-        with self.db.session() as s:
+        with self._tx(session) as s:
             res = s.execute(
                 update(Conversation)
                 .where(
