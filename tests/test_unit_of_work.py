@@ -191,3 +191,36 @@ def test_a_refused_case_change_is_not_audited(server: RunningHub, sue: AgentInfo
         server.call(server.hub.case_stage(sue, number, "accepted"))  # backwards: the lifecycle refuses
     assert refused.value.code == "invalid_case"
     assert _audits(server, "case_stage") == 0
+
+
+def test_an_agent_message_that_cannot_be_audited_is_not_stored(
+    server: RunningHub, sue: AgentInfo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    conversations = ConversationService(server.db)
+    cid = _queued(server)
+    conv = conversations.get(cid)
+    assert conv is not None
+    case = server.hub.cases.open_case("refund", visitor_id=conv.visitor_id, conversation_id=cid, description="refund")
+    conversations.set_case(cid, case.id)
+    server.call(server.hub.claim(sue, cid))
+    before = [m.seq for m in conversations.messages_after(cid, 0)]
+    sent = Sent(server, monkeypatch)
+    sent.fail = True
+    with pytest.raises(Crash):
+        server.call(server.hub.agent_message(sue, cid, "Hello, I am looking at it", "m-1"))
+    assert [m.seq for m in conversations.messages_after(cid, 0)] == before  # not stored, no seq used
+    assert server.hub.cases.get(case.number).first_responded_at is None  # the case's clock still runs
+    with server.db.session() as s:
+        replied = s.execute(select(Handoff.first_agent_reply_at).where(
+            Handoff.conversation_id == cid, Handoff.ended_at.is_(None))).scalar_one()
+    assert replied is None
+    assert _audits(server, "message") == 0
+    assert sent.frames == []  # the customer never saw a message that was not stored
+    # The same message (same id) without the failure: stored once, audited, then sent.
+    sent.fail = False
+    server.call(server.hub.agent_message(sue, cid, "Hello, I am looking at it", "m-1"))
+    stored = [m for m in conversations.messages_after(cid, 0) if m.sender == "agent"]
+    assert [m.text for m in stored] == ["Hello, I am looking at it"]
+    assert server.hub.cases.get(case.number).first_responded_at is not None
+    assert _audits(server, "message") == 1
+    assert ("customer", "message") in sent.frames

@@ -4,10 +4,11 @@
 Claim a queued conversation, reply in one it holds, transfer it to another queue, hand it back to
 the bot, resolve it, and set its own availability. Each command checks that the agent may do it
 (it holds the conversation, or serves the queue) and takes the conversation's lock. Claim,
-transfer, hand back and resolve are each one unit of work (:meth:`AgentCommandsMixin._audited`):
-the change and its audit entry commit in one transaction, both or neither, and the agent, the
-other agents and the customer are told only after the commit. Moved here from ``core.py``;
-:class:`AgentCommandsMixin` is a base of ``Hub``, whose state it uses (declared below).
+reply, transfer, hand back and resolve are each one unit of work (see
+:meth:`AgentCommandsMixin._audited`): the change and its audit entry commit in one transaction,
+both or neither, and the agent, the other agents and the customer are told only after the commit.
+Moved here from ``core.py``; :class:`AgentCommandsMixin` is a base of ``Hub``, whose state it uses
+(declared below).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import contextlib
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from bot.guard import GuardState, HandoffGuard
@@ -26,7 +28,13 @@ from bot.i18n import t
 from bot.services.agents import AgentInfo, AgentService
 from bot.services.cases import CaseError, CaseService
 from bot.services.config import HumanlineConfig
-from bot.services.conversations import AtCapacity, ConversationInfo, ConversationService, MessageRecord
+from bot.services.conversations import (
+    Appended,
+    AtCapacity,
+    ConversationInfo,
+    ConversationService,
+    MessageRecord,
+)
 from bot.services.queues import QueueService
 from bot.store.db import Database
 
@@ -129,22 +137,38 @@ class AgentCommandsMixin:
     async def agent_message(self, agent: AgentInfo, cid: str, text: str, client_msg_id: str | None) -> MessageRecord:
         async with self.lock(cid):
             conv = await self._held(agent, cid)
-            appended = await self.run(
-                self.conversations.append, cid, "agent", text, agent_id=agent.id,
-                client_msg_id=f"agent:{agent.id}:{client_msg_id}" if client_msg_id else None,
-            )
-            assert appended is not None
+            key = f"agent:{agent.id}:{client_msg_id}" if client_msg_id else None
+            number = await self.run(self.conversations.case_number, conv.case_id)
+            before = await self.run(self.cases.get, number) if number else None
+
+            def change() -> Appended:
+                # One unit of work: the message, the handoff's reply mark, the case's first
+                # response and the audit entry commit together (both or neither).
+                with self.db.session() as s:
+                    appended = self.conversations.append(
+                        cid, "agent", text, agent_id=agent.id, client_msg_id=key, session=s
+                    )
+                    assert appended is not None
+                    if appended.created:
+                        self.conversations.mark_agent_reply(cid, session=s)
+                        if number:
+                            with contextlib.suppress(CaseError, ValueError):  # checked before any write
+                                self.cases.record_first_response(number, agent.actor, session=s)
+                        self.agents.record(agent, "message", cid, session=s, seq=appended.message.seq)
+                    return appended
+
+            try:
+                appended = await self.run(change)
+            except IntegrityError:
+                # The same message was stored concurrently: answer with the stored one.
+                existing = await self.run(self.conversations.find_client_msg, cid, key) if key else None
+                if existing is None:
+                    raise
+                appended = Appended(existing, created=False)
             if appended.created:
-                await self.run(self.conversations.mark_agent_reply, cid)
-                number = await self.run(self.conversations.case_number, conv.case_id)
-                if number:
-                    with contextlib.suppress(CaseError, ValueError):
-                        before = await self.run(self.cases.get, number)
-                        await self.run(self.cases.record_first_response, number, agent.actor)
-                        if before is not None and before.first_responded_at is None:
-                            # The first-response clock stopped: the case panel shows it at once.
-                            await self._push_case(agent, conv.case_id, cid)
-                await self.run(self.agents.record, agent, "message", cid, seq=appended.message.seq)
+                if before is not None and before.first_responded_at is None:
+                    # The first-response clock stopped: the case panel shows it at once.
+                    await self._push_case(agent, conv.case_id, cid)
                 await self.send_customers(cid, appended.message.customer_frame())
             frame = appended.message.agent_frame()
             frame.pop("client_msg_id", None)

@@ -636,7 +636,7 @@ class CaseService:
 
         return self._run(work, session)
 
-    def record_first_response(self, number: str, actor: str) -> CaseView:
+    def record_first_response(self, number: str, actor: str, *, session: Session | None = None) -> CaseView:
         """Record that a specialist answered the customer for the first time (idempotent)."""
 
         def work(s: Session) -> CaseView:
@@ -649,7 +649,7 @@ class CaseService:
                 self._notify(s, case, "first_response", now, expected_by=case.next_update_due_at)
             return self._view(case)
 
-        return self._run(work)
+        return self._run(work, session)
 
     def record_progress_update(self, number: str, actor: str, text: str, *, session: Session | None = None) -> CaseView:
         """Tell the customer about progress; restarts the progress-update clock.

@@ -277,11 +277,14 @@ class ConversationService:
         buttons: list[dict[str, str]] | None = None,
         only_if_status: str | None = None,
         awaiting_turn: bool = False,
+        session: Session | None = None,
     ) -> Appended | None:
-        """:meth:`_append` (below), then ``on_stored`` for a message it created (committed)."""
+        """:meth:`_append` (below), then ``on_stored`` for a message it created (committed, or
+        with ``session`` written in the caller's transaction)."""
         appended = self._append(
             conversation_id, sender, text, client_msg_id=client_msg_id, agent_id=agent_id, intent=intent,
             confidence=confidence, buttons=buttons, only_if_status=only_if_status, awaiting_turn=awaiting_turn,
+            session=session,
         )
         if appended is not None and appended.created and self.on_stored is not None:
             self.on_stored(sender)
@@ -300,6 +303,7 @@ class ConversationService:
         buttons: list[dict[str, str]] | None = None,
         only_if_status: str | None = None,
         awaiting_turn: bool = False,
+        session: Session | None = None,
     ) -> Appended | None:
         """Store a message with the next ``seq``.
 
@@ -312,10 +316,13 @@ class ConversationService:
         allocates the seq; otherwise ``None`` is returned and nothing is written (this is how a
         bot reply generated before a handoff is dropped, promise 2).
 
+        With ``session`` the message is written in the caller's transaction, and a concurrent
+        duplicate ``client_msg_id`` raises :class:`IntegrityError` (the caller's transaction is lost).
+
         :raises KeyError: the conversation does not exist.
         """
         try:
-            with self.db.session() as s:
+            with self._tx(session) as s:
                 if client_msg_id is not None:
                     found = s.execute(
                         select(Message).where(
@@ -370,7 +377,7 @@ class ConversationService:
                 return Appended(_record(m, name), created=True)
         except IntegrityError:
             # The same client_msg_id was stored concurrently: the counter rolled back with us.
-            if client_msg_id is not None:
+            if client_msg_id is not None and session is None:
                 existing = self.find_client_msg(conversation_id, client_msg_id)
                 if existing:
                     return Appended(existing, created=False)
@@ -615,10 +622,10 @@ class ConversationService:
             h = _open_handoff(s, conversation_id)
             return _handoff(h) if h else None
 
-    def mark_agent_reply(self, conversation_id: str) -> None:
+    def mark_agent_reply(self, conversation_id: str, *, session: Session | None = None) -> None:
         """Record an agent reply on the open handoff: the first one is time-stamped, and the
         customer is no longer waiting (stops the reply timer until the customer writes again)."""
-        with self.db.session() as s:
+        with self._tx(session) as s:
             h = _open_handoff(s, conversation_id)
             if h is not None:
                 if h.first_agent_reply_at is None:
