@@ -2,7 +2,7 @@
 commit together, and the events go out only after the commit. A failure injected between the
 change and the audit entry (the audit write raises, as a crash or a lost database would) leaves
 nothing half-done: no status changed without its audit, no case event or customer notification
-without it, no event sent to an agent or a customer."""
+without it, no event sent to an agent or a customer. On SQLite and on PostgreSQL."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from sqlalchemy import func, select
 from bot.hub.errors import HubError
 from bot.services.agents import AgentInfo
 from bot.services.conversations import ConversationService
+from bot.store.db import Database
 from bot.store.models import AuditEntry, Case, CaseEvent, Conversation, Handoff, OutboxNotification
 from tests.hubtools import GreeterBrain, RunningHub, running_hub
 
@@ -25,8 +26,9 @@ class Crash(RuntimeError):
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[RunningHub]:
-    with running_hub(tmp_path, GreeterBrain(), agent_reply_timeout_s=300) as srv:
+def server(tmp_path: Path, db: Database) -> Iterator[RunningHub]:
+    """A hub on SQLite and on PostgreSQL (the conftest ``db`` fixture)."""
+    with running_hub(tmp_path, GreeterBrain(), db=db, agent_reply_timeout_s=300) as srv:
         yield srv
 
 
