@@ -6,6 +6,8 @@ set to loopback so that each simulated client can come from its own address thro
 ``X-Forwarded-For``) and runs, one after the other:
 
 * ``anonymous_hellos`` — N anonymous hellos from one address (N = 1 000);
+* ``scripted_handoffs`` — a script looping hello → "I want to talk to a human" from one address
+  (30 tries): the new-visitor cap admits 10, the first 5 handoffs are ordinary, the rest held;
 * ``logins_one_user`` — N parallel wrong-password logins for one username from N addresses, and
   ``logins_one_address`` — N parallel logins for N usernames from one address (N = 500);
 * ``slow_reader`` — a second tab of a conversation that never reads while the first tab receives
@@ -14,24 +16,29 @@ set to loopback so that each simulated client can come from its own address thro
 * ``reconnect_storm`` — N returning visitors, each from its own address, reconnecting at once
   (N = 2 000).
 
-Throughout, a well-behaved customer (its own address) sends a message every 200 ms and times its
-bot reply; each scenario reports that probe's latency, the hub's CPU seconds and memory, and
+Throughout, a well-behaved customer (its own address, its own process) sends a message every
+0.55 s and times its bot reply; each scenario reports that probe's latency, the hub's CPU seconds and memory, and
 whether its limits held. ``--small`` runs the same with small numbers (the pytest
 ``tests/test_abuse.py``). Writes ``bench/results/abuse[-small].json``; exits 1 when a limit did
-not hold.
+not hold. ``--only NAME`` runs one scenario, ``--hub-cpu-share 0.25`` emulates a busy machine;
+``ABUSE_SLOW_CALLBACKS=0.3`` (diagnosis) makes the hub log every event-loop step and every garbage
+collection longer than that (``bench/results/abuse-hub.log``).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
+import signal
 import socket
 import sqlite3
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
@@ -55,6 +62,7 @@ class Sizes:
     logins: int
     storm: int
     frames: int
+    scripted: int
     #: the probe's p99 during a scenario may exceed its quiet p99 by at most this much
     probe_bound_ms: float
     #: the storm is CPU-bound on the hub: every hello is a few database calls
@@ -62,8 +70,10 @@ class Sizes:
 
 
 # Bounds for a shared, loaded 2-core machine (docs/security.md has the measured figures).
-FULL = Sizes(hellos=1000, logins=500, storm=2000, frames=20, probe_bound_ms=2000, storm_probe_bound_ms=4000)
-SMALL = Sizes(hellos=100, logins=60, storm=150, frames=3, probe_bound_ms=2000, storm_probe_bound_ms=4000)
+FULL = Sizes(hellos=1000, logins=500, storm=2000, frames=20, scripted=30, probe_bound_ms=2000,
+             storm_probe_bound_ms=4000)
+SMALL = Sizes(hellos=100, logins=60, storm=150, frames=3, scripted=15, probe_bound_ms=2000,
+              storm_probe_bound_ms=4000)
 
 
 # ---- the hub under test (child process) ------------------------------------------------------
@@ -92,7 +102,28 @@ def serve(port: int, database_url: str) -> None:
     settings = replace(Settings.from_env(), host="127.0.0.1", port=port, database_url=database_url,
                        action_endpoint=None)
     app = create_app(settings, brain=EchoBrain())
-    app.run(host="127.0.0.1", port=port, access_log=False, debug=False)
+    if os.environ.get("ABUSE_SLOW_CALLBACKS"):  # diagnosis: log event-loop steps and collections that long
+        async def watch(app: Any, loop: Any) -> None:
+            import logging
+            logging.getLogger("asyncio").setLevel(logging.WARNING)
+            loop.set_debug(True)
+            loop.slow_callback_duration = float(os.environ["ABUSE_SLOW_CALLBACKS"])
+            import gc
+            started: list[float] = []
+
+            def timed(phase: str, info: dict[str, Any]) -> None:
+                if phase == "start":
+                    started[:] = [time.perf_counter()]
+                elif started and time.perf_counter() - started[0] > loop.slow_callback_duration / 6:
+                    print(f"gc generation {info['generation']} took {time.perf_counter() - started[0]:.3f} s "
+                          f"({info['collected']} collected, {len(gc.get_objects())} objects)", flush=True)
+
+            gc.callbacks.append(timed)
+
+        app.register_listener(watch, "after_server_start")
+    from bot.hub.admission import serve_options
+
+    app.run(host="127.0.0.1", port=port, access_log=False, debug=False, **serve_options())
 
 
 def _hub_env(database_url: str) -> dict[str, str]:
@@ -103,15 +134,21 @@ def _hub_env(database_url: str) -> dict[str, str]:
     })
     # The defaults are what is measured; only an explicit scrypt cost from the caller is kept.
     for name in ("HUMANLINE_NEW_VISITORS_PER_MINUTE", "HUMANLINE_HELLOS_PER_MINUTE", "HUMANLINE_SOCKETS_PER_ADDRESS",
+                 "HUMANLINE_HANDOFFS_PER_ADDRESS", "HUMANLINE_HANDOFF_WINDOW",
                  "HUMANLINE_LOGIN_ATTEMPTS_PER_ADDRESS", "HUMANLINE_RATE_LIMIT"):
         env.pop(name, None)
     return env
 
 
 class Hub:
-    """The child hub: its URL, process and database file."""
+    """The child hub: its URL, process and database file.
 
-    def __init__(self, workdir: Path) -> None:
+    ``cpu_share`` below 1 emulates a machine busy with other work: the hub process is stopped
+    (``SIGSTOP``) for the rest of every 50 ms period, so it gets at most that share of one core
+    (a real loaded machine's share varies; this one is repeatable and costs nobody CPU).
+    """
+
+    def __init__(self, workdir: Path, cpu_share: float = 1.0) -> None:
         self.db_path = workdir / "abuse.db"
         self.database_url = f"sqlite:///{self.db_path}"
         self.port = free_port()
@@ -129,6 +166,21 @@ class Hub:
             cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
         )
         wait_http(self.url + "/healthz", 120, self.proc)
+        self._throttle_stop = threading.Event()
+        self._throttle: threading.Thread | None = None
+        if cpu_share < 1.0:
+            self._throttle = threading.Thread(target=self._duty_cycle, args=(max(0.05, cpu_share),), daemon=True)
+            self._throttle.start()
+
+    def _duty_cycle(self, share: float, period: float = 0.05) -> None:
+        pid = self.proc.pid
+        while not self._throttle_stop.is_set() and self.proc.poll() is None:
+            time.sleep(period * share)
+            os.kill(pid, signal.SIGSTOP)
+            time.sleep(period * (1 - share))
+            os.kill(pid, signal.SIGCONT)
+        if self.proc.poll() is None:
+            os.kill(pid, signal.SIGCONT)
 
     def cpu_s(self) -> float:
         fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -148,6 +200,9 @@ class Hub:
             return int(conn.execute(sql).fetchone()[0])
 
     def stop(self) -> None:
+        self._throttle_stop.set()
+        if self._throttle is not None:
+            self._throttle.join()
         if self.proc.poll() is None:
             self.proc.terminate()
             try:
@@ -155,6 +210,22 @@ class Hub:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
         self.log.close()
+        if os.environ.get("ABUSE_SLOW_CALLBACKS"):  # keep the hub's log with the slow steps
+            RESULTS.mkdir(exist_ok=True)
+            (RESULTS / "abuse-hub.log").write_bytes(Path(self.log.name).read_bytes())
+
+
+def listen_overflows() -> int:
+    """The kernel's count of connections dropped because a listen backlog was full (machine-wide:
+    another program's overflow counts too; 0 when unknown)."""
+    try:
+        lines = Path("/proc/net/netstat").read_text().splitlines()
+    except OSError:
+        return 0
+    for names, values in zip(lines[::2], lines[1::2], strict=False):
+        if names.startswith("TcpExt:"):
+            return int(dict(zip(names.split(), values.split(), strict=True)).get("ListenOverflows", 0))
+    return 0
 
 
 # ---- clients -----------------------------------------------------------------------------------
@@ -183,45 +254,75 @@ async def hello(hub: Hub, address: str, timeout: float = 30, **fields: Any) -> t
 
 
 class Probe:
-    """The well-behaved customer: one message every ``interval`` seconds, bot reply timed."""
+    """The well-behaved customer: one message every ``interval`` seconds (at least 0.55 s, under
+    the per-visitor message limit), bot reply timed. It runs in a process of its own (``python -m
+    bench.abuse --probe WS_URL``), like a customer on another machine: the thousands of storm
+    clients in this process must not delay its clock."""
 
     def __init__(self, hub: Hub, interval: float = 0.2) -> None:
         self.hub, self.interval = hub, interval
-        self.samples: list[tuple[float, float]] = []  # (sent at, latency ms)
+        self.samples: list[tuple[float, float]] = []  # (sent at, latency ms); monotonic clock, system-wide
         self.failures = 0
         self._task: asyncio.Task[None] | None = None
+        self._proc: asyncio.subprocess.Process | None = None
 
     async def start(self) -> None:
-        self.ws, welcome = await hello(self.hub, PROBE_ADDRESS)
-        assert welcome["type"] == "welcome", welcome
-        self._task = asyncio.ensure_future(self._run())
+        self._proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bench.abuse", "--probe", self.hub.ws, str(self.interval), cwd=ROOT,
+            stdout=asyncio.subprocess.PIPE)
+        assert self._proc.stdout is not None
+        first = await asyncio.wait_for(self._proc.stdout.readline(), 60)
+        assert first.startswith(b"READY"), first
+        self._task = asyncio.ensure_future(self._read())
 
-    async def _run(self) -> None:
-        n = 0
-        while True:
-            n += 1
-            text = f"probe {n}"
-            started = time.monotonic()
-            try:
-                await self.ws.send(json.dumps({"type": "message", "client_msg_id": f"p{n}", "text": text}))
-                expected = f"echo: {text}"
-                await next_frame(self.ws, lambda f, e=expected: f["type"] == "message"  # type: ignore[misc]
-                                 and f["sender"] == "bot" and f["text"] == e, timeout=30)
-                self.samples.append((started, (time.monotonic() - started) * 1000))
-            except Exception:  # noqa: BLE001 - counted; the probe must keep going
+    async def _read(self) -> None:
+        assert self._proc is not None and self._proc.stdout is not None
+        async for line in self._proc.stdout:
+            kind, *values = line.decode().split()
+            if kind == "S":
+                self.samples.append((float(values[0]), float(values[1])))
+            elif kind == "F":
                 self.failures += 1
-            # Stay under the per-visitor message limit (20 per 10 s).
-            await asyncio.sleep(max(self.interval, 0.55) - (time.monotonic() - started))
 
-    def window(self, start: float, end: float) -> dict[str, float]:
+    def window(self, start: float, end: float) -> dict[str, Any]:
         lat = [ms for at, ms in self.samples if start <= at <= end]
         return {"samples": len(lat), "p50_ms": round(percentile(lat, 50), 1), "p99_ms": round(percentile(lat, 99), 1),
-                "max_ms": round(max(lat), 1) if lat else float("nan")}
+                "max_ms": round(max(lat), 1) if lat else float("nan"),
+                # (seconds into the window it was sent, ms): where in a scenario the slow ones were
+                "timeline": [(round(at - start, 2), ms) for at, ms in self.samples if start <= at <= end]}
 
     async def stop(self) -> None:
+        if self._proc is not None and self._proc.returncode is None:
+            self._proc.terminate()
+            await self._proc.wait()
         if self._task is not None:
-            self._task.cancel()
-        await self.ws.close()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+
+async def probe_main(ws_url: str, interval: float) -> None:
+    """The probe's own process: prints ``READY``, then ``S <sent at> <ms>`` per reply and ``F
+    <sent at>`` per failure (no reply within 30 s)."""
+    ws = await websockets.connect(  # type: ignore[attr-defined]
+        ws_url + "/ws/chat", extra_headers={"X-Forwarded-For": PROBE_ADDRESS}, open_timeout=60, close_timeout=1)
+    await ws.send(json.dumps({"type": "hello"}))
+    welcome = await next_frame(ws, lambda f: f["type"] in ("welcome", "error"))
+    assert welcome["type"] == "welcome", welcome
+    print("READY", flush=True)
+    n = 0
+    while True:
+        n += 1
+        text = f"probe {n}"
+        started = time.monotonic()
+        try:
+            await ws.send(json.dumps({"type": "message", "client_msg_id": f"p{n}", "text": text}))
+            expected = f"echo: {text}"
+            await next_frame(ws, lambda f, e=expected: f["type"] == "message"  # type: ignore[misc]
+                             and f["sender"] == "bot" and f["text"] == e, timeout=30)
+            print(f"S {started:.6f} {(time.monotonic() - started) * 1000:.1f}", flush=True)
+        except Exception:  # noqa: BLE001 - counted; the probe must keep going
+            print(f"F {started:.6f}", flush=True)
+        # Stay under the per-visitor message limit (20 per 10 s).
+        await asyncio.sleep(max(interval, 0.55) - (time.monotonic() - started))
 
 
 # ---- scenarios -------------------------------------------------------------------------------
@@ -236,7 +337,7 @@ class Outcome:
     cpu_s: float = 0.0
     rss_kib: int = 0
     peak_rss_kib: int = 0
-    probe: dict[str, float] = field(default_factory=dict)
+    probe: dict[str, Any] = field(default_factory=dict)
 
 
 async def anonymous_hellos(hub: Hub, sizes: Sizes) -> dict[str, Any]:
@@ -260,6 +361,33 @@ async def anonymous_hellos(hub: Hub, sizes: Sizes) -> dict[str, Any]:
                        "other": len(results) - welcomed - results.count("rate_limited"), "visitors_created": created},
             "limits": {"new visitors per address per minute (10)": created <= 10 and welcomed <= 10,
                        "every hello answered": len(results) == sizes.hellos}}
+
+
+async def scripted_handoffs(hub: Hub, sizes: Sizes) -> dict[str, Any]:
+    """A script from one address loops hello → "I want to talk to a human" (no agent online)."""
+    address = "203.0.113.77"
+    cases0, outbox0 = hub.count("SELECT count(*) FROM cases"), hub.count("SELECT count(*) FROM outbox")
+    handoffs0 = hub.count("SELECT count(*) FROM handoffs")
+    answered = welcomed = 0
+    for i in range(sizes.scripted):
+        ws, frame = await hello(hub, address)
+        if frame["type"] == "welcome":
+            welcomed += 1
+            await ws.send(json.dumps({"type": "message", "client_msg_id": f"h{i}",
+                                      "text": "I want to talk to a human"}))
+            try:  # every customer gets a place in the queue, held or not
+                status = await next_frame(ws, lambda f: f["type"] == "status" and f["status"] == "queued", 30)
+                answered += status.get("position", 0) >= 1
+            except asyncio.TimeoutError:
+                pass
+        await ws.close()
+    handoffs = hub.count("SELECT count(*) FROM handoffs") - handoffs0
+    cases = hub.count("SELECT count(*) FROM cases") - cases0
+    return {"counts": {"attempts": sizes.scripted, "welcomed": welcomed, "handoffs": handoffs,
+                       "queued_with_a_place": answered, "cases_opened": cases,
+                       "outbox_rows": hub.count("SELECT count(*) FROM outbox") - outbox0},
+            "limits": {"every welcomed visitor queued with a place": answered == welcomed == handoffs,
+                       "cases (and their notifications) only for the first 5 of the address": cases <= 5}}
 
 
 async def _post(hub: Hub, session: Any, path: str, body: dict[str, Any], address: str) -> int:
@@ -347,14 +475,20 @@ async def frames(hub: Hub, sizes: Sizes) -> dict[str, Any]:
         except asyncio.TimeoutError:
             return None
 
+    async def send_big(ws: Any, frame: str) -> None:
+        # The hub may close (1009) while the client is still writing the frame: the close code
+        # is what counts, not whether the client's send finished.
+        with contextlib.suppress(websockets.ConnectionClosed):
+            await ws.send(frame)
+
     for i in range(sizes.frames):
         ws = await open_chat(hub, f"192.0.2.{20 + i}")
-        await ws.send('{"type":"hello","x":"' + "a" * (2 * 2**20) + '"}')
+        await send_big(ws, '{"type":"hello","x":"' + "a" * (2 * 2**20) + '"}')
         outcomes["pre_hello_1009"] += await closed_code(ws) == 1009
         ws, welcome = await hello(hub, f"192.0.2.{120 + i}")
         await ws.send(json.dumps({"type": "ping"}))  # a small frame first: the next one gets the full limit
         await next_frame(ws, lambda f: f["type"] == "pong")
-        await ws.send('{"type":"message","client_msg_id":"x","text":"' + "a" * (2 * 2**20) + '"}')
+        await send_big(ws, '{"type":"message","client_msg_id":"x","text":"' + "a" * (2 * 2**20) + '"}')
         outcomes["oversized_1009"] += await closed_code(ws) == 1009
         ws, welcome = await hello(hub, f"192.0.2.{220 + i % 30}")
         await ws.send("[" * 20_000 + "]" * 20_000)
@@ -414,6 +548,7 @@ async def reconnect_storm(hub: Hub, sizes: Sizes) -> dict[str, Any]:
 
 SCENARIOS: tuple[tuple[str, Callable[[Hub, Sizes], Awaitable[dict[str, Any]]]], ...] = (
     ("anonymous_hellos", anonymous_hellos),
+    ("scripted_handoffs", scripted_handoffs),
     ("logins_one_user", lambda hub, sizes: logins(hub, sizes, one_user=True)),
     ("logins_one_address", lambda hub, sizes: logins(hub, sizes, one_user=False)),
     ("slow_reader", slow_reader),
@@ -422,10 +557,11 @@ SCENARIOS: tuple[tuple[str, Callable[[Hub, Sizes], Awaitable[dict[str, Any]]]], 
 )
 
 
-async def run(sizes: Sizes, workdir: Path) -> dict[str, Any]:
-    hub = Hub(workdir)
+async def run(sizes: Sizes, workdir: Path, only: tuple[str, ...] = (), cpu_share: float = 1.0) -> dict[str, Any]:
+    hub = Hub(workdir, cpu_share)
     probe = Probe(hub)
-    report: dict[str, Any] = {"sizes": sizes.__dict__, "scenarios": []}
+    report: dict[str, Any] = {"sizes": sizes.__dict__, "scenarios": [], "hub_cpu_share": cpu_share,
+                              "load_average_at_start": os.getloadavg()}
     try:
         await probe.start()
         quiet_start = time.monotonic()
@@ -433,10 +569,13 @@ async def run(sizes: Sizes, workdir: Path) -> dict[str, Any]:
         baseline = probe.window(quiet_start, time.monotonic())
         report["probe_quiet"] = baseline
         for name, scenario in SCENARIOS:
-            cpu0, t0 = hub.cpu_s(), time.monotonic()
+            if only and name not in only:
+                continue
+            cpu0, t0, overflows0 = hub.cpu_s(), time.monotonic(), listen_overflows()
             result = await scenario(hub, sizes)
             t1 = time.monotonic()
             await asyncio.sleep(1)  # the probe's last in-flight message belongs to the scenario
+            result["counts"]["listen_overflows"] = listen_overflows() - overflows0
             outcome = Outcome(name, result["counts"], result["limits"], round(t1 - t0, 2),
                               round(hub.cpu_s() - cpu0, 2), *hub.memory_kib())
             outcome.probe = probe.window(*result.get("probe_window", (t0, t1)))
@@ -449,6 +588,7 @@ async def run(sizes: Sizes, workdir: Path) -> dict[str, Any]:
     finally:
         await probe.stop()
         hub.stop()
+    report["load_average_at_end"] = os.getloadavg()
     report["held"] = all(all(s["limits"].values()) for s in report["scenarios"]) and report["probe_failures"] == 0
     return report
 
@@ -466,17 +606,28 @@ def main(argv: list[str] | None = None) -> int:
     if args[:1] == ["--serve"]:
         serve(int(args[1]), args[2])
         return 0
+    if args[:1] == ["--probe"]:
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(probe_main(args[1], float(args[2])))
+        return 0
     parser = argparse.ArgumentParser(prog="python -m bench.abuse", description=__doc__.splitlines()[0])
     parser.add_argument("--small", action="store_true", help="small numbers (the test suite's variant)")
+    parser.add_argument("--only", action="append", choices=[name for name, _ in SCENARIOS], default=[],
+                        help="run only this scenario (repeatable); the results file gets its name")
+    parser.add_argument("--hub-cpu-share", type=float, default=1.0, metavar="SHARE",
+                        help="emulate a busy machine: the hub gets at most this share of one core (e.g. 0.3)")
     options = parser.parse_args(args)
     raise_file_limit()
     sizes = SMALL if options.small else FULL
     with tempfile.TemporaryDirectory(prefix="humanline-abuse-") as tmp:
-        report = asyncio.run(run(sizes, Path(tmp)))
+        report = asyncio.run(run(sizes, Path(tmp), tuple(options.only), options.hub_cpu_share))
     RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / ("abuse-small.json" if options.small else "abuse.json")
+    stem = ("abuse-small" if options.small else "abuse") + (
+        f"-cpu{options.hub_cpu_share:g}" if options.hub_cpu_share < 1 else "")
+    out = RESULTS / (stem + "".join(f"-{name}" for name in options.only) + ".json")
     out.write_text(json.dumps(report, indent=2))
-    print(f"probe quiet: {report['probe_quiet']}  probe failures: {report['probe_failures']}")
+    print(f"probe quiet: {report['probe_quiet']}  probe failures: {report['probe_failures']}  load average: "
+          f"{report['load_average_at_start']} -> {report['load_average_at_end']}")
     print(f"ABUSE {'held' if report['held'] else 'BROKEN'} -> {out}")
     return 0 if report["held"] else 1
 

@@ -138,6 +138,7 @@ def start_hub(
             "HUMANLINE_NEW_VISITORS_PER_MINUTE": "1000000",
             "HUMANLINE_HELLOS_PER_MINUTE": "1000000",
             "HUMANLINE_SOCKETS_PER_ADDRESS": "1000000",
+            "HUMANLINE_HANDOFFS_PER_ADDRESS": "1000000",
             # The product default (3 s) hands a conversation to a person when a turn waits longer
             # for the model; at 50+ concurrent conversations on 2 cores turns queue longer than
             # that in Rasa itself, so the bench lifts it to measure the bot, not the fallback.

@@ -327,7 +327,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"Humanline hub on http://{settings.host}:{settings.port}/  (console: /console, model: {model})",
               flush=True)
         announce_when_ready(settings.host, settings.port, demo)  # the box with URLs and login, once /healthz is 200
-        app.run(host=settings.host, port=settings.port, access_log=False)  # SIGINT/SIGTERM stop it gracefully
+        from bot.hub.admission import serve_options
+
+        # SIGINT/SIGTERM stop it gracefully
+        app.run(host=settings.host, port=settings.port, access_log=False, **serve_options())
     finally:
         if isinstance(brain, BrainPool):
             brain.terminate()  # normally already closed by the app's stop listener

@@ -173,6 +173,14 @@ class ChatClient(FrameStream):
         most one every 2 s and stores nothing; call it as often as keys are pressed)."""
         await self.send_frame({"type": "typing"})
 
+    async def settle(self, timeout: float = 60) -> Frame:
+        """Return once the hub has finished the turns of every message sent so far and all they
+        sent has arrived: ``{"type": "ping", "settle": true}`` is answered only after them, so
+        "nothing more arrives" is a signal, not a guess. Returns the ``pong`` (``settled`` is
+        False when the hub gave up waiting; see docs/protocol.md)."""
+        await self.send_frame({"type": "ping", "settle": True})
+        return await self.wait_for(lambda f: f["type"] == "pong" and "settled" in f, timeout)
+
     async def say_and_ack(self, text: str, client_msg_id: str | None = None, timeout: float = 10) -> Frame:
         """Send a message and wait for its ``ack``."""
         cmid = await self.say(text, client_msg_id)

@@ -124,6 +124,7 @@ def start_live_system(
                 "HUMANLINE_NEW_VISITORS_PER_MINUTE": "100000",
                 "HUMANLINE_HELLOS_PER_MINUTE": "100000",
                 "HUMANLINE_SOCKETS_PER_ADDRESS": "100000",
+                "HUMANLINE_HANDOFFS_PER_ADDRESS": "100000",
                 **(hub_env or {}),
             }
         )

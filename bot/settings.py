@@ -68,6 +68,10 @@ class Settings:
     new_visitors_per_minute: int = 10
     hellos_per_minute: int = 60
     sockets_per_address: int = 50
+    #: handoffs of anonymous visitors per client address and window that are ordinary; more are
+    #: held as "suspected automated" until a supervisor releases them (bot.services.handoff_dedupe)
+    handoffs_per_address: int = 5
+    handoff_window_s: float = 600.0
     #: failed-login policy (bot.hub.ratelimit.LoginThrottle)
     login_attempts_per_address: int = 30
     scrypt_n: int = 2**17
@@ -125,6 +129,8 @@ class Settings:
             new_visitors_per_minute=int(_env("HUMANLINE_NEW_VISITORS_PER_MINUTE", "10")),
             hellos_per_minute=int(_env("HUMANLINE_HELLOS_PER_MINUTE", "60")),
             sockets_per_address=int(_env("HUMANLINE_SOCKETS_PER_ADDRESS", "50")),
+            handoffs_per_address=int(_env("HUMANLINE_HANDOFFS_PER_ADDRESS", "5")),
+            handoff_window_s=float(_env("HUMANLINE_HANDOFF_WINDOW", "600")),
             login_attempts_per_address=int(_env("HUMANLINE_LOGIN_ATTEMPTS_PER_ADDRESS", "30")),
             scrypt_n=scrypt_cost(),
             webhook_secret=os.environ.get("HUMANLINE_WEBHOOK_SECRET") or None,

@@ -138,6 +138,8 @@ class HubProcess:
             "HUMANLINE_ACTION_ENDPOINT": "none", "HUMANLINE_RATE_LIMIT": "1000",
             "HUMANLINE_TURN_RETRY_AFTER": "2", "HUMANLINE_TURN_RECOVERY_INTERVAL": "0.3",
             "HUMANLINE_OUTBOX_INTERVAL": "1", "SANIC_HOST": "127.0.0.1",
+            # Every client of the fault suite comes from 127.0.0.1: no handoff is held as scripted.
+            "HUMANLINE_HANDOFFS_PER_ADDRESS": "100000",
         })
         env.update(self.extra_env)
         return env

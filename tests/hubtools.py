@@ -218,7 +218,8 @@ def running_hub(tmp_path: Path, brain: Any, db: Database | None = None, **overri
     database_url = str(db.url)
     # Every test client comes from 127.0.0.1: the per-address abuse limits are lifted unless a
     # test sets them (tests/test_security.py does).
-    limits = {"new_visitors_per_minute": 100_000, "hellos_per_minute": 100_000, "sockets_per_address": 100_000}
+    limits = {"new_visitors_per_minute": 100_000, "hellos_per_minute": 100_000, "sockets_per_address": 100_000,
+              "handoffs_per_address": 100_000}
     settings = replace(
         Settings(), host="127.0.0.1", port=port, database_url=database_url, action_endpoint=None,
         secret="test-secret", identity_secret="identity-secret", **{**limits, **overrides},

@@ -1,5 +1,6 @@
 """The abuse suite's small variant (``python -m bench.abuse --small``): the limits of
-docs/security.md hold under 100 anonymous hellos from one address, 60 parallel logins (one user
+docs/security.md hold under 100 anonymous hellos from one address, a script asking for a person
+in a loop from one address, 60 parallel logins (one user
 from many addresses, many users from one address), a tab that stops reading, oversized and deeply
 nested frames and a reconnect storm of 150 clients — and a well-behaved customer's reply latency
 stays within the stated bound meanwhile."""
@@ -24,10 +25,12 @@ def test_the_abuse_suite_small_variant_holds_every_limit() -> None:
     broken = {s["name"]: [k for k, v in s["limits"].items() if not v] for s in report["scenarios"]}
     assert proc.returncode == 0 and report["held"], (broken, proc.stdout[-3000:], proc.stderr[-3000:])
     names = [s["name"] for s in report["scenarios"]]
-    assert names == ["anonymous_hellos", "logins_one_user", "logins_one_address", "slow_reader", "frames",
-                     "reconnect_storm"]
+    assert names == ["anonymous_hellos", "scripted_handoffs", "logins_one_user", "logins_one_address",
+                     "slow_reader", "frames", "reconnect_storm"]
     by_name = {s["name"]: s for s in report["scenarios"]}
     assert by_name["anonymous_hellos"]["counts"]["visitors_created"] <= 10
+    scripted = by_name["scripted_handoffs"]["counts"]
+    assert scripted["handoffs"] == scripted["queued_with_a_place"] >= 6 and scripted["cases_opened"] == 5
     assert by_name["logins_one_address"]["counts"]["hashed"] <= 30
     assert by_name["slow_reader"]["counts"]["stuck_tab_close_code"] in (1006, 1008)
     assert report["probe_failures"] == 0

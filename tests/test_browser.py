@@ -1129,3 +1129,61 @@ def test_fake_console_sla_countdowns_progress_and_extension(fake: FakeHub, brows
     page.locator("#case-msg.error").filter(has_text="extensions are limited to 72 h").wait_for()
     assert page.input_value("#extend-reason") == "waiting for the bank's answer"
     page.context.close()
+
+
+@pytest.mark.parametrize("width", [1280, 375])
+def test_fake_console_shows_a_held_handoff_and_a_supervisor_releases_it(
+    fake: FakeHub, browser: Any, width: int
+) -> None:
+    """A handoff held as suspected automated (docs/security.md, 1b) is flagged in the waiting list,
+    and a supervisor's Release button sends ``release_held``; the ordinary handoff that follows
+    replaces the flagged entry."""
+    supervisor = {**AGENT_SESSION, "agent": {**AGENT_SESSION["agent"], "role": "supervisor"}}
+
+    async def scenario(conn: Conn) -> None:
+        await conn.recv()
+        await conn.send({"type": "ready", "agent": supervisor["agent"], "queues": QUEUES, "conversations": [],
+                         "waiting": [{"conversation_id": "w-held", "queue": "general", "reason": "customer_request",
+                                      "case_id": None, "ts": _iso(-20), "held": True, "source": "203.0.113.7"}]})
+        while True:
+            f = await conn.recv()
+            if f["type"] == "release_held":
+                await conn.send({"type": "held_released", "conversation_ids": [f["conversation_id"]]})
+                await conn.send({"type": "handoff", "conversation_id": f["conversation_id"], "queue": "general",
+                                 "reason": "customer_request", "case_id": "HL-20261203-0001", "ts": _iso(-20),
+                                 "event_id": 300})
+
+    fake.agent = scenario
+    ctx = browser.new_context(locale="en-US", viewport={"width": width, "height": 900})
+    ctx.add_init_script(f"sessionStorage.setItem('humanline:agent', {json.dumps(json.dumps(supervisor))})")
+    page = ctx.new_page()
+    page.goto(fake.url + "/console")
+    page.wait_for_selector("#app-view:not([hidden])")
+    flag = page.locator("#waiting-list .meta.held")
+    assert_seen(page, flag)
+    assert "suspected automated" in flag.inner_text() and "203.0.113.7" in flag.inner_text()
+    release = page.locator("[data-release=w-held]")
+    assert_seen(page, release)
+    release.click()
+    sent = fake.wait_for("agent", lambda n, f: f.get("type") == "release_held")
+    assert sent["conversation_id"] == "w-held"
+    page.locator("#waiting-list").filter(has_text="HL-20261203-0001").wait_for()
+    assert page.locator("#waiting-list .meta.held").count() == 0
+    assert page.locator("[data-release]").count() == 0
+    assert_seen(page, page.locator("[data-claim=w-held]"))
+    ctx.close()
+
+
+def test_fake_console_offers_no_release_to_an_agent(fake: FakeHub, browser: Any) -> None:
+    async def scenario(conn: Conn) -> None:
+        await conn.recv()
+        await conn.send({"type": "ready", "agent": AGENT_SESSION["agent"], "queues": QUEUES, "conversations": [],
+                         "waiting": [{"conversation_id": "w-held", "queue": "general", "reason": "customer_request",
+                                      "case_id": None, "ts": _iso(-20), "held": True, "source": "203.0.113.7"}]})
+        await conn.gate("end")
+
+    fake.agent = scenario
+    page = _console(browser, fake.url)
+    assert_seen(page, page.locator("#waiting-list .meta.held"))
+    assert page.locator("[data-release]").count() == 0
+    page.context.close()

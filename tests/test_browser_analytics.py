@@ -182,3 +182,57 @@ def test_seen_empty_state_and_refusal(empty: RunningHub, browser: Any, viewport:
     assert_seen(agent, agent.locator("#need-login").get_by_role("link", name="agent console"))
     assert agent.locator("#charts figure").count() == 0
     agent.context.close()
+
+
+@pytest.mark.parametrize("viewport", [DESKTOP, PHONE], ids=["1280x800", "375x740"])
+def test_seen_short_waits_get_axis_labels_that_differ(seeded: RunningHub, browser: Any,  # noqa: F811
+                                                      viewport: dict[str, int]) -> None:
+    """A day whose customers waited seconds for a person (8.6 s = 0.14 min) is drawn on an axis whose
+    labels are all different (it read 0.0, 0.1, 0.1 with one decimal for a 0.05 step). The hub's own
+    report, with its time-to-a-person figures replaced on the way to the page."""
+    page = _page(browser, viewport)
+    _console_login(page, seeded.url, SUPERVISOR[0], SUPERVISOR[2])
+
+    def short_waits(route: Any) -> None:
+        report = route.fetch().json()
+        for day in report["series"]:
+            day["time_to_person_p50_s"] = day["time_to_person_p90_s"] = None
+        report["series"][-1]["time_to_person_p50_s"] = 4.2
+        report["series"][-1]["time_to_person_p90_s"] = 8.6
+        route.fulfill(json=report)
+
+    page.route("**/api/analytics?*", short_waits)
+    page.goto(seeded.url + "/console/analytics")
+    chart = page.locator("#chart-wait")
+    chart.locator("svg").wait_for()
+    assert_seen(page, chart)
+    labels = chart.locator("svg text.tick[text-anchor=end]").all_text_contents()
+    values = [float(v) for v in labels]
+    assert len(labels) >= 3 and len(set(labels)) == len(labels), labels
+    assert values == sorted(values) and values[-1] >= 0.1, labels    # minutes, to 0.1 (8.6 s → 0.1)
+    page.context.close()
+
+
+@pytest.mark.parametrize("viewport", [DESKTOP, PHONE], ids=["1280x800", "375x740"])
+def test_seen_an_opened_table_stays_open_when_only_the_height_changes(seeded: RunningHub, browser: Any,  # noqa: F811
+                                                                      viewport: dict[str, int]) -> None:
+    """A phone's address bar hides on scrolling (a "resize" of the height only): the charts are not
+    rebuilt then, so the table the supervisor opened stays open; a new width still redraws them."""
+    page = _page(browser, viewport)
+    _console_login(page, seeded.url, SUPERVISOR[0], SUPERVISOR[2])
+    page.goto(seeded.url + "/console/analytics")
+    figure = page.locator("#chart-wait")
+    figure.locator("svg").wait_for()
+    figure.locator("details summary").click()
+    assert_seen(page, figure.locator("table tr").last)
+    page.evaluate("document.getElementById('chart-wait').setAttribute('data-kept', 'yes')")  # this very element
+    # A redraw that does not happen cannot be awaited: look once the page's 150 ms debounce is long past.
+    redrawn = "new Promise(done => setTimeout(() => done(!document.querySelector('#chart-wait[data-kept]')), 600))"
+    page.set_viewport_size({"width": viewport["width"], "height": viewport["height"] - 60})
+    assert page.evaluate(redrawn) is False                          # the same figure, still open
+    assert page.locator("#chart-wait details").get_attribute("open") is not None
+    assert_seen(page, figure.locator("table tr").last)
+    page.set_viewport_size({"width": viewport["width"] - 40, "height": viewport["height"]})
+    page.locator("#chart-wait[data-kept]").wait_for(state="detached")   # a new width: drawn again to fit
+    assert_seen(page, page.locator("#chart-wait svg"))
+    page.context.close()

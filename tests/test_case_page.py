@@ -172,6 +172,21 @@ def test_no_case_data_without_a_valid_link_and_no_way_to_tell_which_cases_exist(
     assert _view(srv, case.number, good)["number"] == case.number
 
 
+def test_a_token_with_characters_outside_ascii_is_refused_like_any_other_link(srv: RunningHub) -> None:
+    """A header value the hub decodes to non-ASCII text (here: UTF-8 bytes of "é" and Arabic-Indic
+    digits) is a refused link (the same 404, counted as a miss), not a 500 from ``compare_digest``."""
+    case = _open(srv)
+    good = srv.hub.links.token(case.number)
+    for junk in ("v1.1.\u00e9", good[:-1] + "\u00e9", "v1.\u0661\u0662\u0663.abc"):
+        assert not srv.hub.links.verify(case.number, junk)
+    expected = _request(srv, "GET", f"/api/case/{case.number}", None)
+    assert expected[0] == 404
+    for raw in ("v1.1.\u00e9".encode().decode("latin-1"), (good[:-1] + "\u00e9").encode().decode("latin-1")):
+        assert _request(srv, "GET", f"/api/case/{case.number}", raw) == expected
+        assert _request(srv, "POST", f"/api/case/{case.number}/info", raw, {"text": "hi"}) == expected
+    assert [e.kind for e in srv.hub.cases.timeline(case.number)] == ["created"]
+
+
 def test_the_page_and_api_headers(srv: RunningHub) -> None:
     req = urllib.request.Request(srv.url + "/case/HL-20261203-0001")
     with urllib.request.urlopen(req, timeout=10) as r:
@@ -209,6 +224,23 @@ def test_the_customer_adds_information_and_agents_see_it_but_never_their_notes(s
     with srv.db.session() as s:
         assert [(e.actor, e.action, e.target) for e in audit.entries(s, target=case.number)] == [
             ("customer:visitor-1", "case_page_add_info", case.number)]
+
+
+def test_a_link_the_customer_pastes_reaches_the_agents_case_panel_without_its_token(srv: RunningHub) -> None:
+    """A customer who pastes their own link into the page (or the chat that opened the case) gives
+    the agent no credential: the console's case panel shows it as the transcript does (``#t=…``)."""
+    url = srv.hub.links.url(_open(srv).number)
+    case = srv.hub.cases.open_case("service", visitor_id="visitor-1", description=f"see {url}", lang="en")
+    token = srv.hub.links.token(case.number)
+    assert _post(srv, case.number, "info", token, {"text": f"the old link {url} says nothing"})[0] == 200
+    details = srv.hub.conversations.case_details(case.id)
+    assert details is not None
+    assert _token(url) not in json.dumps(details)
+    (info,) = [e for e in details["timeline"] if e["kind"] == "customer_info"]
+    assert info["detail"] == f"the old link {url.split('#')[0]}#t=… says nothing"
+    assert details["description"] == f"see {url.split('#')[0]}#t=…"
+    # The customer's own page still shows what they wrote.
+    assert any(e.get("detail") == f"the old link {url} says nothing" for e in _view(srv, case.number, token)["events"])
 
 
 def test_confirm_only_a_resolved_case(srv: RunningHub) -> None:

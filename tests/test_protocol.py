@@ -339,3 +339,29 @@ async def test_nothing_lost_nothing_doubled_on_both_databases(tmp_path: Path, db
         replayed = [f["seq"] for f in late.frames if f["type"] == "message"]
         assert replayed == seqs[4:]
         await late.close()
+
+
+async def test_a_settle_ping_is_answered_only_after_the_turns_of_earlier_messages(tmp_path: Path) -> None:
+    """``{"type": "ping", "settle": true}``: the signal tests use instead of waiting a fixed time
+    for "nothing more arrives" — its pong comes after every frame of the turns before it."""
+    brain = ScriptedBrain(lambda text, n: turn(f"slow answer {n}", intent=f"request_{text}", resolved=True,
+                                               slots_set={"resolution": "answered"}, actions=["action_x"]),
+                          delay_s=0.6)
+    with running_hub(tmp_path, brain) as srv:
+        async with ChatClient(srv.ws_url) as chat:
+            await chat.say_and_ack("first")
+            await chat.say_and_ack("second")
+            started = time.monotonic()
+            pong = await chat.settle()
+            assert pong["settled"] is True
+            assert time.monotonic() - started >= 0.6  # it waited for the brain, not just the socket
+            types = [(f["type"], f.get("text")) for f in chat.frames]
+            replies = [i for i, (kind, text) in enumerate(types) if kind == "message" and text and "slow" in text]
+            assert [types[i][1] for i in replies] == ["slow answer 1", "slow answer 2"]
+            assert max(replies) < types.index(("pong", None))
+            assert brain.calls == ["first", "second"]
+            # A plain ping still gets a plain pong; with no message sent, a settle ping is settled at once.
+            await chat.send_frame({"type": "ping"})
+            assert "settled" not in await chat.wait_for(lambda f: f["type"] == "pong")
+        async with ChatClient(srv.ws_url) as fresh:
+            assert (await fresh.settle())["settled"] is True

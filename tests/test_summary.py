@@ -74,6 +74,21 @@ def test_a_reason_is_a_signal_even_without_the_intent_and_unknown_reasons_are_wo
     assert build_summary([], lang=None, reason="some_new_reason").reason_text == "some new reason"
 
 
+def test_a_case_link_in_the_customers_words_reaches_the_agent_without_its_token() -> None:
+    """The summary quotes the customer; a case link they pasted is their credential and is shown
+    the way the transcript shows it (``#t=…``), also in a quoted bot question."""
+    link = "https://help.example.com/case/HL-20261203-0001#t=v1.1798915463.zT8qCJLrJT8asE8Z4uU5KA"
+    messages = [
+        _m(1, "customer", f"I was charged twice, see {link}", "complaint_billing"),
+        _m(2, "bot", f"Is this the case {link} ?"),
+        _m(3, "customer", f"this is ridiculous, {link} shows nothing", "express_frustration"),
+    ]
+    s = build_summary(messages, lang="en", reason="frustration", catalogue=CATALOGUE).to_dict()
+    assert "zT8qCJLrJT8asE8Z4uU5KA" not in repr(s)
+    assert s["requests"][0]["text"] == "I was charged twice, see https://help.example.com/case/HL-20261203-0001#t=…"
+    assert s["signals"][0]["text"].endswith("/case/HL-20261203-0001#t=… shows nothing")
+
+
 async def test_the_agent_gets_the_summary_with_the_conversation(tmp_path: Path) -> None:
     def script(text: str, n: int) -> object:
         if "charged" in text:

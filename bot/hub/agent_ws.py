@@ -21,6 +21,7 @@ from typing import Any
 from bot.hub import canned
 from bot.hub.core import Hub, HubError
 from bot.hub.events import send_frame
+from bot.hub.suspects import release_held
 from bot.services.agents import AgentInfo
 from bot.store.models import utcnow
 
@@ -112,6 +113,9 @@ class AgentSession:
             await send_frame(self.ws, {"type": "agent_capacity", "agent": updated})
         elif kind in canned.FRAMES:
             await send_frame(self.ws, await canned.handle(hub, self.agent, frame))
+        elif kind == "release_held":
+            released = await release_held(hub, self.agent, frame.get("conversation_id"), frame.get("source"))
+            await send_frame(self.ws, {"type": "held_released", "conversation_ids": released})
         elif kind == "ping":
             await send_frame(self.ws, {"type": "pong"})
         else:

@@ -18,6 +18,7 @@ from typing import Any
 
 from bot.hub.errors import HubError
 from bot.hub.events import LRUDict
+from bot.hub.suspects import SuspectHandoffs
 from bot.i18n import t
 from bot.services.agents import AgentInfo, AgentService
 from bot.services.config import HumanlineConfig
@@ -36,6 +37,7 @@ class AssignmentMixin:
     agents: AgentService
     queues: QueueService
     conversations: ConversationService
+    suspects: SuspectHandoffs
     _timed_out: LRUDict[str, set[int]]
     _agent_locks: dict[int, asyncio.Lock]
     run: Any
@@ -104,6 +106,8 @@ class AssignmentMixin:
             return
         loads = await self.run(self.agents.loads, [a.id for a in candidates])
         for entry in await self.run(self.queues.waiting, [queue]):
+            if self.suspects.is_held(entry.conversation_id):  # waits for a supervisor's release
+                continue
             # The hub's current view: availability, skills or limits may have changed meanwhile.
             pool = [a for a in self.agents_for(queue, available_only=True) if a.id in loads]
             room = [a for a in pool if loads[a.id] < self.capacity_of(a)]

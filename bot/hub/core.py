@@ -42,6 +42,7 @@ from bot.hub.metrics import Metrics
 from bot.hub.presence import Presence
 from bot.hub.ratelimit import make_limiter
 from bot.hub.security import HubSecurity
+from bot.hub.suspects import SuspectHandoffs
 from bot.i18n import detect_script, resolve_script, t
 from bot.services.agents import AgentInfo, AgentService
 from bot.services.canned import CannedService
@@ -72,6 +73,23 @@ def _guard_module() -> Any:
     import bot.guard as guard
 
     return guard
+
+
+def settled_status_frame(
+    conv: ConversationInfo, case_number: str | None, agent_name: str | None, case_url: str | None = None
+) -> dict[str, Any]:
+    """The ``status`` frame of a conversation that is not queued (a queued one also gets its
+    position and wait: :meth:`Hub.customer_status`)."""
+    frame: dict[str, Any] = {"type": "status", "status": conv.status}
+    if conv.status == "agent" and conv.agent_id is not None:
+        if agent_name is not None:  # optional string in the protocol: absent rather than null
+            frame["agent_name"] = agent_name
+        frame["queue"] = conv.queue
+    if case_number:
+        frame["case_id"] = case_number
+        if case_url:  # the signed link to the customer's case page (bot.services.case_links)
+            frame["case_url"] = case_url
+    return frame
 
 
 class Hub(AgentCommandsMixin, CaseCommandsMixin, AssignmentMixin):
@@ -119,6 +137,8 @@ class Hub(AgentCommandsMixin, CaseCommandsMixin, AssignmentMixin):
         self.message_limiter = make_limiter(redis, "messages", max(1, settings.rate_limit_per_10s), 10.0)
         self.security = HubSecurity(settings, redis)
         self.locks = ConversationLocks(db)  # one turn at a time per conversation, across hubs
+        # Handoffs of anonymous visitors held as "suspected automated" (bot.services.handoff_dedupe).
+        self.suspects = SuspectHandoffs(settings)
         self._turns: dict[str, asyncio.Queue[MessageRecord]] = {}
         self._workers: dict[str, asyncio.Task[None]] = {}
         # Turns queued or running here, by (conversation, seq): never scheduled twice.
@@ -233,6 +253,18 @@ class Hub(AgentCommandsMixin, CaseCommandsMixin, AssignmentMixin):
         queue.put_nowait(message)
         if cid not in self._workers:
             self._start_worker(cid)
+
+    async def turns_settled(self, cid: str, timeout: float) -> bool:
+        """Wait until no turn of ``cid`` is queued or running on this hub (a worker that finds
+        more work starts its successor before it ends); False after ``timeout`` seconds."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while (worker := self._workers.get(cid)) is not None:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return False
+            await asyncio.wait({worker}, timeout=remaining)
+        return True
 
     def _start_worker(self, cid: str) -> None:
         self._workers[cid] = asyncio.ensure_future(self._worker(cid))
@@ -499,7 +531,8 @@ class Hub(AgentCommandsMixin, CaseCommandsMixin, AssignmentMixin):
         h = await self.run(self.conversations.queue, cid, queue, reason, case_id)
         if h is None:
             return None
-        if h.case_id is None and not self.agents_for(queue, available_only=True):
+        held = self.suspects.consider(cid, queue, reason).held  # a place, but no case and nobody woken
+        if h.case_id is None and not held and not self.agents_for(queue, available_only=True):
             new_case = await self._open_case_for(cid, queue, reason, lang or "en", intent)
             if new_case is not None:
                 h = await self.run(self.conversations.open_handoff, cid) or h
@@ -541,6 +574,7 @@ class Hub(AgentCommandsMixin, CaseCommandsMixin, AssignmentMixin):
         )
         if h is None:
             return
+        self.suspects.release(conv.id)  # danger is never held
         await self.system_message(conv.id, self._danger_text(lang))
         await self._announce_queued(conv.id, h, lang, first=True)
         if conv.queue:
@@ -554,11 +588,14 @@ class Hub(AgentCommandsMixin, CaseCommandsMixin, AssignmentMixin):
 
         conv, number, everyone = await self.run(reads)
         lang = lang or (conv.lang if conv else None) or "en"
-        entry = {"conversation_id": cid, "queue": h.queue, "reason": h.reason, "case_id": number,
-                 "ts": h.requested_at.isoformat()}
+        entry: dict[str, Any] = {"conversation_id": cid, "queue": h.queue, "reason": h.reason,
+                                 "case_id": number, "ts": h.requested_at.isoformat()}
         # Agents first (the handoff is stored): every agent with the skill, online or not — one
         # who reconnects gets it from the ring.
         recipients = [a.id for a in everyone if h.queue in a.skills or a.role == "supervisor"]
+        if self.suspects.is_held(cid):  # suspected automated: supervisors only, once per burst
+            recipients = [a.id for a in everyone if a.role == "supervisor"] if self.suspects.take_notice(cid) else []
+            entry.update(held=True, source=self.suspects.source_of(cid))
         await self.emit_many(recipients, {"type": "handoff", **entry})
         display = self.queues.display(h.queue, lang)
         online, slots, free = await self.queue_capacity(h.queue)
@@ -628,17 +665,16 @@ class Hub(AgentCommandsMixin, CaseCommandsMixin, AssignmentMixin):
             if conv.id in positions:
                 pos = positions[conv.id]
                 return self._status_frame(pos, lang, pos.entry.case_number)
-        frame: dict[str, Any] = {"type": "status", "status": conv.status}
+        agent = None
         if conv.status == "agent" and conv.agent_id is not None:
             agent = await self.run(self.agents.get, conv.agent_id)
-            if agent is not None:  # optional string in the protocol: absent rather than null
-                frame["agent_name"] = agent.display_name
-            frame["queue"] = conv.queue
         number = await self.run(self.conversations.case_number, conv.case_id)
-        if number:
-            frame["case_id"] = number
-            self._add_case_url(frame, number)
-        return frame
+        return settled_status_frame(conv, number, agent.display_name if agent is not None else None,
+                                    self.case_url(number))
+
+    def case_url(self, number: str | None) -> str | None:
+        """The signed link to case ``number``'s page (``None`` without a case or a secret)."""
+        return self.links.url(number) if number and self.links is not None else None
 
     def _add_case_url(self, frame: dict[str, Any], number: str) -> None:
         """A status frame naming a case also carries the signed link to its page."""
@@ -652,7 +688,8 @@ class Hub(AgentCommandsMixin, CaseCommandsMixin, AssignmentMixin):
         waiting = await self.run(self.queues.waiting)
         agents = await self.agents_load()
         for agent in list(self.online.values()):
-            mine = [w.frame() for w in waiting if w.queue in agent.skills or agent.role == "supervisor"]
+            mine = [{**w.frame(), **({"held": True} if self.suspects.is_held(w.conversation_id) else {})}
+                    for w in waiting if w.queue in agent.skills or agent.role == "supervisor"]
             await self.emit(agent.id, {"type": "queue", "queues": snapshot, "waiting": mine, "agents": agents})
 
     # ---- typing indicators ----------------------------------------------------------------

@@ -18,14 +18,15 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass, field
 from typing import Any
 
-from bot.hub.auth import identity_user, origin_allowed, sign_visitor, verify_visitor_claim
-from bot.hub.core import Hub
+from bot.hub.auth import VisitorClaim, identity_user, origin_allowed, sign_visitor, verify_visitor_claim
+from bot.hub.core import Hub, settled_status_frame
 from bot.hub.events import send_frame
 from bot.hub.security import request_address
 from bot.i18n import LANGS
-from bot.services.conversations import ConversationInfo
+from bot.services.conversations import ConversationInfo, MessageRecord
 from bot.services.credentials import VisitorCredentials
 
 logger = logging.getLogger(__name__)
@@ -36,6 +37,8 @@ CLOSE_RATE_LIMITED = 4029
 PRE_HELLO_MAX_BYTES = 64 * 1024
 CHANNELS = ("web", "app", "cli")
 MAX_CLIENT_MSG_ID = 128
+#: how long a ``{"type": "ping", "settle": true}`` waits for the conversation's turns at most
+SETTLE_TIMEOUT_S = 60.0
 
 
 class Closing(Exception):
@@ -76,8 +79,7 @@ class CustomerSession:
             return
         kind = frame.get("type")
         if kind == "hello":
-            async with self.hub.security.hello_slots:
-                await self.on_hello(frame)
+            await self.on_hello(frame)
         elif kind == "message":
             await self.on_message(frame)
         elif kind == "typing":
@@ -87,26 +89,41 @@ class CustomerSession:
             else:
                 await self.hub.customer_typing(self.conversation.id)
         elif kind == "ping":
-            await send_frame(self.ws, {"type": "pong"})
+            if frame.get("settle") is True:
+                # Answered once this conversation's turns so far are done here (and their frames sent).
+                settled = self.conversation is not None and await self.hub.turns_settled(
+                    self.conversation.id, SETTLE_TIMEOUT_S)
+                await send_frame(self.ws, {"type": "pong", "settled": settled})
+            else:
+                await send_frame(self.ws, {"type": "pong"})
         else:
             await self.error("unknown_type", f"unknown frame type {kind!r}")
 
     # ---- hello ----------------------------------------------------------------------------
 
     async def on_hello(self, frame: dict[str, Any]) -> None:
+        """Authenticate, admit and resume or start a conversation.
+
+        Everything that costs no database work comes first — identity and token signatures,
+        the per-address hello and new-visitor caps — so that a flood is refused cheaply. The
+        database work is then one trip to the hello pool (:meth:`HubSecurity.run_hello`), at
+        most :data:`~bot.hub.security.HELLO_CONCURRENCY` at once, never in the threads that
+        established customers' turns use.
+        """
         if self.conversation is not None:
             await self.error("already_started", "hello was already sent on this connection")
             return
         hub, settings = self.hub, self.hub.settings
         lang = frame.get("lang") if frame.get("lang") in LANGS else None
         channel = frame.get("channel") if frame.get("channel") in CHANNELS else "web"
-        visitor_id: str | None = None
+        user_id: str | None = None
+        claim: VisitorClaim | None = None
         identity = frame.get("identity")
+        token = frame.get("visitor_token")
         if identity is not None:
             user_id = identity_user(settings.identity_secret, identity, legacy=settings.identity_legacy_hmac)
             if user_id is None:
                 await self.deny("unauthorized", "the identity token is not valid or has expired", CLOSE_UNAUTHORIZED)
-            visitor_id = await hub.run(hub.conversations.visitor_for_user, user_id, lang)
             channel = "app" if frame.get("channel") not in CHANNELS else channel
             # Vouched for by the app's backend, which may relay many users from one address:
             # not an anonymous socket, so not under the per-address caps.
@@ -116,41 +133,38 @@ class CustomerSession:
         elif not await hub.security.hellos.ahit(self.address):
             await self.deny("rate_limited", "too many chats from your network; try again in a minute",
                             CLOSE_RATE_LIMITED)
-        token = frame.get("visitor_token")
-        if token is not None and visitor_id is None:
+        elif token is not None:
             claim = verify_visitor_claim((settings.secret, *settings.previous_secrets), token)
-            if claim is None or not await hub.run(VisitorCredentials(hub.db).accepts, claim.visitor_id,
-                                                  claim.issued_ms):
+            if claim is None:
                 await self.deny("unauthorized", "the visitor token is not valid or has expired", CLOSE_UNAUTHORIZED)
-            assert claim is not None
-            visitor_id = claim.visitor_id
-        if visitor_id is None:
-            # Anonymous visitors cost a row, a conversation and possibly a handoff each: capped
-            # per client address (the per-visitor message limit does not bound how many exist).
-            if not await hub.security.new_visitors.ahit(self.address):
-                await self.deny("rate_limited", "too many new chats from your network; try again in a minute",
-                                CLOSE_RATE_LIMITED)
-            visitor_id = await hub.run(hub.conversations.create_visitor, lang)
-
-        conv: ConversationInfo | None = None
+        # Anonymous visitors cost a row, a conversation and possibly a handoff each: capped
+        # per client address (the per-visitor message limit does not bound how many exist).
+        elif not await hub.security.new_visitors.ahit(self.address):
+            await self.deny("rate_limited", "too many new chats from your network; try again in a minute",
+                            CLOSE_RATE_LIMITED)
         wanted = frame.get("conversation_id")
-        if wanted is not None:
-            if not isinstance(wanted, str):
-                await self.error("missing_field", "conversation_id must be a string")
-                return
-            conv = await hub.run(hub.conversations.get, wanted)
-            if conv is not None and conv.visitor_id != visitor_id:
-                await self.deny("forbidden", "this conversation belongs to someone else", CLOSE_FORBIDDEN)
-        elif token is not None or identity is not None:
-            latest = await hub.run(hub.conversations.latest_for_visitor, visitor_id)
-            conv = latest if latest is not None and latest.status != "closed" else None
-        if conv is None:
-            conv = await hub.run(hub.conversations.create_conversation, visitor_id, channel, lang)
+        if wanted is not None and not isinstance(wanted, str):
+            await self.error("missing_field", "conversation_id must be a string")
+            return
         last_seq = frame.get("last_seq", 0)
         if not isinstance(last_seq, int) or isinstance(last_seq, bool) or last_seq < 0:
             last_seq = 0
 
+        async with hub.security.hello_slots:
+            if _is_gone(self.ws):  # the client left while waiting for a slot: nothing to do
+                return
+            opened = await hub.security.run_hello(_open_conversation, hub, user_id, claim, lang, channel,
+                                                  wanted, last_seq)
+        if opened.refused == "unauthorized":
+            await self.deny("unauthorized", "the visitor token is not valid or has expired", CLOSE_UNAUTHORIZED)
+        if opened.refused == "forbidden":
+            await self.deny("forbidden", "this conversation belongs to someone else", CLOSE_FORBIDDEN)
+        conv = opened.conversation
+        assert conv is not None and opened.visitor_id is not None
+
         self.conversation = conv
+        if user_id is None:  # anonymous: its handoffs count against this address (handoff_dedupe)
+            hub.suspects.remember(conv.id, self.address)
         _frame_limit(self.ws, None)  # the app's frame limit from now on
         # Subscribed (on every hub's bus) before the stored messages are read: no frame between.
         await hub.bus.attach_customer(conv.id, self.ws)
@@ -159,15 +173,18 @@ class CustomerSession:
             {
                 "type": "welcome",
                 "conversation_id": conv.id,
-                "visitor_token": sign_visitor(settings.secret, visitor_id, settings.visitor_token_ttl_s),
+                "visitor_token": sign_visitor(settings.secret, opened.visitor_id, settings.visitor_token_ttl_s),
                 "status": conv.status,
                 "last_seq": conv.last_seq,
             },
         )
-        for message in await hub.run(hub.conversations.messages_after, conv.id, last_seq):
+        for message in opened.replay:
             await send_frame(self.ws, message.customer_frame())
-        fresh = await hub.run(hub.conversations.get, conv.id)
-        await send_frame(self.ws, await hub.customer_status(fresh or conv))
+        fresh = opened.fresh or conv
+        if opened.status is not None:
+            await send_frame(self.ws, opened.status)
+        else:  # queued: positions and waits come from the hub's live view of the queue
+            await send_frame(self.ws, await hub.customer_status(fresh))
 
     # ---- message --------------------------------------------------------------------------
 
@@ -232,6 +249,62 @@ async def serve_customer(hub: Hub, request: Any, ws: Any) -> None:
             hub.security.close_socket(address)
         if session.conversation is not None:
             hub.bus.detach_customer(session.conversation.id, ws)
+
+
+@dataclass
+class _Opened:
+    """What a hello's database work found (see :func:`_open_conversation`)."""
+
+    refused: str | None = None  # "unauthorized" | "forbidden"
+    visitor_id: str | None = None
+    conversation: ConversationInfo | None = None
+    replay: list[MessageRecord] = field(default_factory=list)
+    fresh: ConversationInfo | None = None
+    #: the status frame, unless the conversation is queued (see :meth:`Hub.customer_status`)
+    status: dict[str, Any] | None = None
+
+
+def _open_conversation(
+    hub: Hub, user_id: str | None, claim: VisitorClaim | None, lang: str | None, channel: str,
+    wanted: str | None, last_seq: int,
+) -> _Opened:
+    """A hello's database work in one trip to a worker thread (blocking): the visitor (an app
+    user's, a token's still-valid one, or a new one), the conversation (the one asked for, the
+    visitor's latest open one, or a new one), what the client missed and the current status."""
+    conversations = hub.conversations
+    if user_id is not None:
+        visitor_id = conversations.visitor_for_user(user_id, lang)
+    elif claim is not None:
+        if not VisitorCredentials(hub.db).accepts(claim.visitor_id, claim.issued_ms):
+            return _Opened(refused="unauthorized")
+        visitor_id = claim.visitor_id
+    else:
+        visitor_id = conversations.create_visitor(lang)
+    conv: ConversationInfo | None = None
+    if wanted is not None:
+        conv = conversations.get(wanted)
+        if conv is not None and conv.visitor_id != visitor_id:
+            return _Opened(refused="forbidden")
+    elif user_id is not None or claim is not None:
+        latest = conversations.latest_for_visitor(visitor_id)
+        conv = latest if latest is not None and latest.status != "closed" else None
+    if conv is None:
+        conv = conversations.create_conversation(visitor_id, channel, lang)
+    replay = conversations.messages_after(conv.id, last_seq)
+    fresh = conversations.get(conv.id) or conv
+    status = None
+    if fresh.status != "queued":
+        agent = hub.agents.get(fresh.agent_id) if fresh.status == "agent" and fresh.agent_id is not None else None
+        number = conversations.case_number(fresh.case_id)
+        status = settled_status_frame(fresh, number, agent.display_name if agent is not None else None,
+                                      hub.case_url(number))
+    return _Opened(None, visitor_id, conv, replay, fresh, status)
+
+
+def _is_gone(ws: Any) -> bool:
+    """Whether the client already closed (or is closing) the socket."""
+    state = getattr(getattr(ws, "connection", None), "state", None)
+    return getattr(state, "name", "OPEN") in ("CLOSING", "CLOSED")
 
 
 def _frame_limit(ws: Any, limit: int | None) -> None:

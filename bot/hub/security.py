@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import ipaddress
 import os
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, TypeVar
 
 from bot.hub.ratelimit import LoginThrottle, RedisLoginThrottle, make_limiter
 from bot.services.agents import verify_password
@@ -30,12 +31,18 @@ from bot.settings import Settings
 
 #: one thread: a login flood can take at most one core, whatever the machine has
 HASH_WORKERS = 1
-#: hellos whose database work runs at once; the rest wait their turn in the event loop, so a
-#: reconnect storm cannot queue hundreds of calls ahead of established customers' messages
-HELLO_CONCURRENCY = 8
+#: hellos whose database work runs at once, each in one trip to its own thread pool (never the
+#: pool established customers' messages use); the rest wait their turn in the event loop, so a
+#: reconnect storm queues at most this many transactions ahead of a customer's message
+HELLO_CONCURRENCY = 2
+#: connections the kernel may hold for the hub before it accepts them (``listen()`` backlog;
+#: the kernel caps it at ``net.core.somaxconn``). Sanic's default of 100 made a burst of
+#: connects overflow: the dropped SYNs are retried by the clients after 1, 3, 7, 15, 31 s…
+LISTEN_BACKLOG = 4096
 #: logins allowed to be in progress (waiting for or using the hashing thread); more get 503 at once
 MAX_HASH_BACKLOG = 4
 
+T = TypeVar("T")
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
@@ -96,6 +103,7 @@ class HubSecurity:
         self.shared_login = RedisLoginThrottle(redis, self.login) if redis is not None else None
         self._sockets: dict[str, int] = {}
         self._hello_slots: asyncio.Semaphore | None = None
+        self._hello_pool: ThreadPoolExecutor | None = None
         self._hasher: ThreadPoolExecutor | None = None
         self._hash_backlog = 0
 
@@ -149,6 +157,13 @@ class HubSecurity:
         else:
             self.login.unlock(username)
 
+    async def run_hello(self, fn: Callable[..., T], *args: Any) -> T:
+        """A hello's blocking database work, on the hello pool (:data:`HELLO_CONCURRENCY`
+        threads): a reconnect storm cannot take the threads established customers' turns use."""
+        if self._hello_pool is None:
+            self._hello_pool = ThreadPoolExecutor(HELLO_CONCURRENCY, thread_name_prefix="hello")
+        return await asyncio.get_running_loop().run_in_executor(self._hello_pool, functools.partial(fn, *args))
+
     # ---- passwords ----------------------------------------------------------------------------
 
     def reserve_login(self) -> bool:
@@ -174,6 +189,9 @@ class HubSecurity:
         return await loop.run_in_executor(self._hasher, verify_password, password, stored_hash)
 
     def close(self) -> None:
+        if self._hello_pool is not None:
+            self._hello_pool.shutdown(wait=False, cancel_futures=True)
+            self._hello_pool = None
         if self._hasher is not None:
             self._hasher.shutdown(wait=False, cancel_futures=True)
             self._hasher = None

@@ -108,6 +108,10 @@ class CaseLinks:
         """Whether ``token`` is a valid, unexpired link token for exactly case ``number``."""
         if not isinstance(number, str) or not isinstance(token, str) or len(token) > MAX_TOKEN_CHARS:
             return False
+        # Only ASCII can match (and compare_digest raises on anything else): an é in a header is
+        # a refused link like any other, not a server error that escapes the misses limiter.
+        if not token.isascii():
+            return False
         canonical = normalise_number(number)
         if canonical is None or canonical != number:
             return False

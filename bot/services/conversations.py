@@ -707,6 +707,8 @@ class ConversationService:
             out: dict[str, Any] = {}
             for col in Case.__table__.columns:
                 value = getattr(c, col.name)
+                if isinstance(value, str):
+                    value = redact_links(value)  # the description quotes the customer: a pasted link has no token
                 out[col.name] = value.isoformat() if hasattr(value, "isoformat") else value
             out["timeline"] = [
                 {
@@ -714,7 +716,7 @@ class ConversationService:
                     "from_stage": e.from_stage,
                     "to_stage": e.to_stage,
                     "actor": e.actor,
-                    "detail": e.detail,
+                    "detail": redact_links(e.detail) if e.detail else e.detail,  # a pasted case link: no token
                     "created_at": e.created_at.isoformat(),
                 }
                 for e in c.events

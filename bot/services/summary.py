@@ -26,6 +26,7 @@ import yaml
 from sqlalchemy import select
 
 from bot.guard import asks_for_human
+from bot.services.case_links import redact_links
 from bot.services.config import HumanlineConfig
 from bot.services.conversations import ConversationService, MessageRecord
 from bot.services.plans import PlanCatalogue
@@ -166,7 +167,9 @@ class HandoffSummary:
 
 
 def _excerpt(text: str, n: int = 120) -> str:
-    text = " ".join(text.split())
+    # The agent reads this: a case link a customer pasted (or the bot sent) loses its token, as in
+    # the transcript (the link is the customer's credential, docs/cases.md).
+    text = " ".join(redact_links(text).split())
     return text if len(text) <= n else text[: n - 1] + "…"
 
 

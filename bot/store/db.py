@@ -13,6 +13,7 @@ import logging
 import os
 import threading
 import zlib
+from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -29,16 +30,72 @@ MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 DEFAULT_URL = "sqlite:///humanline.db"
 
 
-_SQLITE_LOCKS: dict[str, threading.RLock] = {}
+class FairRLock:
+    """A reentrant lock that serves waiters in arrival order.
+
+    :class:`threading.RLock` lets the thread that releases it take it again at once: a thread
+    running transaction after transaction (a reconnect storm's hellos) kept another thread (a
+    customer's turn) waiting for seconds, though each transaction was milliseconds long. Here a
+    release hands the lock to the longest waiter directly, so nobody can take it out of turn.
+    """
+
+    def __init__(self) -> None:
+        self._mutex = threading.Lock()
+        self._owner: int | None = None
+        self._count = 0
+        self._waiters: deque[tuple[threading.Lock, int]] = deque()
+
+    def acquire(self) -> bool:
+        me = threading.get_ident()
+        with self._mutex:
+            if self._owner == me:
+                self._count += 1
+                return True
+            if self._owner is None:
+                self._owner, self._count = me, 1
+                return True
+            gate = threading.Lock()
+            gate.acquire()
+            self._waiters.append((gate, me))
+        gate.acquire()  # released by the thread that hands the lock over (owner already set to us)
+        return True
+
+    def release(self) -> None:
+        with self._mutex:
+            if self._owner != threading.get_ident():
+                raise RuntimeError("cannot release a lock held by another thread")
+            self._count -= 1
+            if self._count:
+                return
+            if self._waiters:
+                gate, ident = self._waiters.popleft()
+                self._owner, self._count = ident, 1
+                gate.release()
+            else:
+                self._owner = None
+
+    def __enter__(self) -> bool:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+    def waiting(self) -> int:
+        """Threads queued for the lock."""
+        return len(self._waiters)
+
+
+_SQLITE_LOCKS: dict[str, FairRLock] = {}
 _SQLITE_LOCKS_GUARD = threading.Lock()
 
 
-def sqlite_lock(path: str | None) -> threading.RLock | None:
+def sqlite_lock(path: str | None) -> FairRLock | None:
     """The in-process lock of one SQLite file (``None`` for in-memory databases).
 
     SQLite has one writer at a time; writers that collide wait in its busy handler, which sleeps
     in steps of up to 100 ms. Taking this lock around each transaction queues them in the process
-    instead (the hub's store and the brain's tracker store share it when they share the file).
+    instead (the hub's store and the brain's tracker store share it when they share the file),
+    first come first served (:class:`FairRLock`).
     """
     if not path or path == ":memory:" or path.startswith("file:"):
         return None
@@ -46,7 +103,7 @@ def sqlite_lock(path: str | None) -> threading.RLock | None:
     with _SQLITE_LOCKS_GUARD:
         lock = _SQLITE_LOCKS.get(key)
         if lock is None:
-            lock = _SQLITE_LOCKS[key] = threading.RLock()
+            lock = _SQLITE_LOCKS[key] = FairRLock()
         return lock
 
 

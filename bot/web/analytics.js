@@ -101,10 +101,12 @@
                             "aria-labelledby": titleId + " " + descId });
     root.appendChild(svg("desc", { id: descId }, spec.summary));
     var grid = svg("g", { "class": "grid" }), axis = svg("g", { "class": "axis" });
-    for (var t = yMin; t <= yMax + 1e-9; t += step) {
+    // As many decimals as the step needs (0.05 → 2): never two ticks with the same label.
+    var tickDigits = step >= 1 ? 0 : Math.max(1, Math.ceil(-Math.log10(step) - 1e-9));
+    for (var i2 = 0, t = yMin; t <= yMax + 1e-9; i2++, t = yMin + i2 * step) {
       grid.appendChild(svg("line", { x1: m.left, x2: m.left + pw, y1: y(t), y2: y(t) }));
       root.appendChild(svg("text", { "class": "tick", x: m.left - 6, y: y(t) + 4, "text-anchor": "end" },
-                           fmt(t, step < 1 ? 1 : 0)));
+                           fmt(t, tickDigits)));
     }
     root.insertBefore(grid, root.firstChild.nextSibling);
     axis.appendChild(svg("line", { x1: m.left, x2: m.left + pw, y1: m.top + ph, y2: m.top + ph }));
@@ -327,7 +329,16 @@
       .catch(function () { $("range").textContent = "The CSV could not be downloaded."; });
   });
   $("days").addEventListener("change", load);
-  var resized = null;
-  window.addEventListener("resize", function () { clearTimeout(resized); resized = setTimeout(render, 150); });
+  // Redrawn for a new width only: a phone fires "resize" when its address bar hides on scrolling,
+  // and a redraw then would close the tables the supervisor opened and move the page.
+  var resized = null, drawnWidth = window.innerWidth;
+  window.addEventListener("resize", function () {
+    clearTimeout(resized);
+    resized = setTimeout(function () {
+      if (window.innerWidth === drawnWidth) return;
+      drawnWidth = window.innerWidth;
+      render();
+    }, 150);
+  });
   load();
 })();

@@ -21,7 +21,12 @@
       events: "History", you: "You", team_label: "Our team",
       sent: "Thank you — we added it to your case.", done_confirm: "Thank you for confirming.", done_reopen: "Your case is open again.", done_rate: "Thank you for your rating.",
       choose_score: "Please choose a rating from 1 to 5.", empty_info: "Please write something first.",
-      err: "That did not work: {message}", offline: "We could not reach the server. Check your connection and try again.",
+      err: "That did not work: {message}",
+      codes: { already_rated: "You have already rated this case. Thank you!",
+              reopen_window_closed: "This case was solved too long ago to be reopened. Please contact us in the chat and we will open a new case.",
+              wrong_stage: "This is not possible at the case's current stage. The page now shows the latest state.",
+              rate_limited: "Too many attempts; please wait a minute and try again.",
+              bad_request: "Please check what you entered and try again." }, offline: "We could not reach the server. Check your connection and try again.",
       ev: { created: "Case opened", stage_changed: "Stage: {to}", first_response: "A specialist picked up your case",
             progress_update: "Update: {detail}", sla_extended: "More time needed: {detail}", follow_up_scheduled: "Follow-up scheduled",
             follow_up: "We followed up", reopened: "Reopened", rated: "Rated {detail} out of 5", rating_comment: "Comment: {detail}",
@@ -44,6 +49,11 @@
       sent: "谢谢，已添加到您的工单。", done_confirm: "感谢您的确认。", done_reopen: "工单已重新打开。", done_rate: "感谢您的评价。",
       choose_score: "请选择 1 到 5 分。", empty_info: "请先填写内容。",
       err: "操作未成功：{message}", offline: "无法连接服务器，请检查网络后重试。",
+      codes: { already_rated: "您已经评价过本工单，谢谢！",
+              reopen_window_closed: "此工单解决时间已久，无法重新打开。请在对话中联系我们，我们会为您新建工单。",
+              wrong_stage: "工单当前阶段不能进行此操作，页面已更新为最新状态。",
+              rate_limited: "操作过于频繁，请一分钟后再试。",
+              bad_request: "请检查填写的内容后重试。" },
       ev: { created: "工单已受理", stage_changed: "阶段：{to}", first_response: "专员已开始处理",
             progress_update: "进展：{detail}", sla_extended: "延期：{detail}", follow_up_scheduled: "已安排回访",
             follow_up: "已回访", reopened: "已重新打开", rated: "评分：{detail} 分", rating_comment: "评价：{detail}",
@@ -66,6 +76,11 @@
       sent: "謝謝，已加入您的案件。", done_confirm: "感謝您的確認。", done_reopen: "案件已重新開啟。", done_rate: "感謝您的評價。",
       choose_score: "請選擇 1 到 5 分。", empty_info: "請先填寫內容。",
       err: "操作未成功：{message}", offline: "無法連線到伺服器，請檢查網路後再試。",
+      codes: { already_rated: "您已經評價過本案件，謝謝！",
+              reopen_window_closed: "此案件解決時間已久，無法重新開啟。請在對話中聯絡我們，我們會為您新建案件。",
+              wrong_stage: "案件目前階段不能進行此操作，頁面已更新為最新狀態。",
+              rate_limited: "操作過於頻繁，請一分鐘後再試。",
+              bad_request: "請檢查填寫的內容後再試。" },
       ev: { created: "案件已受理", stage_changed: "階段：{to}", first_response: "專員已開始處理",
             progress_update: "進度：{detail}", sla_extended: "延期：{detail}", follow_up_scheduled: "已安排回訪",
             follow_up: "已回訪", reopened: "已重新開啟", rated: "評分：{detail} 分", rating_comment: "評價：{detail}",
@@ -179,7 +194,10 @@
   }
 
   function api(path, body) {
-    var url = "/api/case/" + encodeURIComponent(number) + path + "?lang=" + encodeURIComponent(lang);
+    // The page speaks the case's language (the script the customer wrote in) unless the link asks
+    // for another one (?lang=); the browser's language only fills the moment before the answer.
+    var url = "/api/case/" + encodeURIComponent(number) + path +
+      (T[requested] ? "?lang=" + encodeURIComponent(requested) : "");
     var opts = { method: body ? "POST" : "GET", headers: { "X-Case-Link": token }, credentials: "omit", cache: "no-store" };
     if (body) {
       opts.headers["Content-Type"] = "application/json";
@@ -260,6 +278,10 @@
     });
   }
 
+  function refresh() {   // the case changed elsewhere (another tab, the agent): show what it is now
+    api("", null).then(function (r) { if (r.status === 200) render(r.data); }, function () {});
+  }
+
   function load() {
     if (!token) { notFound(); return; }
     api("", null).then(function (r) {
@@ -277,7 +299,10 @@
         return true;
       }
       if (r.status === 404) { notFound(); return false; }
-      feedback(t("err", { message: (r.data && r.data.message) || String(r.status) }), true);
+      // In the page's language: the server's message is English (it is also an API answer).
+      var code = r.data && r.data.error, own = code && ((T[lang].codes || {})[code] || T.en.codes[code]);
+      feedback(t("err", { message: own || (r.data && r.data.message) || String(r.status) }), true);
+      if (code === "wrong_stage" || code === "already_rated") refresh();
       return false;
     }, function () {
       if (button) button.disabled = false;

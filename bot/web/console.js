@@ -277,6 +277,10 @@
       info.appendChild(el("span", null, queueName(w.queue)));
       info.appendChild(el("br"));
       info.appendChild(el("span", "meta", (w.reason || "") + (w.case_id ? " · " + w.case_id : "")));
+      if (w.held) {  // suspected automated: waits for a supervisor (docs/security.md, 1b)
+        info.appendChild(el("br"));
+        info.appendChild(el("span", "meta held", "held: suspected automated" + (w.source ? " · " + w.source : "")));
+      }
       var q = queues.filter(function (x) { return x.name === w.queue; })[0];
       var since = ms(w.ts);
       if (since != null) {
@@ -288,6 +292,12 @@
       b.setAttribute("data-claim", id);
       b.addEventListener("click", function () { sendFrame({ type: "claim", conversation_id: id }); });
       li.appendChild(b);
+      if (w.held && session && session.agent.role === "supervisor") {
+        var r = el("button", null, "Release");
+        r.setAttribute("data-release", id);
+        r.addEventListener("click", function () { sendFrame({ type: "release_held", conversation_id: id }); });
+        li.appendChild(r);
+      }
       wl.appendChild(li);
     });
     var ml = $("mine-list"); clear(ml);

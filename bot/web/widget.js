@@ -237,13 +237,18 @@
     row.setAttribute("aria-disabled", "true");
   }
 
-  // Links to a case page (/case/HL-…#t=…) in the bot's, an agent's or a notice's text are made
-  // clickable; nothing else is (and a customer's own text never is).
+  // Links to a case page (/case/HL-…#t=…) of this hub (the widget's own origin) in the bot's, an
+  // agent's or a notice's text are made clickable; nothing else is (a look-alike page on another
+  // host stays text, and a customer's own text never is).
   var CASE_URL = /https?:\/\/[^\s<>"]+\/case\/HL-[0-9]{8}-[0-9]{4,}#t=[A-Za-z0-9._-]+/g;
+  function ours(url) {
+    try { return new URL(url).origin === base.origin; } catch (e) { return false; }
+  }
   function appendText(node, text, links) {
     var at = 0, m;
     CASE_URL.lastIndex = 0;
     while (links && (m = CASE_URL.exec(text))) {
+      if (!ours(m[0])) continue;
       if (m.index > at) node.appendChild(document.createTextNode(text.slice(at, m.index)));
       node.appendChild(el("a", { href: m[0], target: "_blank", rel: "noopener noreferrer", "class": "hl-link" }, m[0]));
       at = m.index + m[0].length;
