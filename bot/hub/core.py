@@ -31,9 +31,11 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from bot.brain import ActionServerError, BotReply, Brain, BrainTurn
+from bot.hub.agent_commands import AgentCommandsMixin
 from bot.hub.assignment import AssignmentMixin
 from bot.hub.bus import make_bus
-from bot.hub.errors import HubError
+from bot.hub.case_commands import CaseCommandsMixin
+from bot.hub.errors import HubError  # noqa: F401 - importable from here (agent_ws, app, canned)
 from bot.hub.events import LRUDict
 from bot.hub.locks import ConversationLocks
 from bot.hub.metrics import Metrics
@@ -45,10 +47,9 @@ from bot.i18n import detect_script, resolve_script, t
 from bot.services.agents import AgentInfo, AgentService
 from bot.services.canned import CannedService
 from bot.services.case_links import CaseLinks
-from bot.services.cases import CaseError, CaseService
+from bot.services.cases import CaseService
 from bot.services.config import HumanlineConfig
 from bot.services.conversations import (
-    AtCapacity,
     ConversationInfo,
     ConversationService,
     HandoffInfo,
@@ -104,7 +105,7 @@ def _reply_rows(texts: tuple[str, ...], replies: list[BotReply]) -> list[tuple[s
     return rows
 
 
-class Hub(AssignmentMixin):
+class Hub(AgentCommandsMixin, CaseCommandsMixin, AssignmentMixin):
     """State and transitions of every conversation served by this process."""
 
     def __init__(
@@ -797,198 +798,6 @@ class Hub(AssignmentMixin):
             "case": case,
             "summary": summary,
         }
-
-    async def _held(self, agent: AgentInfo, cid: str) -> ConversationInfo:
-        conv = await self.run(self.conversations.get, cid)
-        if conv is None:
-            raise HubError("not_found", "no such conversation")
-        if conv.status != "agent" or conv.agent_id != agent.id:
-            raise HubError("forbidden", "this conversation is not assigned to you")
-        return conv
-
-    async def claim(self, agent: AgentInfo, cid: str, *, automatic: bool = False) -> None:
-        """Take a queued conversation. Of racing claims exactly one wins. An agent at its limit
-        gets ``at_capacity`` (by hand: unless a supervisor allowed it to overflow)."""
-        async with self.lock(cid):
-            conv = await self.run(self.conversations.get, cid)
-            if conv is None:
-                raise HubError("not_found", "no such conversation")
-            if conv.status != "queued":
-                raise HubError("already_claimed", "this conversation is not waiting any more")
-            if conv.queue not in agent.skills and agent.role != "supervisor":
-                raise HubError("forbidden", "this conversation is in a queue you do not serve")
-            # Capacity: automatic assignment never goes above the limit; a claim by hand only
-            # when a supervisor allowed this agent to overflow. Checked in the assigning
-            # transaction (the agent's row locked) and, in this hub, under the agent's lock.
-            limit = None if agent.allow_overflow and not automatic else self.capacity_of(agent)
-            async with self._agent_lock(agent.id):
-                try:
-                    h = await self.run(self.conversations.assign, cid, agent.id, max_load=limit)
-                except AtCapacity as e:
-                    raise HubError("at_capacity", f"you already hold {e.load} conversations (your limit is "
-                                                  f"{e.limit}); resolve one or ask a supervisor") from None
-            if h is None:
-                raise HubError("already_claimed", "another agent took this conversation")
-            self.suspects.release(cid)  # a person has it now
-            await self.run(self.agents.record, agent, "auto_assigned" if automatic else "claim", cid, queue=h.queue)
-            conv = await self.run(self.conversations.get, cid)
-            assert conv is not None
-            view = await self._conversation_view(conv)
-            await self.emit(agent.id, {"type": "assigned", **view})
-            others = [a.id for a in self.agents_for(h.queue) if a.id != agent.id]
-            await self.emit_many(others, {"type": "claimed", "conversation_id": cid, "agent_name": agent.display_name})
-            lang = conv.lang or "en"
-            await self.system_message(cid, t("agent_joined", lang, name=agent.display_name))
-            frame = await self.customer_status(conv)
-            self._last_status.pop(cid, None)
-            await self.send_customers(cid, frame)
-        await self.refresh_queue(h.queue)
-
-    async def agent_message(self, agent: AgentInfo, cid: str, text: str, client_msg_id: str | None) -> MessageRecord:
-        async with self.lock(cid):
-            conv = await self._held(agent, cid)
-            appended = await self.run(
-                self.conversations.append, cid, "agent", text, agent_id=agent.id,
-                client_msg_id=f"agent:{agent.id}:{client_msg_id}" if client_msg_id else None,
-            )
-            assert appended is not None
-            if appended.created:
-                await self.run(self.conversations.mark_agent_reply, cid)
-                number = await self.run(self.conversations.case_number, conv.case_id)
-                if number:
-                    with contextlib.suppress(CaseError, ValueError):
-                        before = await self.run(self.cases.get, number)
-                        await self.run(self.cases.record_first_response, number, agent.actor)
-                        if before is not None and before.first_responded_at is None:
-                            # The first-response clock stopped: the case panel shows it at once.
-                            await self._push_case(agent, conv.case_id, cid)
-                await self.run(self.agents.record, agent, "message", cid, seq=appended.message.seq)
-                await self.send_customers(cid, appended.message.customer_frame())
-            frame = appended.message.agent_frame()
-            frame.pop("client_msg_id", None)
-            if client_msg_id:
-                frame["client_msg_id"] = client_msg_id
-            await self.emit(agent.id, frame)
-            return appended.message
-
-    async def transfer(self, agent: AgentInfo, cid: str, queue: str) -> None:
-        if queue not in self.config.queues:
-            raise HubError("unknown_queue", f"no queue named {queue!r}")
-        async with self.lock(cid):
-            conv = await self._held(agent, cid)
-            h = await self.run(
-                self.conversations.queue, cid, queue, "transfer",
-                from_statuses=("agent",), end_outcome="transferred",
-            )
-            if h is None:
-                raise HubError("conflict", "the conversation changed meanwhile")
-            await self.run(self.agents.record, agent, "transfer", cid, from_queue=conv.queue, to_queue=queue)
-            await self.emit(agent.id, {"type": "released", "conversation_id": cid, "reason": "transferred"})
-            lang = conv.lang or "en"
-            await self.system_message(cid, t("transferred", lang, queue=self.queues.display(queue, lang)))
-            await self._announce_queued(cid, h, lang, first=False)
-        if conv.queue and conv.queue != queue:
-            await self.refresh_queue(conv.queue)
-        self._refill(agent.id)
-
-    async def hand_back(self, agent: AgentInfo, cid: str) -> None:
-        """The agent returns the conversation to the bot; the guard's budget starts afresh."""
-        g = _guard_module()
-        async with self.lock(cid):
-            conv = await self._held(agent, cid)
-            if not await self.run(self.conversations.release, cid, agent.id, "bot", "handed_back"):
-                raise HubError("conflict", "the conversation changed meanwhile")
-            state = await self.run(self.conversations.load_guard_state, cid, g.GuardState)
-            await self.run(self.conversations.save_guard_state, cid, self.guard.hand_back(state))
-            await self.run(self.agents.record, agent, "hand_back", cid)
-            await self.emit(agent.id, {"type": "released", "conversation_id": cid, "reason": "handed_back"})
-            await self.system_message(cid, t("handed_back", conv.lang or "en"))
-            await self.send_customers(cid, {"type": "status", "status": "bot"})
-        await self.broadcast_queues()
-        self._refill(agent.id)
-
-    async def resolve(self, agent: AgentInfo, cid: str) -> None:
-        """The agent closes the conversation (status ``closed``; a new customer message reopens
-        it to the bot with a fresh budget)."""
-        async with self.lock(cid):
-            conv = await self._held(agent, cid)
-            if not await self.run(self.conversations.release, cid, agent.id, "closed", "resolved"):
-                raise HubError("conflict", "the conversation changed meanwhile")
-            await self.run(self.agents.record, agent, "resolve", cid)
-            await self.emit(agent.id, {"type": "released", "conversation_id": cid, "reason": "resolved"})
-            await self.system_message(cid, t("resolved", conv.lang or "en"))
-            number = await self.run(self.conversations.case_number, conv.case_id)
-            frame: dict[str, Any] = {"type": "status", "status": "closed"}
-            if number:
-                frame["case_id"] = number
-                self._add_case_url(frame, number)
-            await self.send_customers(cid, frame)
-        await self.broadcast_queues()
-        self._refill(agent.id)
-
-    async def set_availability(self, agent: AgentInfo, available: bool) -> AgentInfo:
-        updated = await self.run(self.agents.set_available, agent, available)
-        if updated.id in self.online:
-            self.online[updated.id] = updated
-        for queue in updated.skills:
-            if queue in self.config.queues:
-                await self.refresh_queue(queue)
-                if available:
-                    await self.auto_assign(queue)
-        return updated
-
-    async def _case_for(self, agent: AgentInfo, number: str) -> Any:
-        """The case ``number`` if ``agent`` may work on it: a supervisor, the agent holding a
-        conversation of the case, or an agent serving the case's queue."""
-        # One answer for "no such case" and "not yours": case numbers are sequential, so a
-        # different error would let an agent map every other queue's cases by probing.
-        refusal = HubError("invalid_case", f"no case {number!r} that you may work on")
-        case = await self.run(self.cases.get, number)
-        if case is None:
-            raise refusal
-        if agent.role == "supervisor" or case.queue in agent.skills:
-            return case
-        held = await self.run(self.conversations.by_agent, agent.id)
-        if any(c.case_id == case.id for c in held):
-            return case
-        raise refusal
-
-    async def _case_action(
-        self, agent: AgentInfo, number: str, action: str, cid: Any, fn: Callable[..., Any], *args: Any,
-        **audit: Any,
-    ) -> None:
-        """Run a case-service change for an agent: authorised, audited, the case panel refreshed."""
-        case = await self._case_for(agent, number)
-        try:
-            await self.run(fn, case.number, *args)
-        except (CaseError, ValueError) as e:
-            raise HubError("invalid_case", str(e)) from e
-        await self.run(self.agents.record, agent, action, case.number, **audit)
-        await self._push_case(agent, case.id, cid)
-
-    async def case_stage(self, agent: AgentInfo, number: str, stage: str, cid: Any = None) -> None:
-        """Move a case to ``stage`` (the case service checks the lifecycle)."""
-        await self._case_action(agent, number, "case_stage", cid, self.cases.advance, stage, agent.actor,
-                                stage=stage)
-
-    async def case_note(self, agent: AgentInfo, number: str, text: str, cid: Any = None) -> None:
-        """An internal note on the case's timeline (never shown to the customer)."""
-        await self._case_action(agent, number, "case_note", cid, self.cases.add_note, agent.actor, text)
-
-    async def case_progress(self, agent: AgentInfo, number: str, text: str, cid: Any = None) -> None:
-        """A progress update for the customer: notified, and the 24 h update clock restarts."""
-        await self._case_action(agent, number, "case_progress", cid, self.cases.record_progress_update,
-                                agent.actor, text)
-
-    async def case_extend(self, agent: AgentInfo, number: str, reason: str, hours: float, cid: Any = None) -> None:
-        """Extend the progress-update deadline by ``hours``; only with a stated reason."""
-        await self._case_action(agent, number, "case_extend", cid, self.cases.extend_sla, reason, agent.actor,
-                                hours, reason=reason, hours=hours)
-
-    async def _push_case(self, agent: AgentInfo, case_id: int | None, cid: Any) -> None:
-        details = await self.run(self.conversations.case_details, case_id)
-        if isinstance(cid, str) and details is not None:
-            await self.emit(agent.id, {"type": "case", "conversation_id": cid, "case": details})
 
     async def _open_case_for(
         self, cid: str, queue: str, reason: str, lang: str, intent: str | None = None

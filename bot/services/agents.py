@@ -390,8 +390,15 @@ class AgentService:
                   {"max_concurrent": max_concurrent, "allow_overflow": bool(a.allow_overflow)})
             return _info(a)
 
-    def record(self, agent: AgentInfo | str, action: str, target: str | None = None, **detail: Any) -> None:
-        """Audit an agent action (promise 8)."""
+    def record(
+        self, agent: AgentInfo | str, action: str, target: str | None = None, *, session: Session | None = None,
+        **detail: Any,
+    ) -> None:
+        """Audit an agent action (promise 8): in ``session``, the transaction of the change it
+        describes (committed or rolled back with it), else in a transaction of its own."""
         actor = agent.actor if isinstance(agent, AgentInfo) else agent
+        if session is not None:
+            audit(session, actor, action, target, detail or None)
+            return
         with self.db.session() as s:
             audit(s, actor, action, target, detail or None)

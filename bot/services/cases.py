@@ -577,7 +577,9 @@ class CaseService:
 
         return self._run(work, session)
 
-    def advance(self, number: str, to_stage: str, actor: str, *, detail: str | None = None) -> CaseView:
+    def advance(
+        self, number: str, to_stage: str, actor: str, *, detail: str | None = None, session: Session | None = None
+    ) -> CaseView:
         """Move a case forward to ``to_stage`` (the next stage or any later one).
 
         ``resolved`` sets ``resolved_at`` and schedules the follow-up; ``confirmed`` is only
@@ -595,7 +597,7 @@ class CaseService:
             self._move(s, case, to_stage, actor, now, detail)
             return self._view(case)
 
-        return self._run(work)
+        return self._run(work, session)
 
     def _move(self, s: Session, case: Case, to_stage: str, actor: str, now: datetime, detail: str | None) -> None:
         current = STAGES.index(case.stage)
@@ -634,7 +636,7 @@ class CaseService:
 
         return self._run(work, session)
 
-    def record_first_response(self, number: str, actor: str) -> CaseView:
+    def record_first_response(self, number: str, actor: str, *, session: Session | None = None) -> CaseView:
         """Record that a specialist answered the customer for the first time (idempotent)."""
 
         def work(s: Session) -> CaseView:
@@ -647,9 +649,9 @@ class CaseService:
                 self._notify(s, case, "first_response", now, expected_by=case.next_update_due_at)
             return self._view(case)
 
-        return self._run(work)
+        return self._run(work, session)
 
-    def record_progress_update(self, number: str, actor: str, text: str) -> CaseView:
+    def record_progress_update(self, number: str, actor: str, text: str, *, session: Session | None = None) -> CaseView:
         """Tell the customer about progress; restarts the progress-update clock.
 
         :raises ValueError: empty text. :raises CaseStateError: the case is already resolved.
@@ -670,9 +672,11 @@ class CaseService:
             self._notify(s, case, "progress_update", now, expected_by=case.next_update_due_at, text=text)
             return self._view(case)
 
-        return self._run(work)
+        return self._run(work, session)
 
-    def extend_sla(self, number: str, reason: str, actor: str, hours: float = 24) -> CaseView:
+    def extend_sla(
+        self, number: str, reason: str, actor: str, hours: float = 24, *, session: Session | None = None
+    ) -> CaseView:
         """Extend the progress-update clock by ``hours`` for a stated reason (told to the customer).
 
         :raises ValueError: blank reason or non-positive hours.
@@ -695,9 +699,9 @@ class CaseService:
             self._notify(s, case, "sla_extended", now, expected_by=case.next_update_due_at, reason=reason)
             return self._view(case)
 
-        return self._run(work)
+        return self._run(work, session)
 
-    def add_note(self, number: str, actor: str, text: str) -> None:
+    def add_note(self, number: str, actor: str, text: str, *, session: Session | None = None) -> None:
         """An internal note on the case timeline; never shown to the customer."""
         text = (text or "").strip()
         if not text:
@@ -710,7 +714,7 @@ class CaseService:
             self._event(s, case, "note", actor, now, detail=text)
             self._notify_internal(s, case, "note_added", now, actor=actor)
 
-        self._run(work)
+        self._run(work, session)
 
     def record_event(
         self, case_id: int, kind: str, actor: str, detail: str, *, session: Session | None = None

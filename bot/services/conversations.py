@@ -16,8 +16,9 @@ All methods are synchronous and short; the hub calls them from worker threads.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -267,6 +268,16 @@ class ConversationService:
         self.db = db
         self.on_stored = on_stored
 
+    @contextlib.contextmanager
+    def _tx(self, session: Session | None) -> Iterator[Session]:
+        """The caller's transaction when it gives one (a command that commits its change with its
+        audit entry: :mod:`bot.hub.agent_commands`), else a transaction of its own."""
+        if session is not None:
+            yield session
+        else:
+            with self.db.session() as s:
+                yield s
+
     # ---- visitors and conversations --------------------------------------------------------
 
     def create_visitor(self, lang: str | None = None, external_user_id: str | None = None) -> str:
@@ -346,11 +357,14 @@ class ConversationService:
         buttons: list[dict[str, str]] | None = None,
         only_if_status: str | None = None,
         awaiting_turn: bool = False,
+        session: Session | None = None,
     ) -> Appended | None:
-        """:meth:`_append` (below), then ``on_stored`` for a message it created (committed)."""
+        """:meth:`_append` (below), then ``on_stored`` for a message it created (committed, or
+        with ``session`` written in the caller's transaction)."""
         appended = self._append(
             conversation_id, sender, text, client_msg_id=client_msg_id, agent_id=agent_id, intent=intent,
             confidence=confidence, buttons=buttons, only_if_status=only_if_status, awaiting_turn=awaiting_turn,
+            session=session,
         )
         if appended is not None and appended.created and self.on_stored is not None:
             self.on_stored(sender)
@@ -369,6 +383,7 @@ class ConversationService:
         buttons: list[dict[str, str]] | None = None,
         only_if_status: str | None = None,
         awaiting_turn: bool = False,
+        session: Session | None = None,
     ) -> Appended | None:
         """Store a message with the next ``seq``.
 
@@ -381,17 +396,20 @@ class ConversationService:
         allocates the seq; otherwise ``None`` is returned and nothing is written (this is how a
         bot reply generated before a handoff is dropped, promise 2).
 
+        With ``session`` the message is written in the caller's transaction, and a concurrent
+        duplicate ``client_msg_id`` raises :class:`IntegrityError` (the caller's transaction is lost).
+
         :raises KeyError: the conversation does not exist.
         """
         try:
-            with self.db.session() as s:
+            with self._tx(session) as s:
                 return _append_in(
                     s, conversation_id, sender, text, client_msg_id=client_msg_id, agent_id=agent_id, intent=intent,
                     confidence=confidence, buttons=buttons, only_if_status=only_if_status, awaiting_turn=awaiting_turn,
                 )
         except IntegrityError:
             # The same client_msg_id was stored concurrently: the counter rolled back with us.
-            if client_msg_id is not None:
+            if client_msg_id is not None and session is None:
                 existing = self.find_client_msg(conversation_id, client_msg_id)
                 if existing:
                     return Appended(existing, created=False)
@@ -436,9 +454,9 @@ class ConversationService:
 
     # ---- guard state ---------------------------------------------------------------------
 
-    def load_guard_state(self, conversation_id: str, cls: type) -> Any:
+    def load_guard_state(self, conversation_id: str, cls: type, *, session: Session | None = None) -> Any:
         """The persisted guard state as an instance of ``cls`` (a frozen dataclass)."""
-        with self.db.session() as s:
+        with self._tx(session) as s:
             raw = s.execute(
                 select(Conversation.guard_state).where(Conversation.id == conversation_id)
             ).scalar_one_or_none()
@@ -566,8 +584,8 @@ class ConversationService:
             )
             return bool(res.rowcount == 1)
 
-    def save_guard_state(self, conversation_id: str, state: Any) -> None:
-        with self.db.session() as s:
+    def save_guard_state(self, conversation_id: str, state: Any, *, session: Session | None = None) -> None:
+        with self._tx(session) as s:
             s.execute(
                 update(Conversation)
                 .where(Conversation.id == conversation_id)
@@ -586,14 +604,16 @@ class ConversationService:
         from_statuses: tuple[str, ...] = ("bot",),
         requested_at: datetime | None = None,
         end_outcome: str | None = None,
+        session: Session | None = None,
     ) -> HandoffInfo | None:
         """Move a conversation to ``queue`` (status ``queued``) and open a handoff.
 
         Only from one of ``from_statuses``; returns ``None`` when the conversation had another
         status (nothing changes). An open handoff is ended first with ``end_outcome`` (transfer,
-        reply timeout); ``requested_at`` keeps the customer's place in line.
+        reply timeout); ``requested_at`` keeps the customer's place in line. ``session``: in the
+        caller's transaction (here and in the other commands that take it).
         """
-        with self.db.session() as s:
+        with self._tx(session) as s:
             values: dict[str, Any] = {"status": "queued", "queue": queue, "agent_id": None, "updated_at": utcnow()}
             if case_id is not None:
                 values["case_id"] = case_id
@@ -626,7 +646,9 @@ class ConversationService:
             s.flush()
             return _handoff(h)
 
-    def assign(self, conversation_id: str, agent_id: int, *, max_load: int | None = None) -> HandoffInfo | None:
+    def assign(
+        self, conversation_id: str, agent_id: int, *, max_load: int | None = None, session: Session | None = None
+    ) -> HandoffInfo | None:
         """Give a queued conversation to an agent. Atomic: of racing agents exactly one gets it.
 
         With ``max_load``, the agent's row is locked (``SELECT … FOR UPDATE`` on PostgreSQL, so
@@ -635,7 +657,7 @@ class ConversationService:
 
         :raises AtCapacity: the agent already holds ``max_load`` conversations or more.
         """
-        with self.db.session() as s:
+        with self._tx(session) as s:
             if max_load is not None:
                 s.execute(select(Agent.id).where(Agent.id == agent_id).with_for_update())
                 load = s.execute(
@@ -667,10 +689,10 @@ class ConversationService:
             h = _open_handoff(s, conversation_id)
             return _handoff(h) if h else None
 
-    def mark_agent_reply(self, conversation_id: str) -> None:
+    def mark_agent_reply(self, conversation_id: str, *, session: Session | None = None) -> None:
         """Record an agent reply on the open handoff: the first one is time-stamped, and the
         customer is no longer waiting (stops the reply timer until the customer writes again)."""
-        with self.db.session() as s:
+        with self._tx(session) as s:
             h = _open_handoff(s, conversation_id)
             if h is not None:
                 if h.first_agent_reply_at is None:
@@ -693,13 +715,15 @@ class ConversationService:
             ).scalars()
             return [_handoff(h) for h in rows]
 
-    def release(self, conversation_id: str, agent_id: int, to_status: str, outcome: str) -> bool:
+    def release(
+        self, conversation_id: str, agent_id: int, to_status: str, outcome: str, *, session: Session | None = None
+    ) -> bool:
         """End an agent's hold: ``to_status`` ``bot`` (hand back) or ``closed`` (resolved).
 
         Only the agent holding the conversation may do it; returns whether it happened.
         """
         assert to_status in ("bot", "closed")
-        with self.db.session() as s:
+        with self._tx(session) as s:
             res = s.execute(
                 update(Conversation)
                 .where(
