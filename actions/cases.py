@@ -31,11 +31,10 @@ _RATING_WORDS = {
 def case_reply(case: Any, lang: str) -> dict[str, Any]:
     """The variables every case response uses."""
     config = services().config
-    queue = config.queues.get(case.queue)
     return {
         "case_number": case.number,
-        "queue_name": queue.display_for(lang) if queue else case.queue,
-        "eta_minutes": queue.first_response_minutes if queue else config.sla.first_response_minutes,
+        "queue_name": config.queue_display(case.queue, lang),
+        "eta_minutes": config.first_response_minutes(case.queue),
         "stage_name": stage_display(case.stage, lang),
     }
 

@@ -93,11 +93,7 @@ def format_date(value: date, lang: str) -> str:
 def fallback_queue(tracker: Tracker) -> str:
     """Where a failed action sends the customer: the queue of the case in context, else the default."""
     try:
-        config = HumanlineConfig.load()
-        category = tracker.get_slot("case_category")
-        if category and category in config.routing:
-            return config.routing[category]
-        return config.default_queue
+        return HumanlineConfig.load().queue_of_category(tracker.get_slot("case_category"))
     except Exception:  # noqa: BLE001 - even a broken configuration must not silence the bot
         logger.exception("configuration unavailable while handling an action failure")
         return FALLBACK_QUEUE

@@ -429,8 +429,7 @@ class AnalyticsService:
             days=tuple(figures[d] for d in sorted(figures)), agents=tuple(agent_totals),
             labels={
                 "reasons": {r: REASON_LABELS.get(r, r.replace("_", " ")) for r in reasons},
-                "queues": {q: self.config.queues[q].display_for("en") if q in self.config.queues else q
-                           for q in queues},
+                "queues": {q: self.config.queue_display(q, "en") for q in queues},
             },
         )
 

@@ -334,19 +334,13 @@ class CaseService:
         return self.config.queue_for(category)
 
     def queue_display(self, queue: str, lang: str | None) -> str:
-        """The customer-facing queue name in ``lang``."""
-        q = self.config.queues.get(queue)
-        return q.display_for(lang) if q else queue
+        """The customer-facing queue name in ``lang`` (:meth:`HumanlineConfig.queue_display`)."""
+        return self.config.queue_display(queue, lang)
 
     def first_response_minutes(self, queue: str) -> int:
-        """Minutes allowed for the first human response in ``queue`` (its own value, else the SLA default)."""
-        return self._first_response_minutes(queue)
-
-    def _first_response_minutes(self, queue: str) -> int:
-        q = self.config.queues.get(queue)
-        if q is not None and q.first_response_minutes > 0:
-            return q.first_response_minutes
-        return self.config.sla.first_response_minutes
+        """Minutes allowed for the first human response in ``queue``
+        (:meth:`HumanlineConfig.first_response_minutes`)."""
+        return self.config.first_response_minutes(queue)
 
     def _view(self, c: Case) -> CaseView:
         lang = c.lang or "en"
@@ -557,7 +551,7 @@ class CaseService:
                 lang=lang,
                 created_at=now,
                 updated_at=now,
-                first_response_due_at=sla.first_response_due(now, self._first_response_minutes(queue)),
+                first_response_due_at=sla.first_response_due(now, self.first_response_minutes(queue)),
                 next_update_due_at=sla.next_update_due(now, self.config.sla.progress_update_hours),
                 reopen_count=0,
             )
@@ -570,7 +564,7 @@ class CaseService:
                 "created",
                 now,
                 expected_by=case.first_response_due_at,
-                expected_first_response_minutes=self._first_response_minutes(queue),
+                expected_first_response_minutes=self.first_response_minutes(queue),
             )
             s.flush()
             return self._view(case)
@@ -761,7 +755,7 @@ class CaseService:
             case.follow_up_at = None
             case.satisfaction = None  # the next resolution is rated afresh; the old rating stays in the timeline
             case.first_responded_at = None
-            case.first_response_due_at = sla.first_response_due(now, self._first_response_minutes(case.queue))
+            case.first_response_due_at = sla.first_response_due(now, self.first_response_minutes(case.queue))
             case.next_update_due_at = sla.next_update_due(now, self.config.sla.progress_update_hours)
             case.updated_at = now
             self._event(
