@@ -26,12 +26,12 @@ from rasa_sdk import Action, Tracker
 from rasa_sdk.events import EventType, SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 
+from bot.i18n import lang_or_default
 from bot.services.config import HumanlineConfig
 from bot.store.db import DEFAULT_URL, Database
 
 logger = logging.getLogger(__name__)
 
-LANGS = ("en", "zh-Hans", "zh-Hant")
 FALLBACK_QUEUE = "general"
 
 
@@ -66,8 +66,7 @@ def services() -> Services:
 
 def lang_of(tracker: Tracker) -> str:
     """The customer's script (slot ``lang``), ``en`` when unknown."""
-    value = tracker.get_slot("lang")
-    return value if value in LANGS else "en"
+    return lang_or_default(tracker.get_slot("lang"))
 
 
 def visitor_of(tracker: Tracker) -> str:

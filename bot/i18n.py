@@ -16,7 +16,19 @@ from functools import lru_cache
 from typing import Literal
 
 Lang = Literal["zh-Hans", "zh-Hant", "en"]
-LANGS: tuple[Lang, ...] = ("zh-Hans", "zh-Hant", "en")
+#: The languages (scripts) Humanline speaks, English — the fallback — first. The one list: the hub,
+#: the services, the actions and the evaluation tools all use it.
+LANGS: tuple[Lang, ...] = ("en", "zh-Hans", "zh-Hant")
+#: Their names in English, as supervisors and agents read them.
+LANGUAGE_NAMES: dict[str, str] = {"en": "English", "zh-Hans": "Simplified Chinese", "zh-Hant": "Traditional Chinese"}
+
+
+def lang_or_default(value: object, default: Lang = "en") -> Lang:
+    """``value`` when it is one of :data:`LANGS`, else ``default``."""
+    for lang in LANGS:
+        if value == lang:
+            return lang
+    return default
 
 # Characters that only written Cantonese uses (嘅 咗 冇 唔 啲 係 and a few more of the same kind).
 # They mark a Hong Kong writer even when the rest of the message happens to be in simplified form.

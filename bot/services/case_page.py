@@ -25,6 +25,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from bot.i18n import lang_or_default
 from bot.services import audit
 from bot.services.cases import (
     CLOSED_STAGES,
@@ -36,8 +37,6 @@ from bot.services.cases import (
     CaseView,
 )
 from bot.store.models import Agent, Conversation, Handoff
-
-LANGS = ("en", "zh-Hans", "zh-Hant")
 
 #: the page's names of the five stages (the complaint channel's 受理 → 核实 → 方案制定 → 问题解决 → 用户确认)
 PAGE_STAGE_NAMES: dict[str, dict[str, str]] = {
@@ -55,9 +54,7 @@ _EXTENSION = re.compile(r"^(?P<reason>.*) \(\+(?P<hours>[0-9.]+) h, due (?P<due>
 
 def page_lang(requested: str | None, case_lang: str | None) -> str:
     """The page's language: ``?lang=`` when it is one of ours, else the case's."""
-    if requested in LANGS:
-        return str(requested)
-    return case_lang if case_lang in LANGS else "en"
+    return lang_or_default(requested, lang_or_default(case_lang))
 
 
 def stage_name(stage: str, lang: str) -> str:

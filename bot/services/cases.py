@@ -42,6 +42,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
+from bot.i18n import lang_or_default
 from bot.services import sla
 from bot.services.config import HumanlineConfig
 from bot.services.notifications import Outbox
@@ -532,7 +533,7 @@ class CaseService:
         queue = self.route(category)
         if not visitor_id:
             raise ValueError("a case needs the visitor it belongs to")
-        lang = lang if lang in ("en", "zh-Hans", "zh-Hant") else "en"
+        lang = lang_or_default(lang)
 
         def work(s: Session) -> CaseView:
             now = self._now()
