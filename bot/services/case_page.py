@@ -17,7 +17,6 @@ the same transaction as the change.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -26,7 +25,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from bot.i18n import lang_or_default
-from bot.services import audit
+from bot.services import audit, sla
 from bot.services.cases import (
     CLOSED_STAGES,
     INTERNAL_EVENTS,
@@ -49,7 +48,6 @@ PAGE_STAGE_NAMES: dict[str, dict[str, str]] = {
 
 #: events whose detail is the customer's or is meant for the customer
 _DETAIL_SHOWN = frozenset({"progress_update", "sla_extended", "customer_info", "reopened", "rated", "rating_comment"})
-_EXTENSION = re.compile(r"^(?P<reason>.*) \(\+(?P<hours>[0-9.]+) h, due (?P<due>[^)]+)\)$", re.DOTALL)
 
 
 def page_lang(requested: str | None, case_lang: str | None) -> str:
@@ -150,15 +148,8 @@ class CasePageService:
 
     @staticmethod
     def _extension(e: CaseEventView) -> dict[str, Any]:
-        match = _EXTENSION.match(e.detail or "")
-        if match is None:
-            return {"at": _iso(e.created_at), "reason": e.detail or "", "hours": None, "due_at": None}
-        return {
-            "at": _iso(e.created_at),
-            "reason": match.group("reason"),
-            "hours": float(match.group("hours")),
-            "due_at": match.group("due"),
-        }
+        ext = sla.parse_extension(e.detail)
+        return {"at": _iso(e.created_at), "reason": ext.reason, "hours": ext.hours, "due_at": _iso(ext.due_at)}
 
     @staticmethod
     def _event(e: CaseEventView, lang: str) -> dict[str, Any]:
@@ -170,8 +161,7 @@ class CasePageService:
         if e.to_stage:
             out["to_stage"] = stage_name(e.to_stage, lang)
         if e.kind == "sla_extended":
-            match = _EXTENSION.match(e.detail or "")
-            out["detail"] = match.group("reason") if match else e.detail
+            out["detail"] = sla.parse_extension(e.detail).reason
         elif e.kind in _DETAIL_SHOWN and e.detail:
             out["detail"] = e.detail
         return out

@@ -159,6 +159,11 @@ class BreachView:
     due_at: datetime
     overdue_s: float
 
+    def to_dict(self) -> dict[str, Any]:
+        """As in the supervisor overview's ``breaches``."""
+        return {"number": self.number, "queue": self.queue, "stage": self.stage, "kind": self.kind,
+                "due_at": self.due_at.isoformat(), "overdue_s": int(self.overdue_s)}
+
 
 @dataclass(frozen=True)
 class SatisfactionSummary:
@@ -685,7 +690,7 @@ class CaseService:
             old = case.next_update_due_at
             case.next_update_due_at = sla.extend(old, now, hours, reason)
             case.updated_at = now
-            detail = f"{reason} (+{hours:g} h, due {case.next_update_due_at.isoformat()})"
+            detail = sla.extension_detail(str(reason), hours, case.next_update_due_at)
             self._event(s, case, "sla_extended", actor, now, detail=detail)
             self._notify(s, case, "sla_extended", now, expected_by=case.next_update_due_at, reason=reason)
             return self._view(case)
