@@ -482,3 +482,20 @@ def test_extension_detail_round_trips() -> None:
     detail = sla.extension_detail("waiting (for) the bank", 48, due)
     assert sla.parse_extension(detail) == sla.Extension("waiting (for) the bank", 48.0, due)
     assert sla.parse_extension("free text") == sla.Extension("free text", None, None)
+
+
+def test_the_console_reads_the_timeline_the_case_service_reads(cases: CaseService, db: Database) -> None:
+    """ConversationService.case_details (the agent console) and CaseService.timeline read a case's
+    events through one function (issue #15, item 6): same entries, same order, notes included."""
+    from bot.services.conversations import ConversationService
+
+    view = _open(cases)
+    cases.add_note(view.number, "agent:alice", "called the bank")
+    cases.advance(view.number, "verifying", "agent:alice")
+    details = ConversationService(db).case_details(view.id)
+    assert details is not None and details["number"] == view.number
+    assert [(e["kind"], e["to_stage"], e["detail"], e["created_at"]) for e in details["timeline"]] == [
+        (e.kind, e.to_stage, e.detail, e.created_at.isoformat()) for e in cases.timeline(view.number)
+    ]
+    assert [e["kind"] for e in details["timeline"]] == ["created", "note", "first_response", "stage_changed"]
+    assert ConversationService(db).case_details(None) is None

@@ -175,6 +175,38 @@ class SatisfactionSummary:
     by_queue: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
+# ----------------------------------------------------------------------------- timelines
+
+
+def event_views(s: Session, case_id: int) -> list[CaseEventView]:
+    """The case's events in order, internal ones included: the one reader of a case's timeline
+    (:meth:`CaseService.timeline`, :func:`case_details`)."""
+    rows = s.execute(select(CaseEvent).where(CaseEvent.case_id == case_id).order_by(CaseEvent.id)).scalars()
+    return [
+        CaseEventView(e.kind, e.from_stage, e.to_stage, e.actor, e.detail, e.created_at, e.kind in INTERNAL_EVENTS)
+        for e in rows
+    ]
+
+
+def case_details(s: Session, case_id: int | None) -> dict[str, Any] | None:
+    """A case's columns (datetimes as ISO text) with its whole timeline, as the agent console shows it."""
+    if case_id is None:
+        return None
+    c = s.get(Case, case_id)
+    if c is None:
+        return None
+    out: dict[str, Any] = {}
+    for col in Case.__table__.columns:
+        value = getattr(c, col.name)
+        out[col.name] = value.isoformat() if hasattr(value, "isoformat") else value
+    out["timeline"] = [
+        {"kind": e.kind, "from_stage": e.from_stage, "to_stage": e.to_stage, "actor": e.actor, "detail": e.detail,
+         "created_at": e.created_at.isoformat()}
+        for e in event_views(s, case_id)
+    ]
+    return out
+
+
 # ----------------------------------------------------------------------------- case numbers
 
 
@@ -994,13 +1026,7 @@ class CaseService:
             case = self._load(s, number, for_update=False)
             if visitor_id is not None and case.visitor_id != visitor_id:
                 raise CaseNotFound(f"no case {number!r}")
-            rows = s.execute(select(CaseEvent).where(CaseEvent.case_id == case.id).order_by(CaseEvent.id)).scalars()
-            events = [
-                CaseEventView(
-                    e.kind, e.from_stage, e.to_stage, e.actor, e.detail, e.created_at, e.kind in INTERNAL_EVENTS
-                )
-                for e in rows
-            ]
+            events = event_views(s, case.id)
         if visitor_id is not None:
             events = [e for e in events if not e.internal]
         return events
