@@ -42,7 +42,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
-from bot.i18n import lang_or_default
+from bot.i18n import lang_or_default, t
 from bot.services import sla
 from bot.services.config import HumanlineConfig
 from bot.services.notifications import Outbox
@@ -247,71 +247,7 @@ def format_number(day: date, seq: int) -> str:
 
 
 # ----------------------------------------------------------------------------- message texts
-
-_TEXTS: dict[str, dict[str, str]] = {
-    "created": {
-        "en": "Your case {number} has been opened and assigned to {queue}. A specialist will respond by {due}.",
-        "zh-Hans": "您的工单 {number} 已受理，由{queue}处理。专员将在 {due} 前回复您。",
-        "zh-Hant": "您的案件 {number} 已受理，由{queue}處理。專員將於 {due} 前回覆您。",
-    },
-    "stage_changed": {
-        "en": "Case {number} is now at stage: {stage}.",
-        "zh-Hans": "工单 {number} 当前阶段：{stage}。",
-        "zh-Hant": "案件 {number} 目前階段：{stage}。",
-    },
-    "first_response": {
-        "en": "A specialist from {queue} has picked up case {number}.",
-        "zh-Hans": "{queue}的专员已开始处理工单 {number}。",
-        "zh-Hant": "{queue}的專員已開始處理案件 {number}。",
-    },
-    "progress_update": {
-        "en": "Update on case {number}: {text}",
-        "zh-Hans": "工单 {number} 进展：{text}",
-        "zh-Hant": "案件 {number} 進度：{text}",
-    },
-    "sla_extended": {
-        "en": "Case {number} needs more time ({reason}). Next update by {due}.",
-        "zh-Hans": "工单 {number} 需要更多时间（{reason}）。下次更新时间：{due}。",
-        "zh-Hant": "案件 {number} 需要更多時間（{reason}）。下次更新時間：{due}。",
-    },
-    "resolved": {
-        "en": "Case {number} has been resolved. We will follow up on {follow_up}. "
-        "You can reopen it if the problem persists.",
-        "zh-Hans": "工单 {number} 已解决，我们将于 {follow_up} 回访。如问题仍未解决，您可以重新打开工单。",
-        "zh-Hant": "案件 {number} 已解決，我們將於 {follow_up} 回訪。如問題仍未解決，您可以重新開啟案件。",
-    },
-    "confirmed": {
-        "en": "Thank you for confirming that case {number} is solved.",
-        "zh-Hans": "感谢您确认工单 {number} 已解决。",
-        "zh-Hant": "感謝您確認案件 {number} 已解決。",
-    },
-    "reopened": {
-        "en": "Case {number} has been reopened and is with {queue} again. A specialist will respond by {due}.",
-        "zh-Hans": "工单 {number} 已重新打开，由{queue}继续处理。专员将在 {due} 前回复您。",
-        "zh-Hant": "案件 {number} 已重新開啟，由{queue}繼續處理。專員將於 {due} 前回覆您。",
-    },
-    "follow_up": {
-        "en": "We are following up on case {number}: is the problem solved? Reply in the chat to reopen "
-        "the case if it is not, or rate how it was handled (1-5).",
-        "zh-Hans": "我们回访工单 {number}：问题解决了吗？如未解决，请在对话中回复以重新打开工单，"
-        "或为处理情况评分（1-5）。",
-        "zh-Hant": "我們回訪案件 {number}：問題解決了嗎？如未解決，請在對話中回覆以重新開啟案件，"
-        "或為處理情況評分（1-5）。",
-    },
-    "reopen_window_closed": {
-        "en": "Case {number} was resolved on {resolved} and can be reopened only until {until}. I've passed your "
-        "message on to the team; a person will pick it up and open a new case if needed.",
-        "zh-Hans": "工单 {number} 已于 {resolved} 解决，只能在 {until} 之前重新打开。您的留言我已转达，"
-        "客服会跟进并在需要时为您新建工单。",
-        "zh-Hant": "案件 {number} 已於 {resolved} 解決，只能在 {until} 之前重新開啟。您的留言我已轉達，"
-        "客服會跟進並在需要時為您新建案件。",
-    },
-    "rated": {
-        "en": "Thank you for rating the handling of case {number}.",
-        "zh-Hans": "感谢您对工单 {number} 的评价。",
-        "zh-Hant": "感謝您對案件 {number} 的評價。",
-    },
-}
+# The notifications' texts are in the one catalogue, bot.i18n (keys ``case_<event>``).
 
 _STAGE_NAMES: dict[str, dict[str, str]] = {
     "accepted": {"en": "accepted", "zh-Hans": "已受理", "zh-Hant": "已受理"},
@@ -455,12 +391,14 @@ class CaseService:
         )
 
     def _notify(self, session: Session, case: Case, event: str, now: datetime, **extra: Any) -> None:
-        """Write the customer notification for ``event`` (``_TEXTS`` key) in this transaction."""
+        """Write the customer notification for ``event`` (the ``case_<event>`` text of
+        :func:`bot.i18n.t`) in this transaction."""
         lang = case.lang or "en"
         queue_display = self.queue_display(case.queue, lang)
         expected = extra.pop("expected_by", None)
-        texts = _TEXTS[event]
-        message = (texts.get(lang) or texts["en"]).format(
+        message = t(
+            f"case_{event}",
+            lang,
             number=case.number,
             queue=queue_display,
             due=_fmt_time(expected),
@@ -882,8 +820,8 @@ class CaseService:
 
     def reopen_window_text(self, case: CaseView, lang: str | None) -> str:
         """What the customer is told when ``case`` can no longer be reopened, in ``lang``."""
-        texts = _TEXTS["reopen_window_closed"]
-        return (texts.get(lang or "en") or texts["en"]).format(
+        return t(
+            "case_reopen_window_closed", lang,
             number=case.number, resolved=_fmt_time(case.resolved_at), until=_fmt_time(self.reopen_until(case))
         )
 
