@@ -15,7 +15,6 @@ customer without an answer.
 from __future__ import annotations
 
 import logging
-import os
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from datetime import date
@@ -28,7 +27,8 @@ from rasa_sdk.executor import CollectingDispatcher
 
 from bot.i18n import lang_or_default
 from bot.services.config import HumanlineConfig
-from bot.store.db import DEFAULT_URL, Database
+from bot.settings import account_backend, database_url
+from bot.store.db import Database
 
 logger = logging.getLogger(__name__)
 
@@ -52,11 +52,11 @@ def services() -> Services:
     from bot.services.plans import PlanChangeService, load_account_backend
 
     config = HumanlineConfig.load()
-    db = Database(os.environ.get("DATABASE_URL") or DEFAULT_URL)
+    db = Database(database_url())
     db.migrate()
     links = links_from_env(db)
     cases = CaseService(db, config, links=links)
-    backend = load_account_backend(os.environ.get("HUMANLINE_ACCOUNT_BACKEND"), db, config)
+    backend = load_account_backend(account_backend(), db, config)
     plans = PlanChangeService(db, config, backend=backend, cases=cases)
     return Services(db=db, cases=cases, plans=plans, config=config, links=links)
 

@@ -91,3 +91,16 @@ def test_one_rule_for_queue_names_targets_and_category_queues() -> None:
 def test_a_queue_target_must_be_positive() -> None:
     with pytest.raises(ConfigError, match="first_response_minutes"):
         HumanlineConfig.from_dict(_raw(queues={"general": {"first_response_minutes": 0}}))
+
+
+def test_the_configuration_path_comes_from_settings(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    """HUMANLINE_CONFIG is read by bot.settings only; HumanlineConfig.load and Settings agree."""
+    from bot.settings import Settings
+
+    other = tmp_path / "humanline.yml"
+    other.write_text("queues: {desk: {display: {en: Desk}}}\ndefault_queue: desk\n", encoding="utf-8")
+    monkeypatch.setenv("HUMANLINE_CONFIG", str(other))
+    assert Settings.from_env().config_path == str(other)
+    assert list(HumanlineConfig.load().queues) == ["desk"] and HumanlineConfig.load().path == str(other)
+    monkeypatch.setenv("HUMANLINE_CONFIG", "")
+    assert Settings.from_env().config_path == HumanlineConfig.load().path

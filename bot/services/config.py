@@ -14,8 +14,10 @@ from typing import Any
 
 import yaml
 
-ROOT = Path(__file__).resolve().parent.parent.parent
-DEFAULT_CONFIG_PATH = ROOT / "config" / "humanline.yml"
+from bot.settings import DEFAULT_CONFIG_PATH as SETTINGS_DEFAULT_CONFIG_PATH
+from bot.settings import config_path as settings_config_path
+
+DEFAULT_CONFIG_PATH = Path(SETTINGS_DEFAULT_CONFIG_PATH)
 
 
 class ConfigError(ValueError):
@@ -109,7 +111,7 @@ class HumanlineConfig:
         :param path: the YAML file; default ``$HUMANLINE_CONFIG`` or ``config/humanline.yml``.
         :raises ConfigError: unknown queue in the routing, missing sections, bad plan ranks…
         """
-        chosen = Path(path or os.environ.get("HUMANLINE_CONFIG") or DEFAULT_CONFIG_PATH)
+        chosen = Path(path or settings_config_path())
         try:
             raw = yaml.safe_load(chosen.read_text(encoding="utf-8"))
         except FileNotFoundError as exc:
