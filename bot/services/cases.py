@@ -56,8 +56,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 STAGES: tuple[str, ...] = ("accepted", "verifying", "solution_proposed", "resolved", "confirmed")
-OPEN_STAGES: tuple[str, ...] = ("accepted", "verifying", "solution_proposed")
-CLOSED_STAGES: tuple[str, ...] = ("resolved", "confirmed")
+#: The SLA clocks stop at the closed stages (the one list is :data:`bot.services.sla.CLOSED_STAGES`).
+CLOSED_STAGES: tuple[str, ...] = tuple(s for s in STAGES if s in sla.CLOSED_STAGES)
+OPEN_STAGES: tuple[str, ...] = tuple(s for s in STAGES if s not in sla.CLOSED_STAGES)
 #: Event kinds only agents and supervisors see.
 INTERNAL_EVENTS = frozenset({"note", "sla_breached"})
 #: Actors that are not a human specialist.
