@@ -31,13 +31,31 @@ _RATING_WORDS = {
 def case_reply(case: Any, lang: str) -> dict[str, Any]:
     """The variables every case response uses."""
     config = services().config
-    queue = config.queues.get(case.queue)
     return {
         "case_number": case.number,
-        "queue_name": queue.display_for(lang) if queue else case.queue,
-        "eta_minutes": queue.first_response_minutes if queue else config.sla.first_response_minutes,
+        "queue_name": config.queue_display(case.queue, lang),
+        "eta_minutes": config.first_response_minutes(case.queue),
         "stage_name": stage_display(case.stage, lang),
     }
+
+
+def _to_the_team(
+    dispatcher: CollectingDispatcher, case: Any, lang: str, response: str, outcome: str
+) -> list[EventType]:
+    """Tell the customer the case is with its team (``response``: number, queue, expected first
+    response, then the case link) and hand the conversation to the case's queue (``outcome`` is
+    the resolution and the handoff reason)."""
+    reply = case_reply(case, lang)
+    dispatcher.utter_message(response=response, case_number=reply["case_number"], queue_name=reply["queue_name"],
+                             eta_minutes=reply["eta_minutes"])
+    send_case_link(dispatcher, case, lang)
+    return [
+        SlotSet("case_number", case.number),
+        SlotSet("case_category", case.category),
+        SlotSet("resolution", outcome),
+        SlotSet("handoff_queue", case.queue),
+        SlotSet("handoff_reason", outcome),
+    ]
 
 
 def send_case_link(dispatcher: CollectingDispatcher, case: Any, lang: str) -> None:
@@ -99,20 +117,8 @@ class ActionOpenCase(ServiceAction):
             phone=phone,
             amount=tracker.get_slot("amount"),
         )
-        reply = case_reply(case, lang)
-        dispatcher.utter_message(
-            response="utter_case_opened",
-            case_number=reply["case_number"],
-            queue_name=reply["queue_name"],
-            eta_minutes=reply["eta_minutes"],
-        )
-        send_case_link(dispatcher, case, lang)
         return [
-            SlotSet("case_number", case.number),
-            SlotSet("case_category", category),
-            SlotSet("resolution", "case_opened"),
-            SlotSet("handoff_queue", case.queue),
-            SlotSet("handoff_reason", "case_opened"),
+            *_to_the_team(dispatcher, case, lang, "utter_case_opened", "case_opened"),
             # the references belonged to this case; the next one starts clean
             SlotSet("case_reference", None),
             SlotSet("order_id", None),
@@ -211,21 +217,7 @@ class ActionReopenCase(ServiceAction):
             # Still open: the team gets the customer's words as a note; the customer gets the status.
             services().cases.add_note(case.number, f"customer:{visitor_of(tracker)}", reason or "not solved")
             return _tell_status(dispatcher, case, lang, "utter_case_still_open")
-        reply = case_reply(case, lang)
-        dispatcher.utter_message(
-            response="utter_case_reopened",
-            case_number=reply["case_number"],
-            queue_name=reply["queue_name"],
-            eta_minutes=reply["eta_minutes"],
-        )
-        send_case_link(dispatcher, case, lang)
-        return [
-            SlotSet("case_number", case.number),
-            SlotSet("case_category", case.category),
-            SlotSet("resolution", "case_reopened"),
-            SlotSet("handoff_queue", case.queue),
-            SlotSet("handoff_reason", "case_reopened"),
-        ]
+        return _to_the_team(dispatcher, case, lang, "utter_case_reopened", "case_reopened")
 
 
 def parse_rating(value: Any) -> int | None:

@@ -20,11 +20,8 @@ class ActionHandoff(ServiceAction):
 
     def act(self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]) -> list[EventType]:
         config = services().config
-        category = tracker.get_slot("case_category")
-        queue = config.routing.get(category) if category else None
-        queue = queue or config.default_queue
+        queue = config.queue_of_category(tracker.get_slot("case_category"))
         intent = (tracker.latest_message.get("intent") or {}).get("name")
         reason = "frustration" if intent == "express_frustration" else "customer_request"
-        q = config.queues.get(queue)
-        dispatcher.utter_message(response="utter_handoff", queue_name=q.display_for(lang_of(tracker)) if q else queue)
+        dispatcher.utter_message(response="utter_handoff", queue_name=config.queue_display(queue, lang_of(tracker)))
         return [SlotSet("handoff_queue", queue), SlotSet("handoff_reason", reason)]

@@ -15,7 +15,6 @@ customer without an answer.
 from __future__ import annotations
 
 import logging
-import os
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from datetime import date
@@ -26,12 +25,13 @@ from rasa_sdk import Action, Tracker
 from rasa_sdk.events import EventType, SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 
+from bot.i18n import lang_or_default
 from bot.services.config import HumanlineConfig
-from bot.store.db import DEFAULT_URL, Database
+from bot.settings import account_backend, database_url
+from bot.store.db import Database
 
 logger = logging.getLogger(__name__)
 
-LANGS = ("en", "zh-Hans", "zh-Hant")
 FALLBACK_QUEUE = "general"
 
 
@@ -52,11 +52,11 @@ def services() -> Services:
     from bot.services.plans import PlanChangeService, load_account_backend
 
     config = HumanlineConfig.load()
-    db = Database(os.environ.get("DATABASE_URL") or DEFAULT_URL)
+    db = Database(database_url())
     db.migrate()
     links = links_from_env(db)
     cases = CaseService(db, config, links=links)
-    backend = load_account_backend(os.environ.get("HUMANLINE_ACCOUNT_BACKEND"), db, config)
+    backend = load_account_backend(account_backend(), db, config)
     plans = PlanChangeService(db, config, backend=backend, cases=cases)
     return Services(db=db, cases=cases, plans=plans, config=config, links=links)
 
@@ -66,8 +66,7 @@ def services() -> Services:
 
 def lang_of(tracker: Tracker) -> str:
     """The customer's script (slot ``lang``), ``en`` when unknown."""
-    value = tracker.get_slot("lang")
-    return value if value in LANGS else "en"
+    return lang_or_default(tracker.get_slot("lang"))
 
 
 def visitor_of(tracker: Tracker) -> str:
@@ -93,11 +92,7 @@ def format_date(value: date, lang: str) -> str:
 def fallback_queue(tracker: Tracker) -> str:
     """Where a failed action sends the customer: the queue of the case in context, else the default."""
     try:
-        config = HumanlineConfig.load()
-        category = tracker.get_slot("case_category")
-        if category and category in config.routing:
-            return config.routing[category]
-        return config.default_queue
+        return HumanlineConfig.load().queue_of_category(tracker.get_slot("case_category"))
     except Exception:  # noqa: BLE001 - even a broken configuration must not silence the bot
         logger.exception("configuration unavailable while handling an action failure")
         return FALLBACK_QUEUE

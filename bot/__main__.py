@@ -212,7 +212,7 @@ def _start_action_server(settings: Settings) -> subprocess.Popen[bytes] | None:
     ``settings.action_token``), or nothing when the endpoint is off or started elsewhere. Its life
     is tied to this process: it dies with the hub (parent-death signal), and a stale one left on
     the port by a hub that died anyway is reclaimed first."""
-    if settings.action_endpoint is None or os.environ.get("HUMANLINE_START_ACTION_SERVER", "1") == "0":
+    if settings.action_endpoint is None or not settings.start_action_server:
         return None
     if not settings.action_token:
         raise ValueError("the action server needs a token (settings.action_token)")

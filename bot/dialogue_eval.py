@@ -641,12 +641,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _model(given: Path | None) -> Path | None:
-    import os
+    from bot.settings import model_path
 
     if given is not None:
         return given if given.is_file() else None
-    if os.environ.get("HUMANLINE_MODEL"):
-        env = Path(os.environ["HUMANLINE_MODEL"])
+    if model_path():
+        env = Path(str(model_path()))
         return env if env.is_file() else None
     from bot.training import current_model
 

@@ -35,10 +35,11 @@ from typing import Any
 
 import yaml
 
+from bot.i18n import LANGS
 from bot.settings import ROOT
 
 DIALOGUES_DIR = ROOT / "eval" / "dialogues"
-SCRIPTS: tuple[str, ...] = ("en", "zh-Hans", "zh-Hant")
+SCRIPTS: tuple[str, ...] = LANGS
 CHANGE_KINDS: tuple[str, ...] = ("upgrade", "downgrade", "cancel")
 MIN_PER_SCRIPT = 30
 

@@ -37,6 +37,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from bot.i18n import LANGS
 from bot.training import ROOT, _rasa_command
 
 EXTERNAL_DIR = ROOT.parent / "shared" / "benchmarks" / "external"
@@ -160,7 +161,7 @@ def noise_samples(lang: str, n: int = NOISE_PER_SCRIPT, seed: int = 7) -> list[S
     return [Sample(make(), OUT_OF_SCOPE) for _ in range(n)]
 
 
-def load_noise(langs: tuple[str, ...] = ("en", "zh-Hans", "zh-Hant")) -> list[EvalSet]:
+def load_noise(langs: tuple[str, ...] = LANGS) -> list[EvalSet]:
     return [EvalSet(f"noise_{lang}", "noise", noise_samples(lang)) for lang in langs]
 
 

@@ -385,8 +385,8 @@ class Decision:
             now (with :attr:`reason` and :attr:`queue`) and tell the customer. ``False`` when the
             conversation was already handed off. Addition to the architecture contract.
         queue: The specialist queue an action asked for (:attr:`TurnOutcome.handoff_queue`), if any.
-        withheld: The bot replies of this turn that were *not* delivered, for the agent's
-            transcript; never to be shown to the customer.
+        withheld: The bot replies of this turn that were *not* delivered; never to be shown to
+            the customer. The hub drops them (it neither sends nor stores them).
         signals: The frustration and danger read from the message by
             :meth:`~HandoffGuard.before_turn` (``None`` from :meth:`~HandoffGuard.after_turn`, or
             when ``config.signals`` is off). The hub routes a ``danger`` handoff by it.

@@ -16,7 +16,19 @@ from functools import lru_cache
 from typing import Literal
 
 Lang = Literal["zh-Hans", "zh-Hant", "en"]
-LANGS: tuple[Lang, ...] = ("zh-Hans", "zh-Hant", "en")
+#: The languages (scripts) Humanline speaks, English — the fallback — first. The one list: the hub,
+#: the services, the actions and the evaluation tools all use it.
+LANGS: tuple[Lang, ...] = ("en", "zh-Hans", "zh-Hant")
+#: Their names in English, as supervisors and agents read them.
+LANGUAGE_NAMES: dict[str, str] = {"en": "English", "zh-Hans": "Simplified Chinese", "zh-Hant": "Traditional Chinese"}
+
+
+def lang_or_default(value: object, default: Lang = "en") -> Lang:
+    """``value`` when it is one of :data:`LANGS`, else ``default``."""
+    for lang in LANGS:
+        if value == lang:
+            return lang
+    return default
 
 # Characters that only written Cantonese uses (嘅 咗 冇 唔 啲 係 and a few more of the same kind).
 # They mark a Hong Kong writer even when the rest of the message happens to be in simplified form.
@@ -203,10 +215,74 @@ _TEXTS: dict[str, dict[str, str]] = {
         "zh-Hans": "本次对话已结束。如需更多帮助，随时可以再发消息。",
         "zh-Hant": "本次對話已結束。如需更多協助，隨時可以再傳訊息。",
     },
+    # Case notifications (bot.services.cases), one per case event.
+    "case_created": {
+        "en": "Your case {number} has been opened and assigned to {queue}. A specialist will respond by {due}.",
+        "zh-Hans": "您的工单 {number} 已受理，由{queue}处理。专员将在 {due} 前回复您。",
+        "zh-Hant": "您的案件 {number} 已受理，由{queue}處理。專員將於 {due} 前回覆您。",
+    },
+    "case_stage_changed": {
+        "en": "Case {number} is now at stage: {stage}.",
+        "zh-Hans": "工单 {number} 当前阶段：{stage}。",
+        "zh-Hant": "案件 {number} 目前階段：{stage}。",
+    },
+    "case_first_response": {
+        "en": "A specialist from {queue} has picked up case {number}.",
+        "zh-Hans": "{queue}的专员已开始处理工单 {number}。",
+        "zh-Hant": "{queue}的專員已開始處理案件 {number}。",
+    },
+    "case_progress_update": {
+        "en": "Update on case {number}: {text}",
+        "zh-Hans": "工单 {number} 进展：{text}",
+        "zh-Hant": "案件 {number} 進度：{text}",
+    },
+    "case_sla_extended": {
+        "en": "Case {number} needs more time ({reason}). Next update by {due}.",
+        "zh-Hans": "工单 {number} 需要更多时间（{reason}）。下次更新时间：{due}。",
+        "zh-Hant": "案件 {number} 需要更多時間（{reason}）。下次更新時間：{due}。",
+    },
+    "case_resolved": {
+        "en": "Case {number} has been resolved. We will follow up on {follow_up}. "
+        "You can reopen it if the problem persists.",
+        "zh-Hans": "工单 {number} 已解决，我们将于 {follow_up} 回访。如问题仍未解决，您可以重新打开工单。",
+        "zh-Hant": "案件 {number} 已解決，我們將於 {follow_up} 回訪。如問題仍未解決，您可以重新開啟案件。",
+    },
+    "case_confirmed": {
+        "en": "Thank you for confirming that case {number} is solved.",
+        "zh-Hans": "感谢您确认工单 {number} 已解决。",
+        "zh-Hant": "感謝您確認案件 {number} 已解決。",
+    },
+    "case_reopened": {
+        "en": "Case {number} has been reopened and is with {queue} again. A specialist will respond by {due}.",
+        "zh-Hans": "工单 {number} 已重新打开，由{queue}继续处理。专员将在 {due} 前回复您。",
+        "zh-Hant": "案件 {number} 已重新開啟，由{queue}繼續處理。專員將於 {due} 前回覆您。",
+    },
+    "case_follow_up": {
+        "en": "We are following up on case {number}: is the problem solved? Reply in the chat to reopen "
+        "the case if it is not, or rate how it was handled (1-5).",
+        "zh-Hans": "我们回访工单 {number}：问题解决了吗？如未解决，请在对话中回复以重新打开工单，"
+        "或为处理情况评分（1-5）。",
+        "zh-Hant": "我們回訪案件 {number}：問題解決了嗎？如未解決，請在對話中回覆以重新開啟案件，"
+        "或為處理情況評分（1-5）。",
+    },
+    "case_reopen_window_closed": {
+        "en": "Case {number} was resolved on {resolved} and can be reopened only until {until}. I've passed your "
+        "message on to the team; a person will pick it up and open a new case if needed.",
+        "zh-Hans": "工单 {number} 已于 {resolved} 解决，只能在 {until} 之前重新打开。您的留言我已转达，"
+        "客服会跟进并在需要时为您新建工单。",
+        "zh-Hant": "案件 {number} 已於 {resolved} 解決，只能在 {until} 之前重新開啟。您的留言我已轉達，"
+        "客服會跟進並在需要時為您新建案件。",
+    },
+    "case_rated": {
+        "en": "Thank you for rating the handling of case {number}.",
+        "zh-Hans": "感谢您对工单 {number} 的评价。",
+        "zh-Hant": "感謝您對案件 {number} 的評價。",
+    },
 }
 
 
 def t(key: str, lang: str | None, **kw: object) -> str:
-    """The hub text ``key`` in ``lang`` (English when the language is unknown), formatted with ``kw``."""
+    """The text ``key`` (hub messages, and ``case_<event>`` case notifications) in ``lang`` (English
+    when the language is unknown), formatted with ``kw``. The one text catalogue of the Python side."""
     entry = _TEXTS[key]
     return entry.get(lang or "en", entry["en"]).format(**kw)

@@ -1,6 +1,10 @@
 """Run-time settings, read once from the environment.
 
-Every knob an operator may turn is here with its default; ``docs/operations.md`` lists them.
+Every knob an operator may turn is here with its default; ``docs/operations.md`` lists them. The
+hub, the action server (``actions/services.py``), the business configuration and the migrations
+read the environment only through this module. (Developer tools — the model cache of
+``bot.training``, ``bot.cluster``'s launcher options, the child processes' inherited environment
+— pass the environment on or read their own options.)
 """
 
 from __future__ import annotations
@@ -13,9 +17,33 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
+DEFAULT_DATABASE_URL = "sqlite:///humanline.db"
+DEFAULT_CONFIG_PATH = str(ROOT / "config" / "humanline.yml")
+
+
 def _env(name: str, default: str) -> str:
     value = os.environ.get(name)
     return default if value is None or value == "" else value
+
+
+def database_url() -> str:
+    """``DATABASE_URL``, else the embedded SQLite file ``humanline.db``."""
+    return _env("DATABASE_URL", DEFAULT_DATABASE_URL)
+
+
+def account_backend() -> str | None:
+    """``HUMANLINE_ACCOUNT_BACKEND`` (``package.module:Name``), else ``None``: the local table."""
+    return os.environ.get("HUMANLINE_ACCOUNT_BACKEND") or None
+
+
+def model_path() -> str | None:
+    """``HUMANLINE_MODEL``: a model archive to load instead of the one trained for the current inputs."""
+    return os.environ.get("HUMANLINE_MODEL") or None
+
+
+def config_path() -> str:
+    """``HUMANLINE_CONFIG``, else ``config/humanline.yml``: the business configuration."""
+    return _env("HUMANLINE_CONFIG", DEFAULT_CONFIG_PATH)
 
 
 @dataclass
@@ -24,7 +52,7 @@ class Settings:
 
     host: str = "127.0.0.1"
     port: int = 8080
-    database_url: str = "sqlite:///humanline.db"
+    database_url: str = DEFAULT_DATABASE_URL
     model_path: str | None = None
     action_endpoint: str | None = "http://127.0.0.1:5055/webhook"
     secret: str = field(default_factory=lambda: secrets.token_hex(32))
@@ -37,7 +65,7 @@ class Settings:
     agent_reply_timeout_s: float = 300.0
     visitor_token_ttl_s: int = 24 * 3600
     agent_token_ttl_s: int = 12 * 3600
-    config_path: str = str(ROOT / "config" / "humanline.yml")
+    config_path: str = DEFAULT_CONFIG_PATH
     webhook_url: str | None = None
     outbox_interval_s: float = 5.0
     sla_check_interval_s: float = 60.0
@@ -86,6 +114,11 @@ class Settings:
     #: ``REDIS_URL``: several hubs share frames, agent events, presence and limits through this
     #: Redis (bot.hub.bus); ``None``: one process, everything in memory
     redis_url: str | None = None
+    #: ``HUMANLINE_START_ACTION_SERVER``: the hub starts the action server as its child process
+    start_action_server: bool = True
+    #: ``HUMANLINE_ACCOUNT_BACKEND``: the plan changes' system of record (``package.module:Name``),
+    #: read by the action server; ``None``: the local ``plan_changes`` table
+    account_backend: str | None = None
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -97,8 +130,8 @@ class Settings:
         return cls(
             host=_env("HUMANLINE_HOST", "127.0.0.1"),
             port=int(_env("HUMANLINE_PORT", "8080")),
-            database_url=_env("DATABASE_URL", "sqlite:///humanline.db"),
-            model_path=os.environ.get("HUMANLINE_MODEL") or None,
+            database_url=database_url(),
+            model_path=model_path(),
             action_endpoint=None if action.lower() == "none" else action,
             # Empty: only the embedded SQLite demo may generate a key and keep it in its database
             # (bot.hub.app); anything else refuses to start without HUMANLINE_SECRET(_FILE).
@@ -112,7 +145,7 @@ class Settings:
             max_text_chars=int(_env("HUMANLINE_MAX_TEXT", "4000")),
             rate_limit_per_10s=int(_env("HUMANLINE_RATE_LIMIT", "20")),
             agent_reply_timeout_s=float(_env("HUMANLINE_AGENT_REPLY_TIMEOUT", "300")),
-            config_path=_env("HUMANLINE_CONFIG", str(ROOT / "config" / "humanline.yml")),
+            config_path=config_path(),
             webhook_url=os.environ.get("HUMANLINE_WEBHOOK_URL") or None,
             outbox_interval_s=float(_env("HUMANLINE_OUTBOX_INTERVAL", "5")),
             sla_check_interval_s=float(_env("HUMANLINE_SLA_CHECK_INTERVAL", "60")),
@@ -138,6 +171,8 @@ class Settings:
             public_url=_public_url(),
             case_link_ttl_s=int(_env("HUMANLINE_CASE_LINK_TTL", str(30 * 24 * 3600))),
             redis_url=os.environ.get("REDIS_URL") or None,
+            start_action_server=_env("HUMANLINE_START_ACTION_SERVER", "1") != "0",
+            account_backend=account_backend(),
         )
 
 

@@ -23,13 +23,13 @@ from actions.forms import ValidateCaseReferenceForm, ValidatePlanChangeForm
 from actions.handoff import ActionHandoff
 from actions.plans import ActionChangePlan, ActionProposePlanChange, ActionRevisePlanChange
 from actions.services import services
+from bot.i18n import LANGS
 from bot.services.config import HumanlineConfig
 from bot.store.models import Case, utcnow
 
 ROOT = Path(__file__).resolve().parent.parent
 DOMAIN = yaml.safe_load((ROOT / "domain.yml").read_text(encoding="utf-8"))
 CONFIG = HumanlineConfig.load(ROOT / "config" / "humanline.yml")
-LANGS = ("en", "zh-Hans", "zh-Hant")
 CASE_NUMBER = re.compile(r"^HL-\d{8}-\d{4,}$")
 # Characters that only Traditional writing uses, and their Simplified forms.
 TRADITIONAL_ONLY = set("個為處應幫請還沒發單號務組經會這專問題帳戶見與")

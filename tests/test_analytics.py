@@ -13,13 +13,13 @@ from bot.services import conversations as conversations_module
 from bot.services.agents import AgentService
 from bot.services.analytics import (
     AnalyticsService,
-    case_clocks,
     check_days,
     percentile,
 )
 from bot.services.cases import CaseService
 from bot.services.config import HumanlineConfig
 from bot.services.conversations import ConversationService
+from bot.services.sla import case_clocks
 from bot.store.db import Database
 from tests.conftest import FakeClock
 

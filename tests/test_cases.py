@@ -447,3 +447,55 @@ def test_normalise_number_round_trips(day, seq, sep, lower, wide) -> None:  # ty
         text = "".join(chr(ord(c) + 0xFEE0) if "!" <= c <= "~" else c for c in text)
     assert normalise_number(text) == canonical
     assert normalise_number(canonical) == canonical
+
+
+# ----------------------------------------------------------------------------- one SLA rule
+
+
+def test_breaches_overview_and_analytics_agree(cases: CaseService, clock) -> None:
+    """CaseService.breaches (the supervisor overview and /metrics list it) and the analytics'
+    case_clocks use one rule (issue #15, item 6). The overview used to show one breach per case
+    (the first-response one hid a missed progress update) and the case's creation time as "since";
+    a case late on both clocks is late twice, each since its own due time."""
+    late = _open(cases, "service")
+    extended = _open(cases, "refund")
+    cases.extend_sla(extended.number, "waiting for the bank (see note)", "agent:alice", hours=48)
+    cases.record_first_response(extended.number, "agent:alice")
+    clock.advance(hours=25)
+    now = clock.now
+    got = {(b.number, b.kind): b for b in cases.breaches()}
+    assert set(got) == {(late.number, "first_response"), (late.number, "progress_update")}
+    assert got[(late.number, "progress_update")].to_dict()["due_at"] == late.next_update_due_at.isoformat()
+    assert got[(late.number, "first_response")].overdue_s == (now - late.first_response_due_at).total_seconds()
+    for view in (late, extended):
+        current = cases.get(view.number)
+        assert current is not None
+        events = [(e.kind, e.to_stage, e.detail, e.created_at) for e in cases.timeline(view.number)]
+        clocks = sla.case_clocks(events, first_response_minutes=cases.first_response_minutes(current.queue),
+                                 update_hours=24, now=now, current_first_response_due=current.first_response_due_at,
+                                 current_update_due=current.next_update_due_at)
+        assert {c.kind for c in clocks if c.outcome == sla.BREACHED} == {k for n, k in got if n == view.number}
+
+
+def test_extension_detail_round_trips() -> None:
+    due = datetime(2026, 1, 3, 9, 30, tzinfo=timezone.utc)
+    detail = sla.extension_detail("waiting (for) the bank", 48, due)
+    assert sla.parse_extension(detail) == sla.Extension("waiting (for) the bank", 48.0, due)
+    assert sla.parse_extension("free text") == sla.Extension("free text", None, None)
+
+
+def test_the_console_reads_the_timeline_the_case_service_reads(cases: CaseService, db: Database) -> None:
+    """ConversationService.case_details (the agent console) and CaseService.timeline read a case's
+    events through one function (issue #15, item 6): same entries, same order, notes included."""
+    from bot.services.conversations import ConversationService
+
+    view = _open(cases)
+    cases.add_note(view.number, "agent:alice", "called the bank")
+    cases.advance(view.number, "verifying", "agent:alice")
+    details = ConversationService(db).case_details(view.id)
+    assert details is not None and details["number"] == view.number
+    assert [(e["kind"], e["to_stage"], e["detail"], e["created_at"]) for e in details["timeline"]] == [
+        (e.kind, e.to_stage, e.detail, e.created_at.isoformat()) for e in cases.timeline(view.number)
+    ]
+    assert [e["kind"] for e in details["timeline"]] == ["created", "note", "first_response", "stage_changed"]
+    assert ConversationService(db).case_details(None) is None

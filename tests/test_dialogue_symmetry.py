@@ -15,9 +15,10 @@ from typing import Any
 import pytest
 import yaml
 
+from bot.i18n import LANGS
+
 ROOT = Path(__file__).resolve().parent.parent
 PLAN_INTENTS = ("upgrade_plan", "downgrade_plan", "cancel_subscription")
-LANGS = ("en", "zh-Hans", "zh-Hant")
 
 
 def _load(path: Path, key: str) -> list[dict[str, Any]]:

@@ -68,3 +68,39 @@ def test_configuration_is_validated() -> None:
         HumanlineConfig.from_dict(_raw(emergency={"default_region": "US", "numbers": {"GB": "999"}}))
     with pytest.raises(ConfigError):
         HumanlineConfig.from_dict(_raw(emergency={"numbers": ["911"]}))
+
+
+def test_one_rule_for_queue_names_targets_and_category_queues() -> None:
+    """The queue name, first-response target and category → queue of the hub, the case service
+    and the actions all come from HumanlineConfig (issue #15, item 6)."""
+    config = HumanlineConfig.from_dict(_raw(sla={"first_response_minutes": 7},
+                                            queues={"general": {"display": {"en": "Care", "zh-Hans": "客服"}},
+                                                    "safety": {"first_response_minutes": 5}}))
+    assert config.queue_display("general", "zh-Hans") == "客服"
+    assert config.queue_display("general", "zh-Hant") == "Care"  # missing language: English
+    assert config.queue_display("safety", "en") == "safety"  # no display name: the id
+    assert config.queue_display("nowhere", "en") == "nowhere" and config.queue_display(None, "en") == ""
+    # A queue without its own target takes the SLA default (it used to take 10 whatever the SLA said).
+    assert config.first_response_minutes("general") == 7
+    assert config.first_response_minutes("safety") == 5
+    assert config.first_response_minutes("nowhere") == 7
+    assert config.queue_of_category("general") == "general"
+    assert config.queue_of_category("refund") == "general" and config.queue_of_category(None) == "general"
+
+
+def test_a_queue_target_must_be_positive() -> None:
+    with pytest.raises(ConfigError, match="first_response_minutes"):
+        HumanlineConfig.from_dict(_raw(queues={"general": {"first_response_minutes": 0}}))
+
+
+def test_the_configuration_path_comes_from_settings(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    """HUMANLINE_CONFIG is read by bot.settings only; HumanlineConfig.load and Settings agree."""
+    from bot.settings import Settings
+
+    other = tmp_path / "humanline.yml"
+    other.write_text("queues: {desk: {display: {en: Desk}}}\ndefault_queue: desk\n", encoding="utf-8")
+    monkeypatch.setenv("HUMANLINE_CONFIG", str(other))
+    assert Settings.from_env().config_path == str(other)
+    assert list(HumanlineConfig.load().queues) == ["desk"] and HumanlineConfig.load().path == str(other)
+    monkeypatch.setenv("HUMANLINE_CONFIG", "")
+    assert Settings.from_env().config_path == HumanlineConfig.load().path

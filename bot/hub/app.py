@@ -330,24 +330,12 @@ def _static_handler(path: Path) -> Any:
 
 
 def _overview(hub: Hub) -> dict[str, Any]:
-    from sqlalchemy import func, select
-
     from bot.services.audit import entries
-    from bot.store.models import Case, utcnow
 
-    now = utcnow()
-    breaches = []
+    # The rule CaseService records breaches with (bot.services.sla), most overdue first.
+    breaches = [b.to_dict() for b in hub.cases.breaches()]
+    satisfaction = hub.cases.satisfaction_summary()
     with hub.db.session() as s:
-        for c in s.execute(select(Case).where(Case.resolved_at.is_(None))).scalars():
-            if c.first_responded_at is None and c.first_response_due_at and c.first_response_due_at < now:
-                breaches.append({"number": c.number, "queue": c.queue, "kind": "first_response",
-                                 "created_at": c.created_at.isoformat()})
-            elif c.next_update_due_at and c.next_update_due_at < now:
-                breaches.append({"number": c.number, "queue": c.queue, "kind": "progress_update",
-                                 "created_at": c.created_at.isoformat()})
-        count, average = s.execute(
-            select(func.count(Case.satisfaction), func.avg(Case.satisfaction)).where(Case.satisfaction.is_not(None))
-        ).one()
         audit = [
             {"created_at": e.created_at.isoformat(), "actor": e.actor, "action": e.action, "target": e.target}
             for e in entries(s, limit=50)
@@ -355,7 +343,7 @@ def _overview(hub: Hub) -> dict[str, Any]:
     return {
         "queues": hub.queues.snapshot(),
         "breaches": breaches,
-        "satisfaction": {"count": int(count or 0), "average": float(average) if average is not None else None},
+        "satisfaction": {"count": satisfaction.count, "average": satisfaction.average},
         "audit": audit,
         "agents_online": [a.to_dict() for a in hub.online.values()],
     }

@@ -22,9 +22,9 @@ from __future__ import annotations
 from typing import Any
 
 from bot.hub.core import Hub, HubError
+from bot.i18n import LANGUAGE_NAMES
 from bot.services.agents import AgentInfo
 from bot.services.canned import CannedError, script_mismatch, unfilled
-from bot.services.summary import LANGUAGES
 
 FRAMES = ("canned_list", "canned_render", "canned_save", "canned_delete", "script_check")
 
@@ -135,5 +135,5 @@ async def before_send(hub: Hub, cid: str, text: str, check_script: bool) -> None
     mismatch = script_mismatch(text, conv.lang if conv else None)
     if mismatch is not None:
         raise HubError("script_mismatch",
-                       f"this reply is in {LANGUAGES[mismatch.reply_script]} but the customer writes "
-                       f"{LANGUAGES[mismatch.customer_script]}; send it again to confirm")
+                       f"this reply is in {LANGUAGE_NAMES[mismatch.reply_script]} but the customer writes "
+                       f"{LANGUAGE_NAMES[mismatch.customer_script]}; send it again to confirm")

@@ -31,7 +31,7 @@ import csv
 import io
 import math
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta, timezone
 from typing import Any
@@ -40,8 +40,9 @@ from sqlalchemy import exists, or_, select
 from sqlalchemy.orm import Session
 
 from bot.guard import REASONS
-from bot.services.cases import CLOSED_STAGES, OPEN_STAGES, CaseService
+from bot.services.cases import OPEN_STAGES, CaseService
 from bot.services.config import HumanlineConfig
+from bot.services.sla import case_clocks
 from bot.store.db import Database
 from bot.store.models import Agent, Case, CaseEvent, Conversation, Handoff, Message, utcnow
 
@@ -278,87 +279,7 @@ def satisfaction_by_day(session: Session, start: datetime, end: datetime) -> dic
 # ----------------------------------------------------------------------------- SLA clocks
 
 
-@dataclass(frozen=True)
-class ClockOutcome:
-    """One SLA clock of one case that was settled: ``met`` or ``breached``, and when."""
-
-    kind: str  # first_response | progress_update
-    outcome: str  # met | breached
-    at: datetime
-
-
-def _extended_due(detail: str | None) -> datetime | None:
-    """The new due time written by :meth:`CaseService.extend_sla` (``"… (+N h, due <iso>)"``)."""
-    if not detail or ", due " not in detail:
-        return None
-    try:
-        return datetime.fromisoformat(detail.rsplit(", due ", 1)[1].rstrip(")").strip())
-    except ValueError:
-        return None
-
-
-def case_clocks(
-    events: Iterable[tuple[str, str | None, str | None, datetime]],
-    *,
-    first_response_minutes: int,
-    update_hours: int,
-    now: datetime,
-    current_first_response_due: datetime | None = None,
-    current_update_due: datetime | None = None,
-) -> list[ClockOutcome]:
-    """The settled SLA clocks of one case, rebuilt from its timeline (``(kind, to_stage, detail,
-    created_at)`` in order), following the rules of :mod:`bot.services.cases`:
-
-    * **first response**: starts at ``created`` and ``reopened`` (due after
-      ``first_response_minutes``); answered by the ``first_response`` event. Met when answered by
-      the due time; breached at the due time when it was not (also when the case was closed
-      unanswered after it). A case closed unanswered before its due time settles nothing.
-    * **progress update**: starts at ``created`` and ``reopened`` (due after ``update_hours``);
-      a ``progress_update`` or a stage change answers it (a change to an open stage starts the
-      next one); ``sla_extended`` moves its due time. Met when answered by the due time, else
-      breached at the due time.
-
-    Clocks still running at ``now`` are breached if ``now`` is past their due time, else not
-    settled. The current clocks' due times are taken from the case row when given (they are the
-    stored truth; earlier clocks are recomputed with the same rule).
-    """
-    found: list[ClockOutcome] = []
-    fr_due: datetime | None = None
-    up_due: datetime | None = None
-
-    def settle(kind: str, due: datetime, answered: datetime | None) -> None:
-        if answered is not None and answered <= due:
-            found.append(ClockOutcome(kind, "met", answered))
-        elif answered is not None or now > due:
-            found.append(ClockOutcome(kind, "breached", due))
-
-    for kind, to_stage, detail, at in events:
-        if kind in ("created", "reopened"):
-            fr_due = at + timedelta(minutes=first_response_minutes)
-            up_due = at + timedelta(hours=update_hours)
-        elif kind == "first_response" and fr_due is not None:
-            settle("first_response", fr_due, at)
-            fr_due = None
-        elif kind == "progress_update" and up_due is not None:
-            settle("progress_update", up_due, at)
-            up_due = at + timedelta(hours=update_hours)
-        elif kind == "sla_extended" and up_due is not None:
-            up_due = _extended_due(detail) or up_due
-        elif kind == "stage_changed":
-            if up_due is not None:
-                settle("progress_update", up_due, at)
-                up_due = None
-            if to_stage in OPEN_STAGES:
-                up_due = at + timedelta(hours=update_hours)
-            elif to_stage in CLOSED_STAGES and fr_due is not None:
-                if at > fr_due:  # closed unanswered after the deadline: it was breached while open
-                    found.append(ClockOutcome("first_response", "breached", fr_due))
-                fr_due = None
-    if fr_due is not None:
-        settle("first_response", current_first_response_due or fr_due, None)
-    if up_due is not None:
-        settle("progress_update", current_update_due or up_due, None)
-    return found
+# The clocks are rebuilt by bot.services.sla.case_clocks, with the rule CaseService uses.
 
 
 # ----------------------------------------------------------------------------- the service
@@ -429,8 +350,7 @@ class AnalyticsService:
             days=tuple(figures[d] for d in sorted(figures)), agents=tuple(agent_totals),
             labels={
                 "reasons": {r: REASON_LABELS.get(r, r.replace("_", " ")) for r in reasons},
-                "queues": {q: self.config.queues[q].display_for("en") if q in self.config.queues else q
-                           for q in queues},
+                "queues": {q: self.config.queue_display(q, "en") for q in queues},
             },
         )
 
@@ -614,9 +534,7 @@ __all__ = [
     "REASON_LABELS",
     "AnalyticsReport",
     "AnalyticsService",
-    "ClockOutcome",
     "DayFigures",
-    "case_clocks",
     "check_days",
     "day_start",
     "percentile",

@@ -24,7 +24,6 @@ import base64
 import hashlib
 import hmac
 import logging
-import os
 import re
 import time
 from collections.abc import Callable, Sequence
@@ -159,8 +158,7 @@ def links_from_env(db: object | None = None) -> CaseLinks | None:
     if not secret:
         logger.warning("no HUMANLINE_SECRET: case replies go without a link to the case page")
         return None
-    ttl = int(os.environ.get("HUMANLINE_CASE_LINK_TTL") or settings.case_link_ttl_s)
-    return CaseLinks((secret, *settings.previous_secrets), settings.public_url, ttl)
+    return CaseLinks((secret, *settings.previous_secrets), settings.public_url, settings.case_link_ttl_s)
 
 
 __all__ = ["CaseLinks", "link_line", "links_from_env", "redact_links"]

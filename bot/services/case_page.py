@@ -17,7 +17,6 @@ the same transaction as the change.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -25,7 +24,8 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from bot.services import audit
+from bot.i18n import lang_or_default
+from bot.services import audit, sla
 from bot.services.cases import (
     CLOSED_STAGES,
     INTERNAL_EVENTS,
@@ -36,8 +36,6 @@ from bot.services.cases import (
     CaseView,
 )
 from bot.store.models import Agent, Conversation, Handoff
-
-LANGS = ("en", "zh-Hans", "zh-Hant")
 
 #: the page's names of the five stages (the complaint channel's 受理 → 核实 → 方案制定 → 问题解决 → 用户确认)
 PAGE_STAGE_NAMES: dict[str, dict[str, str]] = {
@@ -50,14 +48,11 @@ PAGE_STAGE_NAMES: dict[str, dict[str, str]] = {
 
 #: events whose detail is the customer's or is meant for the customer
 _DETAIL_SHOWN = frozenset({"progress_update", "sla_extended", "customer_info", "reopened", "rated", "rating_comment"})
-_EXTENSION = re.compile(r"^(?P<reason>.*) \(\+(?P<hours>[0-9.]+) h, due (?P<due>[^)]+)\)$", re.DOTALL)
 
 
 def page_lang(requested: str | None, case_lang: str | None) -> str:
     """The page's language: ``?lang=`` when it is one of ours, else the case's."""
-    if requested in LANGS:
-        return str(requested)
-    return case_lang if case_lang in LANGS else "en"
+    return lang_or_default(requested, lang_or_default(case_lang))
 
 
 def stage_name(stage: str, lang: str) -> str:
@@ -153,15 +148,8 @@ class CasePageService:
 
     @staticmethod
     def _extension(e: CaseEventView) -> dict[str, Any]:
-        match = _EXTENSION.match(e.detail or "")
-        if match is None:
-            return {"at": _iso(e.created_at), "reason": e.detail or "", "hours": None, "due_at": None}
-        return {
-            "at": _iso(e.created_at),
-            "reason": match.group("reason"),
-            "hours": float(match.group("hours")),
-            "due_at": match.group("due"),
-        }
+        ext = sla.parse_extension(e.detail)
+        return {"at": _iso(e.created_at), "reason": ext.reason, "hours": ext.hours, "due_at": _iso(ext.due_at)}
 
     @staticmethod
     def _event(e: CaseEventView, lang: str) -> dict[str, Any]:
@@ -173,8 +161,7 @@ class CasePageService:
         if e.to_stage:
             out["to_stage"] = stage_name(e.to_stage, lang)
         if e.kind == "sla_extended":
-            match = _EXTENSION.match(e.detail or "")
-            out["detail"] = match.group("reason") if match else e.detail
+            out["detail"] = sla.parse_extension(e.detail).reason
         elif e.kind in _DETAIL_SHOWN and e.detail:
             out["detail"] = e.detail
         return out

@@ -42,6 +42,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
+from bot.i18n import lang_or_default, t
 from bot.services import sla
 from bot.services.config import HumanlineConfig
 from bot.services.notifications import Outbox
@@ -55,8 +56,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 STAGES: tuple[str, ...] = ("accepted", "verifying", "solution_proposed", "resolved", "confirmed")
-OPEN_STAGES: tuple[str, ...] = ("accepted", "verifying", "solution_proposed")
-CLOSED_STAGES: tuple[str, ...] = ("resolved", "confirmed")
+#: The SLA clocks stop at the closed stages (the one list is :data:`bot.services.sla.CLOSED_STAGES`).
+CLOSED_STAGES: tuple[str, ...] = tuple(s for s in STAGES if s in sla.CLOSED_STAGES)
+OPEN_STAGES: tuple[str, ...] = tuple(s for s in STAGES if s not in sla.CLOSED_STAGES)
 #: Event kinds only agents and supervisors see.
 INTERNAL_EVENTS = frozenset({"note", "sla_breached"})
 #: Actors that are not a human specialist.
@@ -158,6 +160,11 @@ class BreachView:
     due_at: datetime
     overdue_s: float
 
+    def to_dict(self) -> dict[str, Any]:
+        """As in the supervisor overview's ``breaches``."""
+        return {"number": self.number, "queue": self.queue, "stage": self.stage, "kind": self.kind,
+                "due_at": self.due_at.isoformat(), "overdue_s": int(self.overdue_s)}
+
 
 @dataclass(frozen=True)
 class SatisfactionSummary:
@@ -167,6 +174,38 @@ class SatisfactionSummary:
     average: float | None
     distribution: dict[int, int]
     by_queue: dict[str, dict[str, float]] = field(default_factory=dict)
+
+
+# ----------------------------------------------------------------------------- timelines
+
+
+def event_views(s: Session, case_id: int) -> list[CaseEventView]:
+    """The case's events in order, internal ones included: the one reader of a case's timeline
+    (:meth:`CaseService.timeline`, :func:`case_details`)."""
+    rows = s.execute(select(CaseEvent).where(CaseEvent.case_id == case_id).order_by(CaseEvent.id)).scalars()
+    return [
+        CaseEventView(e.kind, e.from_stage, e.to_stage, e.actor, e.detail, e.created_at, e.kind in INTERNAL_EVENTS)
+        for e in rows
+    ]
+
+
+def case_details(s: Session, case_id: int | None) -> dict[str, Any] | None:
+    """A case's columns (datetimes as ISO text) with its whole timeline, as the agent console shows it."""
+    if case_id is None:
+        return None
+    c = s.get(Case, case_id)
+    if c is None:
+        return None
+    out: dict[str, Any] = {}
+    for col in Case.__table__.columns:
+        value = getattr(c, col.name)
+        out[col.name] = value.isoformat() if hasattr(value, "isoformat") else value
+    out["timeline"] = [
+        {"kind": e.kind, "from_stage": e.from_stage, "to_stage": e.to_stage, "actor": e.actor, "detail": e.detail,
+         "created_at": e.created_at.isoformat()}
+        for e in event_views(s, case_id)
+    ]
+    return out
 
 
 # ----------------------------------------------------------------------------- case numbers
@@ -209,71 +248,7 @@ def format_number(day: date, seq: int) -> str:
 
 
 # ----------------------------------------------------------------------------- message texts
-
-_TEXTS: dict[str, dict[str, str]] = {
-    "created": {
-        "en": "Your case {number} has been opened and assigned to {queue}. A specialist will respond by {due}.",
-        "zh-Hans": "您的工单 {number} 已受理，由{queue}处理。专员将在 {due} 前回复您。",
-        "zh-Hant": "您的案件 {number} 已受理，由{queue}處理。專員將於 {due} 前回覆您。",
-    },
-    "stage_changed": {
-        "en": "Case {number} is now at stage: {stage}.",
-        "zh-Hans": "工单 {number} 当前阶段：{stage}。",
-        "zh-Hant": "案件 {number} 目前階段：{stage}。",
-    },
-    "first_response": {
-        "en": "A specialist from {queue} has picked up case {number}.",
-        "zh-Hans": "{queue}的专员已开始处理工单 {number}。",
-        "zh-Hant": "{queue}的專員已開始處理案件 {number}。",
-    },
-    "progress_update": {
-        "en": "Update on case {number}: {text}",
-        "zh-Hans": "工单 {number} 进展：{text}",
-        "zh-Hant": "案件 {number} 進度：{text}",
-    },
-    "sla_extended": {
-        "en": "Case {number} needs more time ({reason}). Next update by {due}.",
-        "zh-Hans": "工单 {number} 需要更多时间（{reason}）。下次更新时间：{due}。",
-        "zh-Hant": "案件 {number} 需要更多時間（{reason}）。下次更新時間：{due}。",
-    },
-    "resolved": {
-        "en": "Case {number} has been resolved. We will follow up on {follow_up}. "
-        "You can reopen it if the problem persists.",
-        "zh-Hans": "工单 {number} 已解决，我们将于 {follow_up} 回访。如问题仍未解决，您可以重新打开工单。",
-        "zh-Hant": "案件 {number} 已解決，我們將於 {follow_up} 回訪。如問題仍未解決，您可以重新開啟案件。",
-    },
-    "confirmed": {
-        "en": "Thank you for confirming that case {number} is solved.",
-        "zh-Hans": "感谢您确认工单 {number} 已解决。",
-        "zh-Hant": "感謝您確認案件 {number} 已解決。",
-    },
-    "reopened": {
-        "en": "Case {number} has been reopened and is with {queue} again. A specialist will respond by {due}.",
-        "zh-Hans": "工单 {number} 已重新打开，由{queue}继续处理。专员将在 {due} 前回复您。",
-        "zh-Hant": "案件 {number} 已重新開啟，由{queue}繼續處理。專員將於 {due} 前回覆您。",
-    },
-    "follow_up": {
-        "en": "We are following up on case {number}: is the problem solved? Reply in the chat to reopen "
-        "the case if it is not, or rate how it was handled (1-5).",
-        "zh-Hans": "我们回访工单 {number}：问题解决了吗？如未解决，请在对话中回复以重新打开工单，"
-        "或为处理情况评分（1-5）。",
-        "zh-Hant": "我們回訪案件 {number}：問題解決了嗎？如未解決，請在對話中回覆以重新開啟案件，"
-        "或為處理情況評分（1-5）。",
-    },
-    "reopen_window_closed": {
-        "en": "Case {number} was resolved on {resolved} and can be reopened only until {until}. I've passed your "
-        "message on to the team; a person will pick it up and open a new case if needed.",
-        "zh-Hans": "工单 {number} 已于 {resolved} 解决，只能在 {until} 之前重新打开。您的留言我已转达，"
-        "客服会跟进并在需要时为您新建工单。",
-        "zh-Hant": "案件 {number} 已於 {resolved} 解決，只能在 {until} 之前重新開啟。您的留言我已轉達，"
-        "客服會跟進並在需要時為您新建案件。",
-    },
-    "rated": {
-        "en": "Thank you for rating the handling of case {number}.",
-        "zh-Hans": "感谢您对工单 {number} 的评价。",
-        "zh-Hant": "感謝您對案件 {number} 的評價。",
-    },
-}
+# The notifications' texts are in the one catalogue, bot.i18n (keys ``case_<event>``).
 
 _STAGE_NAMES: dict[str, dict[str, str]] = {
     "accepted": {"en": "accepted", "zh-Hans": "已受理", "zh-Hant": "已受理"},
@@ -334,19 +309,13 @@ class CaseService:
         return self.config.queue_for(category)
 
     def queue_display(self, queue: str, lang: str | None) -> str:
-        """The customer-facing queue name in ``lang``."""
-        q = self.config.queues.get(queue)
-        return q.display_for(lang) if q else queue
+        """The customer-facing queue name in ``lang`` (:meth:`HumanlineConfig.queue_display`)."""
+        return self.config.queue_display(queue, lang)
 
     def first_response_minutes(self, queue: str) -> int:
-        """Minutes allowed for the first human response in ``queue`` (its own value, else the SLA default)."""
-        return self._first_response_minutes(queue)
-
-    def _first_response_minutes(self, queue: str) -> int:
-        q = self.config.queues.get(queue)
-        if q is not None and q.first_response_minutes > 0:
-            return q.first_response_minutes
-        return self.config.sla.first_response_minutes
+        """Minutes allowed for the first human response in ``queue``
+        (:meth:`HumanlineConfig.first_response_minutes`)."""
+        return self.config.first_response_minutes(queue)
 
     def _view(self, c: Case) -> CaseView:
         lang = c.lang or "en"
@@ -423,12 +392,14 @@ class CaseService:
         )
 
     def _notify(self, session: Session, case: Case, event: str, now: datetime, **extra: Any) -> None:
-        """Write the customer notification for ``event`` (``_TEXTS`` key) in this transaction."""
+        """Write the customer notification for ``event`` (the ``case_<event>`` text of
+        :func:`bot.i18n.t`) in this transaction."""
         lang = case.lang or "en"
         queue_display = self.queue_display(case.queue, lang)
         expected = extra.pop("expected_by", None)
-        texts = _TEXTS[event]
-        message = (texts.get(lang) or texts["en"]).format(
+        message = t(
+            f"case_{event}",
+            lang,
             number=case.number,
             queue=queue_display,
             due=_fmt_time(expected),
@@ -538,7 +509,7 @@ class CaseService:
         queue = self.route(category)
         if not visitor_id:
             raise ValueError("a case needs the visitor it belongs to")
-        lang = lang if lang in ("en", "zh-Hans", "zh-Hant") else "en"
+        lang = lang_or_default(lang)
 
         def work(s: Session) -> CaseView:
             now = self._now()
@@ -557,7 +528,7 @@ class CaseService:
                 lang=lang,
                 created_at=now,
                 updated_at=now,
-                first_response_due_at=sla.first_response_due(now, self._first_response_minutes(queue)),
+                first_response_due_at=sla.first_response_due(now, self.first_response_minutes(queue)),
                 next_update_due_at=sla.next_update_due(now, self.config.sla.progress_update_hours),
                 reopen_count=0,
             )
@@ -570,7 +541,7 @@ class CaseService:
                 "created",
                 now,
                 expected_by=case.first_response_due_at,
-                expected_first_response_minutes=self._first_response_minutes(queue),
+                expected_first_response_minutes=self.first_response_minutes(queue),
             )
             s.flush()
             return self._view(case)
@@ -694,7 +665,7 @@ class CaseService:
             old = case.next_update_due_at
             case.next_update_due_at = sla.extend(old, now, hours, reason)
             case.updated_at = now
-            detail = f"{reason} (+{hours:g} h, due {case.next_update_due_at.isoformat()})"
+            detail = sla.extension_detail(str(reason), hours, case.next_update_due_at)
             self._event(s, case, "sla_extended", actor, now, detail=detail)
             self._notify(s, case, "sla_extended", now, expected_by=case.next_update_due_at, reason=reason)
             return self._view(case)
@@ -765,7 +736,7 @@ class CaseService:
             case.follow_up_at = None
             case.satisfaction = None  # the next resolution is rated afresh; the old rating stays in the timeline
             case.first_responded_at = None
-            case.first_response_due_at = sla.first_response_due(now, self._first_response_minutes(case.queue))
+            case.first_response_due_at = sla.first_response_due(now, self.first_response_minutes(case.queue))
             case.next_update_due_at = sla.next_update_due(now, self.config.sla.progress_update_hours)
             case.updated_at = now
             self._event(
@@ -854,8 +825,8 @@ class CaseService:
 
     def reopen_window_text(self, case: CaseView, lang: str | None) -> str:
         """What the customer is told when ``case`` can no longer be reopened, in ``lang``."""
-        texts = _TEXTS["reopen_window_closed"]
-        return (texts.get(lang or "en") or texts["en"]).format(
+        return t(
+            "case_reopen_window_closed", lang,
             number=case.number, resolved=_fmt_time(case.resolved_at), until=_fmt_time(self.reopen_until(case))
         )
 
@@ -998,13 +969,7 @@ class CaseService:
             case = self._load(s, number, for_update=False)
             if visitor_id is not None and case.visitor_id != visitor_id:
                 raise CaseNotFound(f"no case {number!r}")
-            rows = s.execute(select(CaseEvent).where(CaseEvent.case_id == case.id).order_by(CaseEvent.id)).scalars()
-            events = [
-                CaseEventView(
-                    e.kind, e.from_stage, e.to_stage, e.actor, e.detail, e.created_at, e.kind in INTERNAL_EVENTS
-                )
-                for e in rows
-            ]
+            events = event_views(s, case.id)
         if visitor_id is not None:
             events = [e for e in events if not e.internal]
         return events

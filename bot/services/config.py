@@ -14,9 +14,10 @@ from typing import Any
 
 import yaml
 
-ROOT = Path(__file__).resolve().parent.parent.parent
-DEFAULT_CONFIG_PATH = ROOT / "config" / "humanline.yml"
-LANGS = ("en", "zh-Hans", "zh-Hant")
+from bot.settings import DEFAULT_CONFIG_PATH as SETTINGS_DEFAULT_CONFIG_PATH
+from bot.settings import config_path as settings_config_path
+
+DEFAULT_CONFIG_PATH = Path(SETTINGS_DEFAULT_CONFIG_PATH)
 
 
 class ConfigError(ValueError):
@@ -110,7 +111,7 @@ class HumanlineConfig:
         :param path: the YAML file; default ``$HUMANLINE_CONFIG`` or ``config/humanline.yml``.
         :raises ConfigError: unknown queue in the routing, missing sections, bad plan ranks…
         """
-        chosen = Path(path or os.environ.get("HUMANLINE_CONFIG") or DEFAULT_CONFIG_PATH)
+        chosen = Path(path or settings_config_path())
         try:
             raw = yaml.safe_load(chosen.read_text(encoding="utf-8"))
         except FileNotFoundError as exc:
@@ -126,21 +127,6 @@ class HumanlineConfig:
         queues_raw = raw.get("queues") or {}
         if not isinstance(queues_raw, dict) or not queues_raw:
             raise ConfigError(f"{where}: 'queues' must be a non-empty mapping")
-        queues = {
-            str(name): QueueConfig(
-                name=str(name),
-                display={str(k): str(v) for k, v in ((q or {}).get("display") or {}).items()},
-                first_response_minutes=int((q or {}).get("first_response_minutes", 10)),
-            )
-            for name, q in queues_raw.items()
-        }
-        routing = {str(k): str(v) for k, v in (raw.get("routing") or {}).items()}
-        for category, queue in routing.items():
-            if queue not in queues:
-                raise ConfigError(f"{where}: routing '{category}' points at unknown queue '{queue}'")
-        default_queue = str(raw.get("default_queue") or "general")
-        if default_queue not in queues:
-            raise ConfigError(f"{where}: default_queue '{default_queue}' is not a declared queue")
         sla_raw = raw.get("sla") or {}
         sla = SlaConfig(
             first_response_minutes=int(sla_raw.get("first_response_minutes", 10)),
@@ -151,6 +137,25 @@ class HumanlineConfig:
         if (sla.first_response_minutes <= 0 or sla.progress_update_hours <= 0 or sla.follow_up_days < 0
                 or sla.reopen_window_days <= 0):
             raise ConfigError(f"{where}: SLA durations must be positive")
+        # A queue without its own first-response target takes the SLA default.
+        queues = {
+            str(name): QueueConfig(
+                name=str(name),
+                display={str(k): str(v) for k, v in ((q or {}).get("display") or {}).items()},
+                first_response_minutes=int((q or {}).get("first_response_minutes", sla.first_response_minutes)),
+            )
+            for name, q in queues_raw.items()
+        }
+        for q in queues.values():
+            if q.first_response_minutes <= 0:
+                raise ConfigError(f"{where}: queue '{q.name}': first_response_minutes must be positive")
+        routing = {str(k): str(v) for k, v in (raw.get("routing") or {}).items()}
+        for category, queue in routing.items():
+            if queue not in queues:
+                raise ConfigError(f"{where}: routing '{category}' points at unknown queue '{queue}'")
+        default_queue = str(raw.get("default_queue") or "general")
+        if default_queue not in queues:
+            raise ConfigError(f"{where}: default_queue '{default_queue}' is not a declared queue")
         plans = _plans(raw.get("plans"), where) if raw.get("plans") else None
         danger_queue = str(raw.get("danger_queue") or default_queue)
         if danger_queue not in queues:
@@ -172,6 +177,30 @@ class HumanlineConfig:
             queues=queues, routing=routing, default_queue=default_queue, sla=sla, plans=plans, path=path,
             danger_queue=danger_queue, emergency_numbers=numbers, default_region=default_region, agents=agents,
         )
+
+    def queue_display(self, queue: str | None, lang: str | None) -> str:
+        """The customer-facing name of ``queue`` in ``lang``: English when that language is missing,
+        the queue id itself for a queue not in the configuration, ``""`` for no queue.
+
+        The one rule for queue names; :func:`bot.services.routing.queue_display`, the queue and case
+        services and the actions all use it."""
+        if not queue:
+            return ""
+        q = self.queues.get(queue)
+        return q.display_for(lang) if q is not None else queue
+
+    def first_response_minutes(self, queue: str | None) -> int:
+        """Minutes allowed for the first human response in ``queue``: the queue's own target (a queue
+        without one takes the SLA default when loaded), the SLA default for a queue not configured."""
+        q = self.queues.get(queue or "")
+        return q.first_response_minutes if q is not None else self.sla.first_response_minutes
+
+    def queue_of_category(self, category: str | None) -> str:
+        """The queue of a handoff for a case of ``category``: its routed queue, the default queue
+        for no category or one the routing does not know (unlike :meth:`queue_for`, never raises)."""
+        if category and category in self.routing:
+            return self.routing[category]
+        return self.default_queue
 
     def queue_for(self, category: str) -> str:
         """The specialist queue of a case category.

@@ -28,6 +28,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from bot.services.case_links import redact_links
+from bot.services.cases import case_details
 from bot.services.plans import case_plan_change
 from bot.store.db import Database
 from bot.store.models import Agent, Case, Conversation, Handoff, Message, Visitor, new_id, utcnow
@@ -764,34 +765,23 @@ class ConversationService:
             return s.execute(select(Case.id).where(Case.number == number)).scalar_one_or_none()
 
     def case_details(self, case_id: int | None) -> dict[str, Any] | None:
-        """A case with its timeline, as the agent console shows it."""
-        if case_id is None:
-            return None
+        """A case with its timeline, as the agent console shows it (:func:`bot.services.cases.case_details`)."""
         with self.db.session() as s:
-            c = s.get(Case, case_id)
-            if c is None:
+            out = case_details(s, case_id)
+            if out is None:
                 return None
-            out: dict[str, Any] = {}
-            for col in Case.__table__.columns:
-                value = getattr(c, col.name)
+            # The console's view: the description and the timeline quote the customer, and a case
+            # link they pasted reaches the agent without its token.
+            for key, value in list(out.items()):
                 if isinstance(value, str):
-                    value = redact_links(value)  # the description quotes the customer: a pasted link has no token
-                out[col.name] = value.isoformat() if hasattr(value, "isoformat") else value
-            out["timeline"] = [
-                {
-                    "kind": e.kind,
-                    "from_stage": e.from_stage,
-                    "to_stage": e.to_stage,
-                    "actor": e.actor,
-                    "detail": redact_links(e.detail) if e.detail else e.detail,  # a pasted case link: no token
-                    "created_at": e.created_at.isoformat(),
-                }
-                for e in c.events
-            ]
-            if c.category == "plan_change":
+                    out[key] = redact_links(value)
+            for entry in out.get("timeline", []):
+                if entry.get("detail"):
+                    entry["detail"] = redact_links(entry["detail"])
+            if out["category"] == "plan_change":
                 # Pending is not current: the change's state today (pending / in_effect /
                 # withdrawn / replaced), from the plan service's own rule.
-                out["plan_change"] = case_plan_change(s, c.id, utcnow().date())
+                out["plan_change"] = case_plan_change(s, out["id"], utcnow().date())
             return out
 
     def set_case(self, conversation_id: str, case_id: int) -> None:

@@ -175,7 +175,7 @@ class QueueService:
         """
         entries = self.waiting([queue])
         per = self.handling_seconds(queue) if entries else DEFAULT_HANDLING_S
-        target = self.config.queues[queue].first_response_minutes * 60 if queue in self.config.queues else 600
+        target = self.first_response_minutes(queue) * 60
         places = agents_online if slots is None else slots
         out = {}
         for i, w in enumerate(entries):
@@ -184,11 +184,9 @@ class QueueService:
         return out
 
     def first_response_minutes(self, queue: str) -> int:
-        qc = self.config.queues.get(queue)
-        return qc.first_response_minutes if qc else self.config.sla.first_response_minutes
+        """The queue's first-response target in minutes (:meth:`HumanlineConfig.first_response_minutes`)."""
+        return self.config.first_response_minutes(queue)
 
     def display(self, queue: str | None, lang: str | None) -> str:
-        if not queue:
-            return ""
-        qc = self.config.queues.get(queue)
-        return qc.display_for(lang) if qc else queue
+        """The queue's display name (:meth:`HumanlineConfig.queue_display`)."""
+        return self.config.queue_display(queue, lang)

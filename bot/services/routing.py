@@ -110,11 +110,17 @@ def queue_display(queue: str, lang: str | None = "en", config: HumanlineConfig |
 
     Falls back to English, then to the queue id itself for a queue not in the configuration.
     """
-    q = _config(config).queues.get(queue)
-    return q.display_for(lang) if q is not None else queue
+    return _config(config).queue_display(queue, lang)
+
+
+def first_response_minutes(queue: str | None, config: HumanlineConfig | None = None) -> int:
+    """Minutes allowed for the first human response in ``queue`` (see
+    :meth:`HumanlineConfig.first_response_minutes`)."""
+    return _config(config).first_response_minutes(queue)
 
 
 __all__ = [
-    "CATEGORIES", "CATEGORY_BY_INTENT", "category_for", "category_of_intent", "default_queue", "handoff_queue",
+    "CATEGORIES", "CATEGORY_BY_INTENT", "category_for", "category_of_intent", "default_queue",
+    "first_response_minutes", "handoff_queue",
     "queue_display", "route",
 ]

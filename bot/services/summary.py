@@ -26,6 +26,7 @@ import yaml
 from sqlalchemy import select
 
 from bot.guard import asks_for_human
+from bot.i18n import LANGUAGE_NAMES
 from bot.services.case_links import redact_links
 from bot.services.config import HumanlineConfig
 from bot.services.conversations import ConversationService, MessageRecord
@@ -67,7 +68,6 @@ REASONS: dict[str, str] = {
     "transfer": "Another agent transferred the conversation to this queue.",
     "danger": "The customer may be in danger: priority handling.",
 }
-LANGUAGES = {"en": "English", "zh-Hans": "Simplified Chinese", "zh-Hant": "Traditional Chinese"}
 _DANGER_WORDS = ("danger", "emergency", "threat", "harass", "stalk", "violence", "self_harm", "medical")
 _AMOUNT = re.compile(
     r"(?:[$¥£€]|rmb|usd|hkd|nt\$|cny)\s?\d+(?:[.,]\d+)?|\d+(?:[.,]\d+)?\s?(?:元|块|塊|蚊|dollars?|yuan|rmb|usd|hkd)",
@@ -257,7 +257,7 @@ def build_summary(
             signals.append({"kind": kind, "seq": None, "text": REASONS.get(reason, reason)})
     code = lang or "en"
     return HandoffSummary(
-        lang=code, language=LANGUAGES.get(code, code), requests=tuple(requests), signals=tuple(signals),
+        lang=code, language=LANGUAGE_NAMES.get(code, code), requests=tuple(requests), signals=tuple(signals),
         bot_did=tuple(bot_did), questions=tuple(questions[-5:]), reason=reason,
         reason_text=REASONS.get(reason, reason.replace("_", " ")) if reason else None,
     )

@@ -24,10 +24,12 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.engine.url import URL, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+from bot.settings import DEFAULT_DATABASE_URL
+
 logger = logging.getLogger(__name__)
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
-DEFAULT_URL = "sqlite:///humanline.db"
+DEFAULT_URL = DEFAULT_DATABASE_URL
 
 
 class FairRLock:

@@ -571,8 +571,8 @@
       .then(function (o) {
         table($("sup-queues"), ["Queue", "Waiting", "With agent", "Oldest wait"],
               (o.queues || []).map(function (q) { return [queueName(q.name), q.waiting, q.with_agent, q.oldest_wait_s != null ? fmtSecs(q.oldest_wait_s) : "—"]; }));
-        table($("sup-breaches"), ["Case", "Queue", "Kind", "Since"],
-              (o.breaches || []).map(function (b) { return [b.number, queueName(b.queue), b.kind, b.created_at]; }));
+        table($("sup-breaches"), ["Case", "Queue", "Kind", "Due", "Overdue"],
+              (o.breaches || []).map(function (b) { return [b.number, queueName(b.queue), b.kind, b.due_at, fmtSecs(b.overdue_s)]; }));
         var s = o.satisfaction || {};
         $("sup-satisfaction").textContent = s.count ? ("average " + Number(s.average).toFixed(2) + " from " + s.count + " ratings") : "no ratings yet";
         table($("sup-audit"), ["When", "Who", "Action", "Target"],

@@ -16,12 +16,11 @@ Two ways in:
 
 from __future__ import annotations
 
-import os
-
 from alembic import context
 from sqlalchemy import create_engine
 from sqlalchemy.engine import Connection
 
+from bot.settings import database_url
 from bot.store.models import Base
 
 config = context.config
@@ -29,7 +28,7 @@ target_metadata = Base.metadata
 
 
 def _url() -> str:
-    return config.get_main_option("sqlalchemy.url") or os.environ.get("DATABASE_URL") or "sqlite:///humanline.db"
+    return config.get_main_option("sqlalchemy.url") or database_url()
 
 
 def _run(connection: Connection) -> None:
