@@ -1,8 +1,10 @@
 """``python -m bench cluster`` (``make bench-cluster``): hubs and stock Rasa, one and several
 processes, on the trained model, in one run.
 
-Four set-ups, all started at once and then measured one after the other with the same scripted
-conversations (``bench.load.SCRIPTS``) at each concurrency level:
+Four set-ups, started and measured one after the other (the two stock Rasa servers are started
+together; each set-up is stopped before the next starts, so idle processes hold no PostgreSQL
+connections or memory) with the same scripted conversations (``bench.load.SCRIPTS``) at each
+concurrency level, after a warm-up:
 
 * ``rasa 1 proc``: stock ``rasa run`` (REST channel), one process, SQLite tracker store — the
   peer of ``make bench``;
@@ -13,10 +15,12 @@ conversations (``bench.load.SCRIPTS``) at each concurrency level:
 
 All share one action server. Then agent → customer delivery (the agent's message sent → the
 customer's frame) on the single hub and across hubs (customer on hub 1, agent on hub 2), with
-:func:`bench.cluster.delivery_latency`. PostgreSQL databases are fresh ones dropped afterwards;
-Redis is a private ``redis-server`` on a free port (the machine's Redis is left alone). Prints a
-table, writes ``bench/results/cluster-<time>.json`` and ``latest-cluster.json``, and a last line
-``BENCH_CLUSTER …``. Every process shares this machine's cores with the load generator.
+:func:`bench.cluster.delivery_latency`; while each level runs, the peak number of connections to
+the PostgreSQL server (``pg_stat_activity``, every database and user) is sampled. PostgreSQL
+databases are fresh ones dropped afterwards; Redis is a private ``redis-server`` on a free port
+(the machine's Redis is left alone). Prints a table, writes ``bench/results/cluster-<time>.json``
+and ``latest-cluster.json``, and a last line ``BENCH_CLUSTER …``. Every process shares this
+machine's cores with the load generator.
 """
 
 from __future__ import annotations
@@ -29,8 +33,10 @@ import os
 import secrets
 import subprocess
 import tempfile
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -115,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
                 AgentService(db).create(name, name.title(), "password-123", SKILLS, "agent")
             db.dispose()
             stack.callback(stop_all)  # runs first on the way out: every process stops before the drops
+            report["pg_max_connections"] = _pg_scalar(args.postgres, "SHOW max_connections")
             _progress("starting the action server")
             actions = servers.start_action_server(workdir, hub_db)
             started.append(actions)
@@ -123,56 +130,74 @@ def main(argv: list[str] | None = None) -> int:
             solo_env = {"HUMANLINE_SECRET": secrets.token_urlsafe(32)}
             redis_env = {**solo_env, "REDIS_URL": redis_server.url}
             multi = rasa_multi_stores(args.postgres, rasa_db.rsplit("/", 1)[1], redis_server.port)
-            _progress("starting stock rasa ×2, the single hub and the hub pair together")
-            with ThreadPoolExecutor(5) as pool:
-                futures = {
-                    RASA_1: pool.submit(servers.start_stock_rasa, workdir, model, actions.port, hub_db),
-                    RASA_2: pool.submit(servers.start_stock_rasa, workdir, model, actions.port, hub_db,
-                                        multi, {"SANIC_WORKERS": "2"}, "rasa-multi"),
-                    HUB_1: pool.submit(lambda: servers.start_hub(workdir, model, actions.port, hub_db, solo_env,
-                                                                 "hub-solo")[0]),
-                    "hub1": pool.submit(lambda: servers.start_hub(workdir, model, actions.port, hub_db, redis_env,
-                                                                  "hub1")[0]),
-                    "hub2": pool.submit(lambda: servers.start_hub(workdir, model, actions.port, hub_db, redis_env,
-                                                                  "hub2")[0]),
-                }
-                for f in futures.values():  # whichever starts is stopped by stop_all
-                    f.add_done_callback(lambda f: None if f.exception() else started.append(f.result()))
-                procs = {name: f.result() for name, f in futures.items()}
-            _progress("all up; starting HAProxy")
-            pair = [procs["hub1"], procs["hub2"]]
-            lb_port = servers.free_port()
-            haproxy.append(start_haproxy(
-                render_haproxy_config(f"127.0.0.1:{lb_port}", [(p.name, p.port) for p in pair]), workdir))
-            wait_until(lambda: http_status(f"http://127.0.0.1:{lb_port}/healthz") == 200, 20, "HAProxy answers")
+
+            def start(name: str, fn: Callable[[], servers.Server]) -> Future[servers.Server]:
+                f = pool.submit(fn)
+                # Whichever starts is stopped by stop_all, even when another fails.
+                f.add_done_callback(lambda f: None if f.exception() else started.append(f.result()))
+                return f
+
+            def measure(name: str, kind: str, url: str) -> None:
+                warm = asyncio.run(load.run_level(kind, url, 4, 8))  # TensorFlow graphs, every worker
+                _progress(f"{name} warm-up: {warm.messages} turns, {warm.errors} errors")
+                for c in levels:
+                    n = args.conversations or max(2 * c, 20)
+                    with _ConnectionSampler(args.postgres) as pg:
+                        res = asyncio.run(load.run_level(kind, url, c, n))
+                    row = {**res.as_dict(), "target": name, "pg_connections_peak": pg.peak}
+                    report["levels"].append(row)
+                    _progress(f"{name}: {n} conversations, {c} at a time: {row['msgs_per_s']} msg/s, "
+                              f"p99 {row['p99_ms']} ms, {row['errors']} errors, "
+                              f"PostgreSQL connections (whole server) peak {pg.peak}")
+
+            def deliver(name: str, cust: servers.Server, agent: servers.Server, user: str) -> None:
+                _progress(f"{name}: agent → customer delivery, {args.deliveries} samples")
+                row: dict[str, Any] = {"setup": name, "across_hubs": cust is not agent}
+                try:
+                    lat = asyncio.run(delivery_latency(
+                        f"ws://127.0.0.1:{cust.port}/ws/chat", f"ws://127.0.0.1:{agent.port}/ws/agent",
+                        _login(agent.port, user), args.deliveries))
+                    row.update(load.summarise(lat))
+                except Exception as exc:  # noqa: BLE001 - reported in the table, the run goes on
+                    row.update({"samples": 0, "p50_ms": float("nan"), "p99_ms": float("nan"),
+                                "error": f"{type(exc).__name__}: {exc}"})
+                report["delivery"].append(row)
 
             def rest(s: servers.Server) -> str:
                 return f"http://127.0.0.1:{s.port}/webhooks/rest/webhook"
 
-            targets = [
-                (RASA_1, "rasa", rest(procs[RASA_1])),
-                (RASA_2, "rasa", rest(procs[RASA_2])),
-                (HUB_1, "hub", f"ws://127.0.0.1:{procs[HUB_1].port}/ws/chat"),
-                (HUB_2, "hub", f"ws://127.0.0.1:{lb_port}/ws/chat"),
-            ]
-            for name, kind, url in targets:  # warm-up (TensorFlow graphs, every worker), not recorded
-                warm = asyncio.run(load.run_level(kind, url, 4, 8))
-                _progress(f"{name} warm-up: {warm.messages} turns, {warm.errors} errors")
-            for c in levels:
-                n = args.conversations or max(2 * c, 20)
-                for name, kind, url in targets:
-                    _progress(f"{name}: {n} conversations, {c} at a time")
-                    res = asyncio.run(load.run_level(kind, url, c, n))
-                    report["levels"].append({**res.as_dict(), "target": name})
-            solo, hub1, hub2 = procs[HUB_1], pair[0], pair[1]
-            for name, cust, agent_server, user in ((HUB_1, solo, solo, "solo"), (HUB_2, hub1, hub2, "right")):
-                _progress(f"{name}: agent → customer delivery, {args.deliveries} samples")
-                token = _login(agent_server.port, user)
-                lat = asyncio.run(delivery_latency(
-                    f"ws://127.0.0.1:{cust.port}/ws/chat", f"ws://127.0.0.1:{agent_server.port}/ws/agent",
-                    token, args.deliveries))
-                report["delivery"].append({"setup": name, "across_hubs": cust is not agent_server,
-                                           **load.summarise(lat)})
+            # One set-up at a time: idle processes would hold PostgreSQL connections and memory.
+            with ThreadPoolExecutor(2) as pool:
+                _progress("starting stock rasa: one process, and SANIC_WORKERS=2")
+                f1 = start(RASA_1, lambda: servers.start_stock_rasa(workdir, model, actions.port, hub_db))
+                f2 = start(RASA_2, lambda: servers.start_stock_rasa(
+                    workdir, model, actions.port, hub_db, multi, {"SANIC_WORKERS": "2"}, "rasa-multi"))
+                rasa1, rasa2 = f1.result(), f2.result()
+            measure(RASA_1, "rasa", rest(rasa1))
+            measure(RASA_2, "rasa", rest(rasa2))
+            rasa1.stop()
+            rasa2.stop()
+
+            _progress("starting one hub")
+            solo = servers.start_hub(workdir, model, actions.port, hub_db, solo_env, "hub-solo")[0]
+            started.append(solo)
+            measure(HUB_1, "hub", f"ws://127.0.0.1:{solo.port}/ws/chat")
+            deliver(HUB_1, solo, solo, "solo")
+            solo.stop()
+
+            _progress("starting two hubs and HAProxy")
+            with ThreadPoolExecutor(2) as pool:
+                fa = start("hub1", lambda: servers.start_hub(workdir, model, actions.port, hub_db, redis_env,
+                                                             "hub1")[0])
+                fb = start("hub2", lambda: servers.start_hub(workdir, model, actions.port, hub_db, redis_env,
+                                                             "hub2")[0])
+                hub1, hub2 = fa.result(), fb.result()
+            lb_port = servers.free_port()
+            haproxy.append(start_haproxy(
+                render_haproxy_config(f"127.0.0.1:{lb_port}", [(h.name, h.port) for h in (hub1, hub2)]), workdir))
+            wait_until(lambda: http_status(f"http://127.0.0.1:{lb_port}/healthz") == 200, 20, "HAProxy answers")
+            measure(HUB_2, "hub", f"ws://127.0.0.1:{lb_port}/ws/chat")
+            deliver(HUB_2, hub1, hub2, "right")  # customer on hub 1, agent on hub 2
     finally:
         stop_all()
         redis_server.stop()
@@ -185,6 +210,51 @@ def main(argv: list[str] | None = None) -> int:
         (RESULTS / fname).write_text(json.dumps(report, indent=2, ensure_ascii=False))
     print(bench_line(report), flush=True)
     return 0
+
+
+def _pg_scalar(postgres_url: str, sql: str) -> str:
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(postgres_url, future=True)
+    try:
+        with engine.connect() as conn:
+            return str(conn.execute(text(sql)).scalar_one())
+    finally:
+        engine.dispose()
+
+
+class _ConnectionSampler:
+    """The peak number of connections to the PostgreSQL server (all databases, other users' too),
+    sampled every 0.2 s while a level runs."""
+
+    def __init__(self, postgres_url: str) -> None:
+        self.url = postgres_url
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        from sqlalchemy import create_engine, text
+
+        engine = create_engine(self.url, future=True, pool_size=1, max_overflow=0)
+        try:
+            with engine.connect() as conn:
+                while not self._stop.wait(0.2):
+                    count = int(conn.execute(text("SELECT count(*) FROM pg_stat_activity")).scalar_one())
+                    self.peak = max(self.peak, count)
+                    conn.rollback()
+        except Exception:  # noqa: BLE001 - no free connection left: the peak stays the last seen
+            pass
+        finally:
+            engine.dispose()
+
+    def __enter__(self) -> _ConnectionSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
 
 
 def _login(port: int, username: str) -> str:
@@ -201,17 +271,19 @@ def _login(port: int, username: str) -> str:
 
 def render(report: dict[str, Any]) -> str:
     """The levels as a Markdown table, then the delivery figures."""
-    out = ["| set-up | concurrency | msgs/s | p50 ms | p99 ms | errors | handed off |",
-           "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    out = ["| set-up | concurrency | msgs/s | p50 ms | p99 ms | errors | handed off | PG connections peak |",
+           "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in sorted(report["levels"], key=lambda r: (r["concurrency"], _order(r["target"]))):
         out.append(f"| {r['target']} | {r['concurrency']} | {r['msgs_per_s']} | {r['p50_ms']} | {r['p99_ms']} "
-                   f"| {r['errors']} | {r['handed_off']} |")
+                   f"| {r['errors']} | {r['handed_off']} | {r['pg_connections_peak']} |")
     out += ["", "| agent → customer delivery | samples | p50 ms | p99 ms |", "| --- | ---: | ---: | ---: |"]
     for d in report["delivery"]:
         where = " (across hubs)" if d["across_hubs"] else ""
-        out.append(f"| {d['setup']}{where} | {d['samples']} | {d['p50_ms']} | {d['p99_ms']} |")
+        failed = f" — failed: {d['error']}" if d.get("error") else ""
+        out.append(f"| {d['setup']}{where}{failed} | {d['samples']} | {d['p50_ms']} | {d['p99_ms']} |")
     out.append(f"\nload average (1/5/15 min) at start {report['loadavg_start']}, at end {report['loadavg_end']}; "
-               f"brain workers per hub: {report['brain_workers_per_hub']}")
+               f"brain workers per hub: {report['brain_workers_per_hub']}; PostgreSQL max_connections "
+               f"{report.get('pg_max_connections')} (shared with the machine's other users)")
     return "\n".join(out)
 
 
