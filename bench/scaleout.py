@@ -13,7 +13,8 @@ concurrency level, after a warm-up:
 * ``1 hub``: one hub (``python -m bot serve``) on PostgreSQL, no Redis;
 * ``2 hubs``: two hubs on PostgreSQL + Redis behind HAProxy (round-robin).
 
-All share one action server. Then agent → customer delivery (the agent's message sent → the
+The stock servers and the single hub share one action server, the pair has its own on its own
+database. Then agent → customer delivery (the agent's message sent → the
 customer's frame) on the single hub and across hubs (customer on hub 1, agent on hub 2), with
 :func:`bench.cluster.delivery_latency`; while each level runs, the peak number of connections to
 the PostgreSQL server (``pg_stat_activity``, every database and user) is sampled. PostgreSQL
@@ -113,13 +114,16 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         with contextlib.ExitStack() as stack:
+            # A database per hub set-up: the pair must not inherit the single hub's conversations
+            # (a hub resumes the unfinished turns it finds in the store when it starts).
             hub_db = stack.enter_context(fresh_postgres_database(args.postgres))
+            pair_db = stack.enter_context(fresh_postgres_database(args.postgres))
             rasa_db = stack.enter_context(fresh_postgres_database(args.postgres))
-            db = Database(hub_db)
-            db.migrate()
-            for name in ("solo", "right"):
+            for url, name in ((hub_db, "solo"), (pair_db, "right")):
+                db = Database(url)
+                db.migrate()
                 AgentService(db).create(name, name.title(), "password-123", SKILLS, "agent")
-            db.dispose()
+                db.dispose()
             stack.callback(stop_all)  # runs first on the way out: every process stops before the drops
             report["pg_max_connections"] = _pg_scalar(args.postgres, "SHOW max_connections")
             _progress("starting the action server")
@@ -185,11 +189,14 @@ def main(argv: list[str] | None = None) -> int:
             deliver(HUB_1, solo, solo, "solo")
             solo.stop()
 
-            _progress("starting two hubs and HAProxy")
+            actions.stop()
+            _progress("starting an action server on the pair's database, two hubs and HAProxy")
+            pair_actions = servers.start_action_server(workdir, pair_db, "actions-pair")
+            started.append(pair_actions)
             with ThreadPoolExecutor(2) as pool:
-                fa = start("hub1", lambda: servers.start_hub(workdir, model, actions.port, hub_db, redis_env,
+                fa = start("hub1", lambda: servers.start_hub(workdir, model, pair_actions.port, pair_db, redis_env,
                                                              "hub1")[0])
-                fb = start("hub2", lambda: servers.start_hub(workdir, model, actions.port, hub_db, redis_env,
+                fb = start("hub2", lambda: servers.start_hub(workdir, model, pair_actions.port, pair_db, redis_env,
                                                              "hub2")[0])
                 hub1, hub2 = fa.result(), fb.result()
             lb_port = servers.free_port()

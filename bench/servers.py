@@ -92,10 +92,10 @@ def base_env(database_url: str) -> dict[str, str]:
     return env
 
 
-def start_action_server(workdir: Path, database_url: str) -> Server:
+def start_action_server(workdir: Path, database_url: str, name: str = "actions") -> Server:
     port = free_port()
     cmd = [str(VENV_BIN / "rasa"), "run", "actions", "--port", str(port), "--actions", "actions"]
-    server = _spawn("actions", cmd, base_env(database_url), port, workdir)
+    server = _spawn(name, cmd, base_env(database_url), port, workdir)
     wait_http(f"http://127.0.0.1:{port}/health", 120, server.proc)
     return server
 
