@@ -164,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
                     row.update(load.summarise(lat))
                 except Exception as exc:  # noqa: BLE001 - reported in the table, the run goes on
                     row.update({"samples": 0, "p50_ms": float("nan"), "p99_ms": float("nan"),
-                                "error": f"{type(exc).__name__}: {exc}"})
+                                "error": f"{type(exc).__name__}: {exc}", "at": _where(exc)})
                 report["delivery"].append(row)
 
             def rest(s: servers.Server) -> str:
@@ -264,6 +264,14 @@ class _ConnectionSampler:
         self._thread.join(5)
 
 
+def _where(exc: BaseException) -> str:
+    """The line of :func:`bench.cluster.delivery_latency` an exception came through."""
+    import traceback
+
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename.endswith("bench/cluster.py")]
+    return f"bench/cluster.py:{frames[-1].lineno} {frames[-1].line}" if frames else "?"
+
+
 def _login(port: int, username: str) -> str:
     import urllib.request
 
@@ -286,7 +294,7 @@ def render(report: dict[str, Any]) -> str:
     out += ["", "| agent → customer delivery | samples | p50 ms | p99 ms |", "| --- | ---: | ---: | ---: |"]
     for d in report["delivery"]:
         where = " (across hubs)" if d["across_hubs"] else ""
-        failed = f" — failed: {d['error']}" if d.get("error") else ""
+        failed = f" — failed: {d['error']} at {d.get('at')}" if d.get("error") else ""
         out.append(f"| {d['setup']}{where}{failed} | {d['samples']} | {d['p50_ms']} | {d['p99_ms']} |")
     out.append(f"\nload average (1/5/15 min) at start {report['loadavg_start']}, at end {report['loadavg_end']}; "
                f"brain workers per hub: {report['brain_workers_per_hub']}; PostgreSQL max_connections "
