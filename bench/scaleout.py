@@ -122,7 +122,9 @@ def main(argv: list[str] | None = None) -> int:
             for url, name in ((hub_db, "solo"), (pair_db, "right")):
                 db = Database(url)
                 db.migrate()
-                AgentService(db).create(name, name.title(), "password-123", SKILLS, "agent")
+                info = AgentService(db).create(name, name.title(), "password-123", SKILLS, "agent")
+                # Room for the conversations a set-up's warm-up may hand off before delivery is measured.
+                AgentService(db).set_capacity(info.id, "bench", max_concurrent=100)
                 db.dispose()
             stack.callback(stop_all)  # runs first on the way out: every process stops before the drops
             report["pg_max_connections"] = _pg_scalar(args.postgres, "SHOW max_connections")
