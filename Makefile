@@ -7,7 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | md5sum | cut -c1-12)
 
-.PHONY: install train run cluster test test-fast eval eval-dialogue bench lint browser-deps clean screenshots
+.PHONY: install train run cluster test test-fast eval eval-dialogue bench bench-cluster lint browser-deps clean screenshots
 
 install: $(STAMP)
 	@echo "==> [1/4 install] $(VENV) ready"
@@ -67,6 +67,10 @@ eval-dialogue: train
 ## bench: the hub against stock `rasa run` on the same model
 bench: train
 	$(PY) -m bench
+
+## bench-cluster: stock Rasa (1 process; SANIC_WORKERS=2 + Redis + PostgreSQL) against 1 hub and 2 hubs behind HAProxy
+bench-cluster: train
+	$(PY) -m bench cluster
 
 ## screenshots: the README's pictures, taken by the browser tests
 screenshots: train browser-deps

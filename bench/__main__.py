@@ -7,6 +7,8 @@ Prints a table, writes ``bench/results/bench-<time>.json`` and ``latest.json``, 
 
 ``python -m bench --smoke`` is the small run kept in ``make test`` so the harness cannot rot.
 ``python -m bench first-run`` times a fresh clone to a served demo instead (:mod:`bench.first_run`).
+``python -m bench cluster`` compares stock Rasa (one process; ``SANIC_WORKERS=2`` with Redis and
+PostgreSQL) with one hub and two hubs behind HAProxy (:mod:`bench.scaleout`).
 """
 
 from __future__ import annotations
@@ -68,6 +70,10 @@ def main(argv: list[str] | None = None) -> int:
         from bench.first_run import main as first_run
 
         return first_run(argv[1:])
+    if argv and argv[0] == "cluster":
+        from bench.scaleout import main as cluster
+
+        return cluster(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true", help="tiny run for the test suite")
     parser.add_argument("--levels", default="1,10,50,200", help="concurrency levels")

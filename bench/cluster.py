@@ -49,8 +49,9 @@ async def delivery_latency(customer_ws: str, agent_ws: str, token: str, samples:
     chat = ChatClient(customer_ws, lang="en")
     await chat.connect()
     await chat.say_and_ack("I want to talk to a human")
-    assigned = await agent.wait_for(lambda f: f["type"] == "assigned", 30)
-    cid = assigned["conversation_id"]
+    cid = chat.conversation_id
+    # This conversation's assignment: earlier handed-off conversations may be waiting in the queue.
+    await agent.wait_for(lambda f: f["type"] == "assigned" and f.get("conversation_id") == cid, 30)
     await chat.wait_for(lambda f: f["type"] == "status" and f.get("status") == "agent", 30)
     out = []
     for i in range(samples):

@@ -92,37 +92,44 @@ def base_env(database_url: str) -> dict[str, str]:
     return env
 
 
-def start_action_server(workdir: Path, database_url: str) -> Server:
+def start_action_server(workdir: Path, database_url: str, name: str = "actions") -> Server:
     port = free_port()
     cmd = [str(VENV_BIN / "rasa"), "run", "actions", "--port", str(port), "--actions", "actions"]
-    server = _spawn("actions", cmd, base_env(database_url), port, workdir)
+    server = _spawn(name, cmd, base_env(database_url), port, workdir)
     wait_http(f"http://127.0.0.1:{port}/health", 120, server.proc)
     return server
 
 
-def start_stock_rasa(workdir: Path, model: Path, action_port: int, database_url: str) -> Server:
+def start_stock_rasa(
+    workdir: Path, model: Path, action_port: int, database_url: str,
+    stores: str | None = None, extra_env: dict[str, str] | None = None, name: str = "rasa",
+) -> Server:
     """Stock ``rasa run`` with the REST channel and an SQL tracker store, as an operator would
-    run this project without the hub."""
+    run this project without the hub. ``stores`` replaces the default SQLite ``tracker_store``
+    section of ``endpoints.yml`` (e.g. PostgreSQL and a ``lock_store``); ``extra_env`` is added
+    to its environment (e.g. ``SANIC_WORKERS``)."""
     port = free_port()
-    endpoints = workdir / "stock-endpoints.yml"
-    db_path = workdir / "stock-tracker.db"
-    endpoints.write_text(
-        f"action_endpoint:\n  url: http://127.0.0.1:{action_port}/webhook\n"
-        f"tracker_store:\n  type: SQL\n  dialect: sqlite\n  db: {db_path}\n"
-    )
-    credentials = workdir / "stock-credentials.yml"
+    endpoints = workdir / f"{name}-endpoints.yml"
+    db_path = workdir / f"{name}-tracker.db"
+    if stores is None:
+        stores = f"tracker_store:\n  type: SQL\n  dialect: sqlite\n  db: {db_path}\n"
+    endpoints.write_text(f"action_endpoint:\n  url: http://127.0.0.1:{action_port}/webhook\n" + stores)
+    credentials = workdir / f"{name}-credentials.yml"
     credentials.write_text("rest:\n")
     cmd = [
         str(VENV_BIN / "rasa"), "run", "--model", str(model), "--port", str(port),
         "--endpoints", str(endpoints), "--credentials", str(credentials),
     ]
-    server = _spawn("rasa", cmd, base_env(database_url), port, workdir)
+    env = base_env(database_url)
+    env.update(extra_env or {})
+    server = _spawn(name, cmd, env, port, workdir)
     wait_http(f"http://127.0.0.1:{port}/", 300, server.proc)
     return server
 
 
 def start_hub(
-    workdir: Path, model: Path, action_port: int, database_url: str, extra_env: dict[str, str]
+    workdir: Path, model: Path, action_port: int, database_url: str, extra_env: dict[str, str],
+    name: str = "hub",
 ) -> tuple[Server, float]:
     """The hub, without its own action server; returns it and its cold start in seconds."""
     port = free_port()
@@ -147,7 +154,7 @@ def start_hub(
     )
     env.update(extra_env)
     cmd = [sys.executable, "-m", "bot", "serve"]
-    server = _spawn("hub", cmd, env, port, workdir)
+    server = _spawn(name, cmd, env, port, workdir)
     cold = wait_http(f"http://127.0.0.1:{port}/healthz", 300, server.proc)
     return server, cold
 
