@@ -216,3 +216,30 @@ async def _schedule_twice_and_resume(hub: Any, message: Any) -> None:
     hub.schedule_turn(message)
     hub.schedule_turn(message)
     assert await hub.resume_pending_turns(0.0) == 0
+
+
+@pytest.mark.parametrize(("redis_url", "first_round"), [(None, 0.0), ("redis://127.0.0.1:1/0", 10.0)])
+async def test_the_first_recovery_round_takes_in_flight_turns_only_when_alone(
+    redis_url: str | None, first_round: float
+) -> None:
+    """One hub: at start-up every pending turn is its own previous run's. Several hubs: a pending
+    turn may be in flight on another hub, so even the first round takes only overdue ones."""
+    from types import SimpleNamespace
+
+    from bot.hub.maintenance import run_turn_recovery
+
+    rounds: list[float] = []
+    done = asyncio.Event()
+
+    async def resume_pending_turns(older_than: float) -> int:
+        rounds.append(older_than)
+        if len(rounds) == 2:
+            done.set()
+        return 0
+
+    hub = SimpleNamespace(settings=SimpleNamespace(redis_url=redis_url, turn_retry_after_s=10.0),
+                          resume_pending_turns=resume_pending_turns)
+    task = asyncio.create_task(run_turn_recovery(hub, 0.001))  # type: ignore[arg-type]
+    await asyncio.wait_for(done.wait(), 5)
+    task.cancel()
+    assert rounds[:2] == [first_round, 10.0]

@@ -62,12 +62,15 @@ async def run_turn_recovery(hub: Hub, interval_s: float) -> None:
     fail-safe handoffs the database refused (:meth:`bot.hub.core.Hub.resume_pending_turns`).
 
     The first round once the brain is ready (after a restart, when the model has loaded) takes
-    every pending turn (those of this hub's previous run); later rounds, every ``interval_s``,
+    every pending turn (those of this hub's previous run) — unless several hubs share the
+    database (``REDIS_URL``): then it too takes only the overdue ones; later rounds, every ``interval_s``,
     only those pending for more than ``settings.turn_retry_after_s`` (a turn in flight on
     another hub is not taken). A round the database refuses is tried again at the next one.
     Cancel the task to stop it.
     """
-    older_than = 0.0
+    # With several hubs (REDIS_URL), a pending turn at start-up may be in flight on another hub,
+    # not left over from this one: even the first round waits for it to be overdue.
+    older_than = 0.0 if hub.settings.redis_url is None else hub.settings.turn_retry_after_s
     failing = False
     while True:
         try:
