@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from typing import Any
 
 import websockets
 
@@ -73,7 +74,7 @@ async def test_a_burst_of_connections_through_a_small_gate_is_served_in_full(tmp
     from tests.hubtools import GreeterBrain, running_hub
 
     gate = AdmittingProtocol.gate
-    AdmittingProtocol.gate = AdmissionGate(limit=2, hold_s=5)
+    AdmittingProtocol.gate = AdmissionGate(limit=2, hold_s=30)
     try:
         with running_hub(Path(str(tmp_path)), GreeterBrain()) as srv:
             app = create_app(srv.settings, brain=GreeterBrain(), db=srv.db)
@@ -92,7 +93,24 @@ async def test_a_burst_of_connections_through_a_small_gate_is_served_in_full(tmp
                         if frame["type"] in ("welcome", "error"):
                             return str(frame["type"])
 
-            answers = await asyncio.gather(*(customer() for _ in range(40)))
+            async def until(predicate: Any) -> None:
+                for _ in range(500):
+                    if predicate():
+                        return
+                    await asyncio.sleep(0.01)
+                g = AdmittingProtocol.gate
+                raise AssertionError(f"the gate never got there: admitted {g.admitted}, waiting {g.waiting}, "
+                                     f"waited {g.waited}")
+
+            # Two connections that never send their request hold both places (hold_s = 30 s),
+            # so the burst has to wait whatever the scheduling: no test that passes by timing.
+            holders = [await asyncio.open_connection("127.0.0.1", port) for _ in range(2)]
+            await until(lambda: AdmittingProtocol.gate.admitted == 2)
+            burst = asyncio.gather(*(customer() for _ in range(40)))
+            await until(lambda: AdmittingProtocol.gate.waited > 0)
+            for _, writer in holders:  # their places free up: the waiting ones go in, in order
+                writer.close()
+            answers = await burst
             assert answers == ["welcome"] * 40
             assert AdmittingProtocol.gate.waited > 0  # the gate did make some of them wait
             assert AdmittingProtocol.gate.admitted == 0 or AdmittingProtocol.gate.waiting == 0
