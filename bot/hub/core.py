@@ -31,6 +31,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from bot.brain import ActionServerError, BotReply, Brain, BrainTurn
+from bot.guard import DANGER, GuardConfig, GuardState, HandoffGuard, TurnOutcome
 from bot.hub.agent_commands import AgentCommandsMixin
 from bot.hub.assignment import AssignmentMixin
 from bot.hub.bus import make_bus
@@ -67,12 +68,6 @@ T = TypeVar("T")
 TYPING_INTERVAL_S = 2.0
 
 MAX_CONVERSATION_MEMOS = 50_000
-
-
-def _guard_module() -> Any:
-    import bot.guard as guard
-
-    return guard
 
 
 def settled_status_frame(
@@ -114,15 +109,14 @@ class Hub(AgentCommandsMixin, CaseCommandsMixin, AssignmentMixin):
         db: Database,
         brain: Brain | None,
         config: HumanlineConfig | None = None,
-        guard: Any = None,
+        guard: HandoffGuard | None = None,
     ):
         self.settings = settings
         self.db = db
         self.brain = brain
         self.config = config or HumanlineConfig.load(settings.config_path)
-        g = _guard_module()
-        self.guard = guard or g.HandoffGuard(
-            g.GuardConfig(max_unresolved_turns=settings.max_unresolved_turns, brain_timeout_s=settings.brain_timeout_s)
+        self.guard: HandoffGuard = guard or HandoffGuard(
+            GuardConfig(max_unresolved_turns=settings.max_unresolved_turns, brain_timeout_s=settings.brain_timeout_s)
         )
         self.metrics = Metrics()
         self.conversations = ConversationService(db, on_stored=self.metrics.message_stored)
@@ -389,9 +383,8 @@ class Hub(AgentCommandsMixin, CaseCommandsMixin, AssignmentMixin):
         """What happens after a customer message is stored and acknowledged. True when the
         turn's pending mark is already cleared (a bot turn records it with its result)."""
         cid = message.conversation_id
-        g = _guard_module()
         async with self.lock(cid):
-            got = await self.run(self.conversations.get_with_guard_state, cid, g.GuardState)
+            got = await self.run(self.conversations.get_with_guard_state, cid, GuardState)
             if got is None:
                 return False
             conv, state = got
@@ -402,7 +395,7 @@ class Hub(AgentCommandsMixin, CaseCommandsMixin, AssignmentMixin):
                 state = self.guard.hand_back(state)
                 await self.run(self.conversations.save_guard_state, cid, state)
                 await self.send_customers(cid, {"type": "status", "status": "bot"})
-                got = await self.run(self.conversations.get_with_guard_state, cid, g.GuardState)
+                got = await self.run(self.conversations.get_with_guard_state, cid, GuardState)
                 assert got is not None
                 conv, state = got
             if conv.status == "agent" and conv.agent_id is not None:
@@ -439,14 +432,13 @@ class Hub(AgentCommandsMixin, CaseCommandsMixin, AssignmentMixin):
                                             "intent": intent, "confidence": confidence})
         return str(intent)
 
-    async def _bot_turn(self, conv: ConversationInfo, message: MessageRecord, lang: str, state: Any) -> bool:
+    async def _bot_turn(self, conv: ConversationInfo, message: MessageRecord, lang: str, state: GuardState) -> bool:
         """One bot turn; True when it went as far as recording its result (which clears the
         turn's pending mark)."""
-        g = _guard_module()
         before = self.guard.before_turn(state, message.text)
         if before.handoff:
             await self.run(self.conversations.save_guard_state, conv.id, before.state)
-            if before.reason == g.DANGER:
+            if before.reason == DANGER:
                 await self._danger_handoff(conv.id, lang)
                 self.spawn(self._annotate(message))  # the transcript still gets its intent
                 return False
@@ -457,7 +449,7 @@ class Hub(AgentCommandsMixin, CaseCommandsMixin, AssignmentMixin):
             await self.handoff(conv.id, request_queue, before.reason or "customer_request", lang=lang, intent=intent)
             return False
         turn, error = await self._call_brain(conv, message.text, lang)
-        outcome = g.TurnOutcome(
+        outcome = TurnOutcome(
             intent=turn.intent if turn else None,
             confidence=turn.confidence if turn else None,
             replies=tuple(r.text for r in turn.replies) if turn else (),
@@ -470,7 +462,7 @@ class Hub(AgentCommandsMixin, CaseCommandsMixin, AssignmentMixin):
         # read, decide, save, record the NLU, clear the pending mark and store the replies the
         # guard lets through (while the bot holds the conversation, P2) in one transaction.
         finished = await self.run(
-            self.conversations.finish_bot_turn, conv.id, g.GuardState,
+            self.conversations.finish_bot_turn, conv.id, GuardState,
             lambda current: self.guard.after_turn(current, outcome), message.seq,
             turn.intent if turn is not None else None, turn.confidence if turn is not None else None,
             lambda decided: _reply_rows(decided.deliver, turn.replies if turn else []),
