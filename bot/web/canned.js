@@ -23,13 +23,7 @@
   var MARKER = /\[\[fill in: [a-z_]+\]\]/;
   var box = $("reply-text"), form = $("reply-form");
 
-  function el(tag, cls, text) {
-    var e = document.createElement(tag);
-    if (cls) e.className = cls;
-    if (text != null) e.textContent = text;
-    return e;
-  }
-  function clear(node) { while (node.firstChild) node.removeChild(node.firstChild); }
+  var el = api.el, clear = api.clear;   // console.js's DOM helpers (textContent only)
 
   // ---- the composer's companions: picker and warning ------------------------------------------
   var picker = el("div", "canned-picker");

@@ -24,6 +24,8 @@
     current: function () { return current && mine[current] ? current : null; },
     agent: function () { return session && session.agent; },
     send: function (f) { sendFrame(f); },
+    el: function (tag, cls, text) { return el(tag, cls, text); },   // the DOM helpers, shared
+    clear: function (node) { clear(node); },
     onFrame: [], onConversation: [], beforeSend: []
   };
 
