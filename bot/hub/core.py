@@ -390,8 +390,9 @@ class Hub(TurnPipelineMixin, AgentCommandsMixin, CaseCommandsMixin, AssignmentMi
 
     def _add_case_url(self, frame: dict[str, Any], number: str) -> None:
         """A status frame naming a case also carries the signed link to its page."""
-        if self.links is not None:
-            frame["case_url"] = self.links.url(number)
+        url = self.case_url(number)
+        if url:
+            frame["case_url"] = url
 
     async def broadcast_queues(self) -> None:
         if not self.online:
