@@ -30,7 +30,8 @@ def test_the_abuse_suite_small_variant_holds_every_limit() -> None:
     by_name = {s["name"]: s for s in report["scenarios"]}
     assert by_name["anonymous_hellos"]["counts"]["visitors_created"] <= 10
     scripted = by_name["scripted_handoffs"]["counts"]
-    assert scripted["handoffs"] == scripted["queued_with_a_place"] >= 6 and scripted["cases_opened"] == 5
+    assert scripted["handoffs"] == scripted["queued_with_a_place"] >= 6
+    assert scripted["cases_opened"] == scripted["handoffs"]  # held ones too: promise 4
     assert by_name["logins_one_address"]["counts"]["hashed"] <= 30
     assert by_name["slow_reader"]["counts"]["stuck_tab_close_code"] in (1006, 1008)
     assert report["probe_failures"] == 0

@@ -1,6 +1,6 @@
 """Queue-side dedupe of scripted handoffs (bot/services/handoff_dedupe.py, docs/security.md):
 the policy alone, then through the real hub — beyond the threshold of one client address, a
-handoff is held as "suspected automated" (a place and an answer for the customer, no case, no
+handoff is held as "suspected automated" (a place, an answer and a case for the customer, no
 agent woken, supervisors told once) until a supervisor releases it; danger and app users are
 never held."""
 
@@ -97,11 +97,11 @@ async def test_scripted_handoffs_from_one_address_are_held_until_a_supervisor_re
         # The first two are ordinary: every agent of the queue is told, a case is opened.
         assert set(_handoffs(alice)) == set(ordinary)
         assert all(_case_of(srv, cid) is not None for cid in ordinary)
-        # The rest are held: nobody but the supervisors hears of them, once for the burst, and no
-        # case (nor its notifications) is made — but each customer has a place and an answer.
+        # The rest are held: nobody but the supervisors hears of them, once for the burst — but
+        # each customer has a place, an answer and, nobody being available, a case (promise 4).
         told = {cid: f for cid, f in _handoffs(sam).items() if f.get("held")}
         assert list(told) == [held[0]] and told[held[0]]["source"] == "127.0.0.1"
-        assert all(_case_of(srv, cid) is None for cid in held)
+        assert all(_case_of(srv, cid) is not None for cid in held)
         assert all(srv.hub.suspects.is_held(cid) for cid in held)
         # The supervisor's queue view (the latest snapshot) flags them.
         latest = [f for f in sam.frames if f["type"] == "queue"][-1]
@@ -126,7 +126,7 @@ async def test_scripted_handoffs_from_one_address_are_held_until_a_supervisor_re
         await sam.send({"type": "claim", "conversation_id": held[2]})
         await sam.wait_for(lambda f: f["type"] == "assigned" and f["conversation_id"] == held[2])
         assert not srv.hub.suspects.is_held(held[2])
-        # Releasing the address's held handoffs makes them ordinary: agents told, cases opened.
+        # Releasing the address's held handoffs makes them ordinary: the agents are told.
         await sam.send({"type": "release_held", "source": "127.0.0.1"})
         released = await sam.wait_for(lambda f: f["type"] == "held_released")
         assert sorted(released["conversation_ids"]) == sorted(held[:2])

@@ -243,8 +243,10 @@ class Hub(TurnPipelineMixin, AgentCommandsMixin, CaseCommandsMixin, AssignmentMi
         h = await self.run(self.conversations.queue, cid, queue, reason, case_id)
         if h is None:
             return None
-        held = self.suspects.consider(cid, queue, reason).held  # a place, but no case and nobody woken
-        if h.case_id is None and not held and not self.agents_for(queue, available_only=True):
+        # Held as suspected automated: a place and a case (P4 holds for a real customer behind a
+        # shared address too), but no agent is woken or assigned until a supervisor releases it.
+        self.suspects.consider(cid, queue, reason)
+        if h.case_id is None and not self.agents_for(queue, available_only=True):
             new_case = await self._open_case_for(cid, queue, reason, lang or "en", intent)
             if new_case is not None:
                 h = await self.run(self.conversations.open_handoff, cid) or h

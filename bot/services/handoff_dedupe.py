@@ -12,7 +12,7 @@ window is **held** as "suspected automated":
 * the customer still gets a place in the queue and the usual answer (never silently dropped:
   a real customer behind a shared NAT whose neighbour runs a script is served, just later,
   unless a supervisor releases them or claims them first);
-* no case is opened for it automatically and no agent is woken: only supervisors are told, once
+* no agent is woken (its case is opened as for any handoff, promise 4): only supervisors are told, once
   per source and window (:attr:`Verdict.first_held`), and they see every held entry flagged in
   the waiting list;
 * a supervisor releases it (one conversation or every one of a source), and it then becomes an
