@@ -74,7 +74,9 @@ async def test_metrics_count_what_happened(tmp_path: Path) -> None:
         assert m['humanline_brain_latency_seconds_bucket{le="0.1"}'] == 1
         assert m['humanline_brain_latency_seconds_bucket{le="+Inf"}'] == 1
         assert m["humanline_brain_latency_seconds_count"] == 1
-        assert 0.06 <= m["humanline_brain_latency_seconds_sum"] < 1
+        # The brain sleeps 0.06 s; asyncio may wake a timer up to its clock resolution early, so
+        # the measured latency can be a hair under it (0.0597 s seen on a fresh clone).
+        assert 0.055 <= m["humanline_brain_latency_seconds_sum"] < 1
         assert m['humanline_queue_waiting{queue="general"}'] == 1
         assert m['humanline_queue_waiting{queue="finance_compliance"}'] == 0
         assert m['humanline_sla_breaches{kind="first_response"}'] == 1
