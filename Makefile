@@ -64,12 +64,16 @@ eval: install
 eval-dialogue: train
 	$(PY) -m bot eval-dialogue
 
-## bench: the hub against stock `rasa run` on the same model
+## bench: the hub against stock `rasa run` on the same model, then (issue #15) stock Rasa in one and in
+## several processes beside 1 hub and 2 hubs behind HAProxy on PostgreSQL + Redis (bench-cluster)
 bench: train
 	$(PY) -m bench
+	@bash scripts/install-haproxy.sh
+	$(PY) -m bench cluster
 
 ## bench-cluster: stock Rasa (1 process; SANIC_WORKERS=2 + Redis + PostgreSQL) against 1 hub and 2 hubs behind HAProxy
 bench-cluster: train
+	@bash scripts/install-haproxy.sh
 	$(PY) -m bench cluster
 
 ## screenshots: the README's pictures, taken by the browser tests
