@@ -13,7 +13,8 @@ agent on the other, frames both ways; ``kill -9`` of the hub holding a customer 
 HAProxy, nothing lost or doubled) and of the hub holding an agent (resume with no missed event);
 one conversation's messages through both hubs at once (gap-free ``seq``, one brain turn at a
 time); a logout on one hub closes the socket on the other; the message limit holds across hubs;
-a Redis restart (hubs reconnect and deliver again). Every wait is bounded.
+scripted handoffs are counted per address across hubs and a release on one hub is seen by the
+other; a Redis restart (hubs reconnect and deliver again). Every wait is bounded.
 """
 
 from __future__ import annotations
@@ -31,13 +32,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import websockets
 from sqlalchemy import select
 
 from bot.client import ChatClient
 from bot.cluster import render_haproxy_config, start_haproxy
 from bot.services.agents import AgentService
 from bot.store.db import Database
-from bot.store.models import Conversation, Message
+from bot.store.models import Conversation, Handoff, Message
 from tests.faultkit import HubProcess, async_wait_until, fresh_postgres_database, http_status, wait_until
 from tests.hubtools import AgentClient, free_port
 
@@ -46,6 +48,9 @@ pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 Frame = dict[str, Any]
 METRICS_TOKEN = "cluster-metrics-token"
 RATE_LIMIT = 40  # customer messages per visitor per 10 s, on all hubs together
+# Ordinary handoffs per client address in 10 minutes, on all hubs together: above the handoffs the
+# other cases make from 127.0.0.1 (6), so only the scripted-handoff case gets any held.
+HANDOFFS_PER_ADDRESS = 8
 
 
 class RedisServer:
@@ -157,7 +162,8 @@ def cluster(postgres_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
             AgentService(db).create("boss", "Boss", "password-123", [], "supervisor")
             env = {"REDIS_URL": redis_server.url, "HUMANLINE_METRICS_TOKEN": METRICS_TOKEN,
                    "HUMANLINE_RATE_LIMIT": str(RATE_LIMIT), "HUMANLINE_TRUSTED_PROXIES": "127.0.0.1",
-                   "HUMANLINE_BRAIN_TIMEOUT": "5", "HUMANLINE_TURN_RETRY_AFTER": "20"}
+                   "HUMANLINE_BRAIN_TIMEOUT": "5", "HUMANLINE_TURN_RETRY_AFTER": "20",
+                   "HUMANLINE_HANDOFFS_PER_ADDRESS": str(HANDOFFS_PER_ADDRESS)}
             hubs = [HubProcess(workdir, database_url, module="tests.cluster_hub", env=env, name=f"hub{i}")
                     for i in (1, 2)]
             for hub in hubs:
@@ -218,6 +224,20 @@ async def handed_to(cluster: Cluster, chat: ChatClient, agent: AgentClient) -> s
     assert assigned["conversation_id"] == chat.conversation_id
     await chat.wait_for(lambda f: f["type"] == "status" and f.get("status") == "agent", 15)
     return str(chat.conversation_id)
+
+
+class ForwardedChat(ChatClient):
+    """A customer behind the (trusted) balancer at ``address``: the hubs believe its
+    ``X-Forwarded-For``, so a test can be any client address without the balancer."""
+
+    def __init__(self, url: str, address: str, **kwargs: Any) -> None:
+        super().__init__(url, **kwargs)
+        self.address = address
+
+    async def open(self) -> None:
+        self._ws = await websockets.connect(  # type: ignore[attr-defined]
+            self.url, open_timeout=30, close_timeout=2, extra_headers={"X-Forwarded-For": self.address})
+        self._pending = []
 
 
 # ---- the cases ---------------------------------------------------------------------------------
@@ -515,6 +535,78 @@ async def test_the_login_throttle_holds_across_hubs(cluster: Cluster) -> None:
     with urllib.request.urlopen(req, timeout=5) as r:
         assert r.status == 200
     assert cluster.login(hub_a, "gus")  # the right password works at once
+
+
+async def test_scripted_handoffs_are_counted_and_released_across_hubs(cluster: Cluster) -> None:
+    """Handoffs from one address alternate between the hubs: counted together, those beyond the
+    threshold are held (each hub alone would have seen too few), the supervisors are told once for
+    the burst, a release on one hub lets the other hub auto-assign, and the rest stay held."""
+    cluster.restart_if_dead()
+    await wait_nobody_online(cluster)
+    hub_a, hub_b = cluster.hubs
+    address = "203.0.113.66"
+    svc = AgentService(cluster.db)
+    # A supervisor of no queue, unavailable: never assigned anything itself.
+    svc.set_available(svc.create("sue", "Sue", "password-123", [], "supervisor"), False)
+    supervisor = AgentClient(hub_b.agent_ws_url, cluster.login(hub_b, "sue"))
+    await supervisor.connect()
+
+    chats: list[ForwardedChat] = []
+    for i in range(HANDOFFS_PER_ADDRESS + 2):  # each hub sees 5, under the threshold of 8
+        chat = ForwardedChat(cluster.hubs[i % 2].ws_url, address, lang="en")
+        await chat.connect()
+        await chat.say_and_ack("I want to talk to a human")
+        await chat.wait_for(lambda f: f["type"] == "status" and f.get("status") == "queued", 15)
+        chats.append(chat)
+    cids = [str(c.conversation_id) for c in chats]
+    ordinary, (first_held, second_held) = cids[:HANDOFFS_PER_ADDRESS], cids[HANDOFFS_PER_ADDRESS:]
+
+    def held() -> set[str]:
+        with cluster.db.session() as s:
+            return set(s.execute(select(Handoff.conversation_id).where(
+                Handoff.held_source == address, Handoff.ended_at.is_(None))).scalars())
+
+    assert held() == {first_held, second_held}
+    # Told once for the burst, though its held handoffs were made by both hubs.
+    await supervisor.wait_for(lambda f: f["type"] == "handoff" and f["conversation_id"] == first_held, 10)
+    await asyncio.sleep(1.0)  # a second notice (from the other hub) would have arrived by now
+    told = [f for f in supervisor.frames if f["type"] == "handoff" and f.get("held")]
+    assert [(f["conversation_id"], f["source"]) for f in told] == [(first_held, address)]
+
+    # The first held one was made by hub A; the supervisor releases it on hub B.
+    await supervisor.send({"type": "release_held", "conversation_id": first_held})
+    released = await supervisor.wait_for(lambda f: f["type"] in ("held_released", "error"), 10)
+    assert released == {**released, "type": "held_released", "conversation_ids": [first_held]}, released
+    assert held() == {second_held}
+
+    # An agent comes online on hub A: hub A's auto-assignment gives it the ordinary ones and the
+    # released one, never the one still held.
+    ivy = cluster.agent("ivy")
+    svc.set_capacity(ivy.id, "agent:boss", max_concurrent=50)
+    agent = AgentClient(hub_a.agent_ws_url, cluster.login(hub_a, "ivy"))
+    await agent.connect()
+    await agent.send({"type": "availability", "available": True})
+
+    def assigned() -> set[str]:
+        return {f["conversation_id"] for f in agent.frames if f["type"] == "assigned"}
+
+    wanted = set(ordinary) | {first_held}
+    for cid in wanted:
+        await agent.wait_for(lambda f, c=cid: f["type"] == "assigned" and f["conversation_id"] == c, 15)
+    await asyncio.sleep(1.0)
+    assert second_held not in assigned()
+    assert held() == {second_held}
+
+    # Leave nothing waiting for the next case: release the last one (by its address), resolve all.
+    await supervisor.send({"type": "release_held", "source": address})
+    await agent.wait_for(lambda f: f["type"] == "assigned" and f["conversation_id"] == second_held, 15)
+    for cid in assigned():
+        await agent.send({"type": "resolve", "conversation_id": cid})
+    for chat in chats:
+        await chat.wait_for(lambda f: f["type"] == "status" and f.get("status") == "closed", 15)
+        await chat.close()
+    await agent.close()
+    await supervisor.close()
 
 
 async def test_a_redis_restart_hubs_reconnect_and_deliver_again(cluster: Cluster) -> None:

@@ -24,7 +24,6 @@ from sqlalchemy.orm import Session
 from bot.guard import GuardState, HandoffGuard
 from bot.hub.errors import HubError
 from bot.hub.events import LRUDict
-from bot.hub.suspects import SuspectHandoffs
 from bot.i18n import t
 from bot.services.agents import AgentInfo, AgentService
 from bot.services.cases import CaseError, CaseService
@@ -52,7 +51,6 @@ class AgentCommandsMixin:
     queues: QueueService
     cases: CaseService
     conversations: ConversationService
-    suspects: SuspectHandoffs
     _last_status: LRUDict[str, tuple[Any, ...]]
     _agent_locks: dict[int, asyncio.Lock]
     run: Any
@@ -123,7 +121,6 @@ class AgentCommandsMixin:
                                                   f"{e.limit}); resolve one or ask a supervisor") from None
             if h is None:
                 raise HubError("already_claimed", "another agent took this conversation")
-            self.suspects.release(cid)  # a person has it now
             conv = await self.run(self.conversations.get, cid)
             assert conv is not None
             view = await self._conversation_view(conv)

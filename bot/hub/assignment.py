@@ -18,7 +18,6 @@ from typing import Any
 
 from bot.hub.errors import HubError
 from bot.hub.events import LRUDict
-from bot.hub.suspects import SuspectHandoffs
 from bot.i18n import t
 from bot.services.agents import AgentInfo, AgentService
 from bot.services.config import HumanlineConfig
@@ -37,7 +36,6 @@ class AssignmentMixin:
     agents: AgentService
     queues: QueueService
     conversations: ConversationService
-    suspects: SuspectHandoffs
     _timed_out: LRUDict[str, set[int]]
     _agent_locks: dict[int, asyncio.Lock]
     run: Any
@@ -106,7 +104,7 @@ class AssignmentMixin:
             return
         loads = await self.run(self.agents.loads, [a.id for a in candidates])
         for entry in await self.run(self.queues.waiting, [queue]):
-            if self.suspects.is_held(entry.conversation_id):  # waits for a supervisor's release
+            if entry.held_source is not None:  # waits for a supervisor's release (on any hub)
                 continue
             # The hub's current view: availability, skills or limits may have changed meanwhile.
             pool = [a for a in self.agents_for(queue, available_only=True) if a.id in loads]

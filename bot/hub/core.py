@@ -132,8 +132,9 @@ class Hub(TurnPipelineMixin, AgentCommandsMixin, CaseCommandsMixin, AssignmentMi
         self.message_limiter = make_limiter(redis, "messages", max(1, settings.rate_limit_per_10s), 10.0)
         self.security = HubSecurity(settings, redis)
         self.locks = ConversationLocks(db)  # one turn at a time per conversation, across hubs
-        # Handoffs of anonymous visitors held as "suspected automated" (bot.services.handoff_dedupe).
-        self.suspects = SuspectHandoffs(settings)
+        # Handoffs of anonymous visitors held as "suspected automated" (bot.services.handoff_dedupe):
+        # counted per address on every hub (Redis), the hold itself in the database.
+        self.suspects = SuspectHandoffs(settings, self.conversations, redis)
         self._turns: dict[str, asyncio.Queue[MessageRecord]] = {}
         self._workers: dict[str, asyncio.Task[None]] = {}
         # Turns queued or running here, by (conversation, seq): never scheduled twice.
@@ -240,17 +241,19 @@ class Hub(TurnPipelineMixin, AgentCommandsMixin, CaseCommandsMixin, AssignmentMi
         When no agent of the queue is available, the conversation gets a case (P4): the open
         case an action already created for it, or a new one of the category of ``intent``.
         """
-        h = await self.run(self.conversations.queue, cid, queue, reason, case_id)
-        if h is None:
-            return None
         # Held as suspected automated: a place and a case (P4 holds for a real customer behind a
         # shared address too), but no agent is woken or assigned until a supervisor releases it.
-        self.suspects.consider(cid, queue, reason)
+        # Decided first, so that the handoff is written held and no hub offers it meanwhile.
+        verdict = await self.suspects.consider(cid, reason)
+        h = await self.run(self.conversations.queue, cid, queue, reason, case_id,
+                           held_source=verdict.source if verdict.held else None)
+        if h is None:
+            return None
         if h.case_id is None and not self.agents_for(queue, available_only=True):
             new_case = await self._open_case_for(cid, queue, reason, lang or "en", intent)
             if new_case is not None:
                 h = await self.run(self.conversations.open_handoff, cid) or h
-        await self._announce_queued(cid, h, lang, first=True)
+        await self._announce_queued(cid, h, lang, first=True, tell_supervisors=verdict.first_held)
         return h
 
     def _request_queue(self, cid: str, intent: str | None = None) -> str:
@@ -286,15 +289,18 @@ class Hub(TurnPipelineMixin, AgentCommandsMixin, CaseCommandsMixin, AssignmentMi
         h = await self.run(
             self.conversations.queue, conv.id, queue, "danger", from_statuses=("queued",), end_outcome="transferred"
         )
-        if h is None:
+        if h is None:  # (the new handoff is not held: danger never is)
             return
-        self.suspects.release(conv.id)  # danger is never held
         await self.system_message(conv.id, self._danger_text(lang))
         await self._announce_queued(conv.id, h, lang, first=True)
         if conv.queue:
             await self.refresh_queue(conv.queue)
 
-    async def _announce_queued(self, cid: str, h: HandoffInfo, lang: str | None, *, first: bool) -> None:
+    async def _announce_queued(
+        self, cid: str, h: HandoffInfo, lang: str | None, *, first: bool, tell_supervisors: bool = False
+    ) -> None:
+        """Tell the agents of a queued handoff and the customer their place. A held one (``h.
+        held_source``) reaches the supervisors only, when ``tell_supervisors`` (once per burst)."""
         def reads() -> tuple[ConversationInfo | None, str | None, list[AgentInfo]]:
             # One trip to a worker thread for the three reads the notification needs (three
             # thread hops cost agents a measurable part of the notification latency under load).
@@ -307,9 +313,9 @@ class Hub(TurnPipelineMixin, AgentCommandsMixin, CaseCommandsMixin, AssignmentMi
         # Agents first (the handoff is stored): every agent with the skill, online or not — one
         # who reconnects gets it from the ring.
         recipients = [a.id for a in everyone if h.queue in a.skills or a.role == "supervisor"]
-        if self.suspects.is_held(cid):  # suspected automated: supervisors only, once per burst
-            recipients = [a.id for a in everyone if a.role == "supervisor"] if self.suspects.take_notice(cid) else []
-            entry.update(held=True, source=self.suspects.source_of(cid))
+        if h.held_source is not None:  # suspected automated: supervisors only, once per burst
+            recipients = [a.id for a in everyone if a.role == "supervisor"] if tell_supervisors else []
+            entry.update(held=True, source=h.held_source)
         await self.emit_many(recipients, {"type": "handoff", **entry})
         display = self.queues.display(h.queue, lang)
         online, slots, free = await self.queue_capacity(h.queue)
@@ -403,7 +409,7 @@ class Hub(TurnPipelineMixin, AgentCommandsMixin, CaseCommandsMixin, AssignmentMi
         waiting = await self.run(self.queues.waiting)
         agents = await self.agents_load()
         for agent in list(self.online.values()):
-            mine = [{**w.frame(), **({"held": True} if self.suspects.is_held(w.conversation_id) else {})}
+            mine = [{**w.frame(), **({"held": True} if w.held_source is not None else {})}
                     for w in waiting if w.queue in agent.skills or agent.role == "supervisor"]
             await self.emit(agent.id, {"type": "queue", "queues": snapshot, "waiting": mine, "agents": agents})
 

@@ -127,6 +127,9 @@ class HandoffInfo:
     requested_at: datetime
     agent_id: int | None
     assigned_at: datetime | None
+    #: held as "suspected automated": the client address it was counted against (``None``: an
+    #: ordinary handoff, or one released or claimed since)
+    held_source: str | None = None
 
 
 def _info(c: Conversation) -> ConversationInfo:
@@ -170,6 +173,7 @@ def _handoff(h: Handoff) -> HandoffInfo:
         requested_at=h.requested_at,
         agent_id=h.agent_id,
         assigned_at=h.assigned_at,
+        held_source=h.held_source,
     )
 
 
@@ -605,13 +609,16 @@ class ConversationService:
         from_statuses: tuple[str, ...] = ("bot",),
         requested_at: datetime | None = None,
         end_outcome: str | None = None,
+        held_source: str | None = None,
         session: Session | None = None,
     ) -> HandoffInfo | None:
         """Move a conversation to ``queue`` (status ``queued``) and open a handoff.
 
         Only from one of ``from_statuses``; returns ``None`` when the conversation had another
         status (nothing changes). An open handoff is ended first with ``end_outcome`` (transfer,
-        reply timeout); ``requested_at`` keeps the customer's place in line. ``session``: in the
+        reply timeout); ``requested_at`` keeps the customer's place in line. ``held_source``: the
+        new handoff is held as suspected automated, counted against this address (written with
+        it, so no hub can offer it to an agent before it is marked). ``session``: in the
         caller's transaction (here and in the other commands that take it).
         """
         with self._tx(session) as s:
@@ -642,6 +649,7 @@ class ConversationService:
                 reason=reason,
                 case_id=case_id,
                 requested_at=requested_at or now,
+                held_source=held_source,
             )
             s.add(h)
             s.flush()
@@ -682,6 +690,7 @@ class ConversationService:
                 s.add(h)
             h.agent_id = agent_id
             h.assigned_at = h.awaiting_reply_since = utcnow()
+            h.held_source = None  # a person has it now: no longer held
             s.flush()
             return _handoff(h)
 
@@ -689,6 +698,33 @@ class ConversationService:
         with self.db.session() as s:
             h = _open_handoff(s, conversation_id)
             return _handoff(h) if h else None
+
+    def release_held(self, conversation_id: str) -> HandoffInfo | None:
+        """A held handoff becomes ordinary: the open handoff of a queued conversation, only if
+        it is held. One conditional ``UPDATE``: of racing releases (on any hub) exactly one gets
+        the handoff back, the others ``None``."""
+        with self.db.session() as s:
+            h = _open_handoff(s, conversation_id)
+            if h is None or h.held_source is None:
+                return None
+            res = s.execute(
+                update(Handoff)
+                .where(Handoff.id == h.id, Handoff.ended_at.is_(None), Handoff.held_source.is_not(None))
+                .values(held_source=None)
+                .execution_options(synchronize_session=False)
+            )
+            if res.rowcount != 1:
+                return None
+            return dataclasses.replace(_handoff(h), held_source=None)
+
+    def held_of_source(self, source: str) -> list[str]:
+        """The conversations whose open handoff is held for ``source``, oldest request first."""
+        with self.db.session() as s:
+            return list(s.execute(
+                select(Handoff.conversation_id)
+                .where(Handoff.held_source == source, Handoff.ended_at.is_(None))
+                .order_by(Handoff.requested_at, Handoff.id)
+            ).scalars())
 
     def mark_agent_reply(self, conversation_id: str, *, session: Session | None = None) -> None:
         """Record an agent reply on the open handoff: the first one is time-stamped, and the

@@ -22,8 +22,10 @@ Exempt, always ordinary: danger reports (promise 9), app users whose identity th
 signed (they are not anonymous), and conversations without a known source.
 
 The counting goes through a :class:`Counter` — the hub's per-process
-:class:`~bot.hub.ratelimit.RateLimiter` fits, and a counter shared by several hubs (issue #15)
-plugs in the same way.
+:class:`~bot.hub.ratelimit.RateLimiter` fits. Hubs sharing Redis count together instead
+(:class:`bot.hub.suspects.RedisHandoffCounter`: the same rule, with "supervisors already told"
+kept in Redis too), using :func:`counted_source` for the exemptions; this policy is then their
+fallback while Redis is away.
 """
 
 from __future__ import annotations
@@ -35,6 +37,14 @@ from typing import Protocol
 MAX_HOLDING = 10_000
 #: handoff reasons that are never held (a person reporting danger is served first, whatever)
 NEVER_HELD = frozenset({"danger"})
+
+
+def counted_source(source: str | None, reason: str, *, identified: bool = False) -> str | None:
+    """The source a handoff is counted against, ``None`` when it is exempt (unknown source, an
+    app user vouched for by the app's backend, a danger report)."""
+    if source is None or identified or reason in NEVER_HELD:
+        return None
+    return source
 
 
 class Counter(Protocol):
@@ -69,7 +79,8 @@ class HandoffDedupe:
         """The verdict for a new handoff of a conversation from ``source`` (its client address;
         ``None`` when unknown) for ``reason``; ``identified``: an app user vouched for by the
         app's backend. Counts the handoff against its source."""
-        if source is None or identified or reason in NEVER_HELD:
+        source = counted_source(source, reason, identified=identified)
+        if source is None:
             return ORDINARY
         if self.counter.hit(source):
             self._holding.pop(source, None)  # under the threshold again: a later burst is news

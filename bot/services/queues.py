@@ -45,6 +45,9 @@ class WaitingEntry:
     #: when a person must have answered: the case's first-response deadline, or the queue's
     #: first-response target counted from the handoff when there is no case
     due_at: datetime | None = None
+    #: held as "suspected automated" for this client address (bot.services.handoff_dedupe):
+    #: waits for a supervisor, never auto-assigned
+    held_source: str | None = None
 
     def frame(self) -> dict[str, Any]:
         """As in the agent ``handoff`` frame, plus ``due_at`` for the console's SLA countdown."""
@@ -109,7 +112,7 @@ class QueueService:
             q = (
                 select(
                     Conversation.id, Handoff.queue, Handoff.reason, Case.number, Handoff.requested_at,
-                    Case.first_response_due_at,
+                    Case.first_response_due_at, Handoff.held_source,
                 )
                 .join(Handoff, Handoff.conversation_id == Conversation.id)
                 .outerjoin(Case, Case.id == Handoff.case_id)
@@ -119,9 +122,9 @@ class QueueService:
             if queues is not None:
                 q = q.where(Handoff.queue.in_(list(queues)))
             out = []
-            for cid, queue, reason, number, requested_at, case_due in s.execute(q):
+            for cid, queue, reason, number, requested_at, case_due, held_source in s.execute(q):
                 due = case_due or requested_at + timedelta(minutes=self.first_response_minutes(queue))
-                out.append(WaitingEntry(cid, queue, reason, number, requested_at, due))
+                out.append(WaitingEntry(cid, queue, reason, number, requested_at, due, held_source))
             return out
 
     def with_agent_counts(self) -> dict[str, int]:

@@ -247,6 +247,12 @@ class Handoff(Base):
     awaiting_reply_since = Column(UTCDateTime(), nullable=True)
     ended_at = Column(UTCDateTime(), nullable=True)
     outcome = Column(String(32), nullable=True)  # resolved|handed_back|transferred|timeout
+    # Held as "suspected automated" (bot/services/handoff_dedupe.py): the client address it was
+    # counted against, while it waits for a supervisor's release; NULL for an ordinary handoff
+    # and once released or claimed. Here rather than in a hub's memory so that every hub skips
+    # it in auto-assignment, a release on any hub counts everywhere, and a restart keeps it
+    # (migration 0007).
+    held_source = Column(String(64), nullable=True, index=True)
 
 
 class HubSecret(Base):
