@@ -264,15 +264,6 @@ def _ping(redis: Any, port: int) -> bool:
         return False
 
 
-@pytest.fixture
-def procs(tmp_path: Path) -> Iterator[Procs]:
-    p = Procs(tmp_path)
-    try:
-        yield p
-    finally:
-        p.stop()
-
-
 def self_signed(certdir: Path) -> Path:
     """A PEM (certificate and key, as HAProxy's ``crt`` wants them) for ``localhost`` and 127.0.0.1."""
     from cryptography import x509
@@ -326,14 +317,6 @@ def tls_context(pem: Path) -> ssl.SSLContext:
     return context
 
 
-async def chat_through(url: str) -> list[dict[str, Any]]:
-    """A customer conversation over ``url``: hello, a message, and the bot's answer."""
-    async with ChatClient(url, lang="en") as chat:
-        await chat.say("hello")
-        await chat.wait_for(lambda f: f.get("type") == "message" and f.get("sender") == "bot", timeout=60)
-        return chat.frames
-
-
 # ---- systemd -----------------------------------------------------------------------------------------
 
 
@@ -384,67 +367,141 @@ def test_env_example_fits_the_units() -> None:
         assert unit_values(unit, "EnvironmentFile") == ["/etc/humanline/humanline.env"]
 
 
+def start_systemd_stack(procs: Procs, workdir: Path, database_url: str, redis_url: str) -> list[int]:
+    """The action server and two ``humanline-hub@<port>`` instances, run as systemd would run the
+    units (the example env file with the test's database, Redis and ports); the hubs' ports."""
+    etc = workdir / "etc"
+    etc.mkdir(parents=True)
+    units = {name: read_unit(path) for name, path in installed_units(workdir / "units", etc).items()}
+    action_port, hub_ports = free_port(), [free_port(), free_port()]
+    env = read_env_file(ENV_EXAMPLE)
+    env.update(DATABASE_URL=database_url, REDIS_URL=redis_url)
+    env["HUMANLINE_ACTION_ENDPOINT"] = substitute(env["HUMANLINE_ACTION_ENDPOINT"], ":5055/", f":{action_port}/")
+    secret_file = Path(env["HUMANLINE_SECRET_FILE"].replace("/etc/humanline", str(etc)))
+    env["HUMANLINE_SECRET_FILE"] = str(secret_file)
+    secret_file.write_text("deploy-test-secret-" + "x" * 40 + "\n")
+    (etc / "humanline.env").write_text("".join(f"{k}={v}\n" for k, v in env.items()))
+
+    actions = units["humanline-actions.service"]
+    argv = command_line(unit_values(actions, "ExecStart")[0], "")
+    argv[argv.index("--port") + 1] = str(action_port)
+    cwd = Path(unit_values(actions, "WorkingDirectory")[0])
+    procs.start("systemd-actions", argv, unit_environment(actions, ""), cwd)
+
+    hub = units["humanline-hub@.service"]
+    for port in hub_ports:
+        instance = str(port)
+        hub_env = unit_environment(hub, instance)
+        cwd = Path(unit_values(hub, "WorkingDirectory")[0])
+        for pre in unit_values(hub, "ExecStartPre"):
+            procs.run(f"hub@{port} pre", command_line(pre, instance), hub_env, cwd)
+        procs.start(f"hub@{port}", command_line(unit_values(hub, "ExecStart")[0], instance), hub_env, cwd)
+    return hub_ports
+
+
+def start_compose_stack(procs: Procs, workdir: Path, database_url: str, redis_url: str, model: Path) -> int:
+    """``migrate`` (to its end), ``actions`` and one ``hub`` replica of deploy/compose.yml with the
+    compose environment, the service names mapped to local addresses and the model at the path the
+    image has it; the hub's port."""
+    services = compose()["services"]
+    action_port, hub_port = free_port(), free_port()
+    image_model = workdir / "app" / "models" / "current.tar.gz"
+    image_model.parent.mkdir(parents=True)
+    image_model.symlink_to(model)
+
+    def local(env: dict[str, Any]) -> dict[str, str]:
+        out = {**BASE_ENV, **{k: str(v) for k, v in env.items()}}
+        out["DATABASE_URL"] = database_url
+        out["REDIS_URL"] = substitute(out["REDIS_URL"], "redis://redis:6379/", redis_url.rsplit("/", 1)[0] + "/")
+        out["HUMANLINE_ACTION_ENDPOINT"] = substitute(out["HUMANLINE_ACTION_ENDPOINT"], "//actions:5055/",
+                                                      f"//127.0.0.1:{action_port}/")
+        out["HUMANLINE_HOST"] = "127.0.0.1"
+        out["HUMANLINE_PORT"] = str(hub_port)
+        out["HUMANLINE_MODEL"] = substitute(out["HUMANLINE_MODEL"], "/app/models/current.tar.gz", str(image_model))
+        return out
+
+    def argv(service: str) -> list[str]:
+        command = list(services[service]["command"])
+        assert command[:2] == ["python", "-m"], command
+        return [sys.executable, *command[1:]]
+
+    out = procs.run("compose-migrate", argv("migrate"), local(services["migrate"]["environment"]))
+    assert "database migrated" in out
+    command = argv("actions")
+    command[command.index("--port") + 1] = str(action_port)
+    command[command.index("--host") + 1] = "127.0.0.1"
+    procs.start("compose-actions", command, local(services["actions"]["environment"]))
+    procs.start("compose-hub", argv("hub"), local(services["hub"]["environment"]))
+    return hub_port
+
+
+@dataclass
+class Stacks:
+    procs: Procs
+    workdir: Path
+    systemd_hubs: list[int]
+    compose_hub: int
+
+
+@pytest.fixture(scope="module")
+def stacks(postgres_url: str, redis_url: str, trained_model: Path,
+           tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stacks]:
+    """Both deployments at once, each on a fresh database (the hubs load their models in parallel)."""
+    workdir = tmp_path_factory.mktemp("deploy")
+    procs = Procs(workdir)
+    with contextlib.ExitStack() as stack:
+        systemd_db = stack.enter_context(fresh_postgres_database(postgres_url))
+        compose_db = stack.enter_context(fresh_postgres_database(postgres_url))
+        stack.callback(procs.stop)  # before the databases are dropped
+        # Separate Redis databases: the two deployments must not see each other's presence.
+        hubs = start_systemd_stack(procs, workdir / "systemd", systemd_db, redis_url)
+        compose_redis = redis_url.rsplit("/", 1)[0] + "/1"
+        hub = start_compose_stack(procs, workdir / "compose", compose_db, compose_redis, trained_model)
+        yield Stacks(procs, workdir, hubs, hub)
+
+
+async def open_a_case(url: str) -> str:
+    """A customer complains over ``url``: the bot opens a case through the action server (the hub's
+    token, the action server's public URL); the text of the bot's answer with the case link."""
+    async with ChatClient(url, lang="en") as chat:
+        await chat.say("the technician never showed up, I waited home all day")
+        frame = await chat.wait_for(lambda f: f.get("type") == "message" and f.get("sender") == "bot"
+                                    and "/case/" in f.get("text", ""), timeout=60)
+        return str(frame["text"])
+
+
 @pytest.mark.model
 @pytest.mark.postgres
-def test_units_run_a_cluster_behind_haproxy_tls(postgres_url: str, redis_url: str, procs: Procs,
-                                               trained_model: Path, tmp_path: Path) -> None:
-    etc = tmp_path / "etc"
-    etc.mkdir()
-    units = {name: read_unit(path) for name, path in installed_units(tmp_path / "units", etc).items()}
-    action_port, hub_ports = free_port(), [free_port(), free_port()]
-    with fresh_postgres_database(postgres_url) as database_url:
-        env = read_env_file(ENV_EXAMPLE)
-        env.update(DATABASE_URL=database_url, REDIS_URL=redis_url)
-        env["HUMANLINE_ACTION_ENDPOINT"] = substitute(env["HUMANLINE_ACTION_ENDPOINT"], ":5055/", f":{action_port}/")
-        secret_file = Path(env["HUMANLINE_SECRET_FILE"].replace("/etc/humanline", str(etc)))
-        env["HUMANLINE_SECRET_FILE"] = str(secret_file)
-        secret_file.write_text("deploy-test-secret-" + "x" * 40 + "\n")
-        (etc / "humanline.env").write_text("".join(f"{k}={v}\n" for k, v in env.items()))
+def test_units_run_a_cluster_behind_haproxy_tls(stacks: Stacks) -> None:
+    procs, workdir = stacks.procs, stacks.workdir / "systemd"
+    for port in stacks.systemd_hubs:
+        procs.wait_http(f"hub@{port}", f"http://127.0.0.1:{port}/healthz")
 
-        actions = units["humanline-actions.service"]
-        argv = command_line(unit_values(actions, "ExecStart")[0], "")
-        argv[argv.index("--port") + 1] = str(action_port)
-        cwd = Path(unit_values(actions, "WorkingDirectory")[0])
-        procs.start("actions", argv, unit_environment(actions, ""), cwd)
+    http_port, https_port = free_port(), free_port()
+    certdir = workdir / "certs"
+    pem = self_signed(certdir)
+    binary = ensure_haproxy()
+    config = workdir / "haproxy.cfg"
+    config.write_text(haproxy_config(certdir, http_port, https_port, stacks.systemd_hubs))
+    procs.run("haproxy -c", [binary, "-c", "-f", str(config)], dict(os.environ))
+    procs.start("haproxy", [binary, "-db", "-f", str(config)], dict(os.environ))
+    context = tls_context(pem)
+    procs.wait_http("haproxy", f"https://localhost:{https_port}/healthz", timeout=30, context=context)
+    with urllib.request.urlopen(f"https://localhost:{https_port}/healthz", timeout=5, context=context) as r:
+        assert r.headers["Strict-Transport-Security"] == "max-age=31536000"
+    opener = urllib.request.build_opener(NoRedirect)
+    with pytest.raises(urllib.error.HTTPError) as redirect:
+        opener.open(f"http://localhost:{http_port}/healthz", timeout=5)
+    assert redirect.value.code == 301
+    assert redirect.value.headers["Location"] == f"https://localhost:{http_port}/healthz"
 
-        hub = units["humanline-hub@.service"]
-        for port in hub_ports:
-            instance = str(port)
-            hub_env = unit_environment(hub, instance)
-            cwd = Path(unit_values(hub, "WorkingDirectory")[0])
-            for pre in unit_values(hub, "ExecStartPre"):
-                procs.run(f"hub@{port} pre", command_line(pre, instance), hub_env, cwd)
-            procs.start(f"hub@{port}", command_line(unit_values(hub, "ExecStart")[0], instance), hub_env, cwd)
-        wait_until(lambda: status(f"http://127.0.0.1:{action_port}/health") is not None, 60, "the action server")
-        for port in hub_ports:
-            procs.wait_http(f"hub@{port}", f"http://127.0.0.1:{port}/healthz")
-
-        http_port, https_port = free_port(), free_port()
-        certdir = tmp_path / "certs"
-        pem = self_signed(certdir)
-        binary = ensure_haproxy()
-        config = tmp_path / "haproxy.cfg"
-        config.write_text(haproxy_config(certdir, http_port, https_port, hub_ports))
-        procs.run("haproxy -c", [binary, "-c", "-f", str(config)], dict(os.environ))
-        procs.start("haproxy", [binary, "-db", "-f", str(config)], dict(os.environ))
-        context = tls_context(pem)
-        procs.wait_http("haproxy", f"https://localhost:{https_port}/healthz", timeout=30, context=context)
-        with urllib.request.urlopen(f"https://localhost:{https_port}/healthz", timeout=5, context=context) as r:
-            assert r.headers["Strict-Transport-Security"] == "max-age=31536000"
-        opener = urllib.request.build_opener(NoRedirect)
-        with pytest.raises(urllib.error.HTTPError) as redirect:
-            opener.open(f"http://localhost:{http_port}/healthz", timeout=5)
-        assert redirect.value.code == 301
-        assert redirect.value.headers["Location"] == f"https://localhost:{http_port}/healthz"
-
-        os.environ["SSL_CERT_FILE"] = str(pem)  # websockets' default TLS context trusts the test's certificate
-        try:
-            frames = asyncio.run(chat_through(f"wss://localhost:{https_port}/ws/chat"))
-        finally:
-            del os.environ["SSL_CERT_FILE"]
-        assert frames[0]["type"] == "welcome"
-        assert any(f.get("sender") == "bot" and f.get("text") for f in frames), frames
-        procs.stop()
+    os.environ["SSL_CERT_FILE"] = str(pem)  # websockets' default TLS context trusts the test's certificate
+    try:
+        text = asyncio.run(open_a_case(f"wss://localhost:{https_port}/ws/chat"))
+    finally:
+        del os.environ["SSL_CERT_FILE"]
+    public_url = read_env_file(ENV_EXAMPLE)["HUMANLINE_PUBLIC_URL"]
+    assert f"{public_url}/case/HL-" in text, text
 
 
 def test_haproxy_tls_config_is_valid_as_shipped(tmp_path: Path) -> None:
@@ -543,41 +600,8 @@ def test_dockerfile_of_the_docs_runs_the_makefile_commands() -> None:
 
 @pytest.mark.model
 @pytest.mark.postgres
-def test_compose_commands_run(postgres_url: str, redis_url: str, procs: Procs, trained_model: Path,
-                              tmp_path: Path) -> None:
-    """migrate, actions and one hub replica with the compose environment, the service names
-    mapped to local addresses, the model at the path the image has it."""
-    data = compose()
-    services = data["services"]
-    action_port, hub_port = free_port(), free_port()
-    model = tmp_path / "app" / "models" / "current.tar.gz"
-    model.parent.mkdir(parents=True)
-    model.symlink_to(trained_model)
-    with fresh_postgres_database(postgres_url) as database_url:
-        def local(env: dict[str, Any]) -> dict[str, str]:
-            out = {**BASE_ENV, **{k: str(v) for k, v in env.items()}}
-            out["DATABASE_URL"] = database_url
-            out["REDIS_URL"] = redis_url
-            out["HUMANLINE_ACTION_ENDPOINT"] = substitute(out["HUMANLINE_ACTION_ENDPOINT"], "//actions:5055/",
-                                                          f"//127.0.0.1:{action_port}/")
-            out["HUMANLINE_HOST"] = "127.0.0.1"
-            out["HUMANLINE_PORT"] = str(hub_port)
-            out["HUMANLINE_MODEL"] = substitute(out["HUMANLINE_MODEL"], "/app/models/current.tar.gz", str(model))
-            return out
-
-        def argv(service: str) -> list[str]:
-            command = list(services[service]["command"])
-            assert command[:2] == ["python", "-m"], command
-            return [sys.executable, *command[1:]]
-
-        out = procs.run("migrate", argv("migrate"), local(services["migrate"]["environment"]))
-        assert "database migrated" in out
-        command = argv("actions")
-        command[command.index("--port") + 1] = str(action_port)
-        command[command.index("--host") + 1] = "127.0.0.1"
-        procs.start("actions", command, local(services["actions"]["environment"]))
-        procs.start("hub", argv("hub"), local(services["hub"]["environment"]))
-        procs.wait_http("hub", f"http://127.0.0.1:{hub_port}/healthz")
-        frames = asyncio.run(chat_through(f"ws://127.0.0.1:{hub_port}/ws/chat"))
-        assert any(f.get("sender") == "bot" and f.get("text") for f in frames), frames
-        procs.stop()
+def test_compose_commands_run(stacks: Stacks) -> None:
+    """migrate, actions and one hub replica of the compose file serve a customer."""
+    stacks.procs.wait_http("compose-hub", f"http://127.0.0.1:{stacks.compose_hub}/healthz")
+    text = asyncio.run(open_a_case(f"ws://127.0.0.1:{stacks.compose_hub}/ws/chat"))
+    assert f"{COMPOSE_ENV['HUMANLINE_PUBLIC_URL']}/case/HL-" in text, text
