@@ -585,6 +585,11 @@ def test_dockerfile_of_the_docs_runs_the_makefile_commands() -> None:
             *sources, _dest = rest.split()
             for source in sources:
                 assert (ROOT / source).exists(), step
+            if "." in sources:
+                # The context leaves out what must not go into the image: the local venv, local
+                # databases, and the models (the RUN step copies the one archive it trains).
+                ignored = set((ROOT / ".dockerignore").read_text().split())
+                assert {".venv", "models", "*.db"} <= ignored, ignored
         if op == "FROM":
             # The Makefile requires Python 3.10 (Rasa 3.6).
             assert "python:3.10" in rest and "3.10" in makefile
