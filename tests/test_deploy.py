@@ -119,10 +119,10 @@ def command_line(value: str, instance: str) -> list[str]:
     return shlex.split(value.replace("%i", instance))
 
 
-def unit_environment(unit: dict[str, list[tuple[str, str]]], instance: str) -> dict[str, str]:
+def unit_environment(unit: dict[str, list[tuple[str, str]]], instance: str, home: Path) -> dict[str, str]:
     """The environment systemd gives the service: ``Environment=`` first, then the ``EnvironmentFile=``
-    files, which win (systemd.exec(5))."""
-    env = dict(BASE_ENV)
+    files, which win (systemd.exec(5)). ``home`` is the ``User=``'s home directory."""
+    env = {**BASE_ENV, "HOME": str(home)}
     for value in unit_values(unit, "Environment"):
         for item in shlex.split(value.replace("%i", instance)):
             key, _, val = item.partition("=")
@@ -321,11 +321,13 @@ def tls_context(pem: Path) -> ssl.SSLContext:
 
 
 def installed_units(target: Path, etc: Path) -> dict[str, Path]:
-    """Copies of the units with ``/opt/humanline`` → this checkout and ``/etc/humanline`` → ``etc``."""
+    """Copies of the units with ``/opt/humanline`` → this checkout, ``/etc/humanline`` → ``etc`` and the
+    state directory ``/var/lib/humanline`` → ``state`` next to ``etc``."""
     target.mkdir(parents=True, exist_ok=True)
     out = {}
     for unit in sorted(UNITS.glob("*.service")):
-        text = unit.read_text().replace("/opt/humanline", str(ROOT)).replace("/etc/humanline", str(etc))
+        text = (unit.read_text().replace("/opt/humanline", str(ROOT)).replace("/etc/humanline", str(etc))
+                .replace("/var/lib/humanline", str(etc.parent / "state")))
         (target / unit.name).write_text(text)
         out[unit.name] = target / unit.name
     assert set(out) == {"humanline-actions.service", "humanline-hub@.service"}, out
@@ -370,8 +372,10 @@ def test_env_example_fits_the_units() -> None:
 def start_systemd_stack(procs: Procs, workdir: Path, database_url: str, redis_url: str) -> list[int]:
     """The action server and two ``humanline-hub@<port>`` instances, run as systemd would run the
     units (the example env file with the test's database, Redis and ports); the hubs' ports."""
-    etc = workdir / "etc"
+    etc, home = workdir / "etc", workdir / "home"
     etc.mkdir(parents=True)
+    home.mkdir()
+    (workdir / "state").mkdir()  # StateDirectory=: systemd creates it, writable by User=
     units = {name: read_unit(path) for name, path in installed_units(workdir / "units", etc).items()}
     action_port, hub_ports = free_port(), [free_port(), free_port()]
     env = read_env_file(ENV_EXAMPLE)
@@ -386,12 +390,12 @@ def start_systemd_stack(procs: Procs, workdir: Path, database_url: str, redis_ur
     argv = command_line(unit_values(actions, "ExecStart")[0], "")
     argv[argv.index("--port") + 1] = str(action_port)
     cwd = Path(unit_values(actions, "WorkingDirectory")[0])
-    procs.start("systemd-actions", argv, unit_environment(actions, ""), cwd)
+    procs.start("systemd-actions", argv, unit_environment(actions, "", home), cwd)
 
     hub = units["humanline-hub@.service"]
     for port in hub_ports:
         instance = str(port)
-        hub_env = unit_environment(hub, instance)
+        hub_env = unit_environment(hub, instance, home)
         cwd = Path(unit_values(hub, "WorkingDirectory")[0])
         for pre in unit_values(hub, "ExecStartPre"):
             procs.run(f"hub@{port} pre", command_line(pre, instance), hub_env, cwd)
@@ -502,6 +506,10 @@ def test_units_run_a_cluster_behind_haproxy_tls(stacks: Stacks) -> None:
         del os.environ["SSL_CERT_FILE"]
     public_url = read_env_file(ENV_EXAMPLE)["HUMANLINE_PUBLIC_URL"]
     assert f"{public_url}/case/HL-" in text, text
+    # ProtectSystem=strict leaves only ReadWritePaths= (the checkout), StateDirectory= and the private
+    # /tmp writable: nothing may have needed the user's home (the model comes from models/).
+    written = sorted(str(p.relative_to(workdir)) for p in (workdir / "home").rglob("*"))
+    assert not written, f"the services wrote to the read-only home directory: {written}"
 
 
 def test_haproxy_tls_config_is_valid_as_shipped(tmp_path: Path) -> None:
