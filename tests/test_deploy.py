@@ -8,16 +8,19 @@
   instance name is the port, as in the unit) each with its ``ExecStartPre`` migration. In front of
   them HAProxy with ``deploy/haproxy-tls.cfg`` (a self-signed certificate, local ports and the two
   hubs for Docker's ``server-template``): ``haproxy -c``, ``/healthz`` over TLS, the HTTP
-  redirect, and a customer conversation over ``wss://`` through it.
+  redirect, and a customer over ``wss://`` through it whose complaint opens a case (through the
+  shared action server) with a link on ``HUMANLINE_PUBLIC_URL``. The services' user's home stays
+  empty (``ProtectSystem=strict`` makes it read-only; the units point ``HOME`` elsewhere).
 * ``deploy/compose.yml``: the services are coherent with each other and with the code (every
   variable a hub of a cluster needs is set, every variable set is one the code reads, the
   endpoint names the action service and its port, HAProxy mounts the files that exist), the
   Dockerfile of docs/deploy.md copies what exists and runs the Makefile's commands, and the
   ``migrate``, ``actions`` and ``hub`` commands run as processes with the compose environment
-  (the service names ``postgres``, ``redis`` and ``actions`` mapped to local ports).
+  (the service names ``postgres``, ``redis`` and ``actions`` mapped to local ports) and open a case.
+  Both deployments start together in one fixture: their hubs load the model in parallel.
 
-Not covered: the container images themselves (no Docker engine here) and the sandboxing of the
-units (``User=``, ``ProtectSystem=``: no systemd as PID 1 in the test container).
+Not covered: the container images themselves (no Docker engine here), Docker's DNS and the
+sandboxing of the units (``User=``, ``ProtectSystem=``: no systemd as PID 1 in the test container).
 """
 
 from __future__ import annotations
@@ -337,14 +340,13 @@ def installed_units(target: Path, etc: Path) -> dict[str, Path]:
 def test_units_pass_systemd_analyze_verify(tmp_path: Path) -> None:
     if shutil.which("systemd-analyze") is None:
         pytest.fail("systemd-analyze is missing (Debian's systemd package)")
-    units = installed_units(tmp_path / "units", tmp_path / "etc")
+    installed_units(tmp_path / "units", tmp_path / "etc")
     done = subprocess.run(["systemd-analyze", "verify", "humanline-actions.service", "humanline-hub@8081.service"],
                           cwd=tmp_path / "units", capture_output=True, text=True, timeout=60, check=False)
     output = done.stdout + done.stderr
     assert done.returncode == 0, output
     # Unknown keys and other complaints are only warnings for systemd: none is accepted.
     assert not [line for line in output.splitlines() if "humanline" in line], output
-    assert units
 
 
 def test_env_example_fits_the_units() -> None:
@@ -567,8 +569,7 @@ def test_compose_is_coherent() -> None:
     # HAProxy: the files it mounts exist (certs/ is the operator's), and the configuration finds
     # the hubs on the port they listen on and the certificates where they are mounted.
     mounts = dict(v.rsplit(":", 1)[0].split(":", 1) for v in services["haproxy"]["volumes"])
-    cfg_source = mounts.get("./haproxy-tls.cfg")
-    assert cfg_source == "/usr/local/etc/haproxy/haproxy.cfg", mounts
+    assert mounts.get("./haproxy-tls.cfg") == "/usr/local/etc/haproxy/haproxy.cfg", mounts
     assert (DEPLOY / "haproxy-tls.cfg").is_file()
     cfg = HAPROXY_TLS.read_text()
     crt = re.search(r"ssl crt (\S+)", cfg)
