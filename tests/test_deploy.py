@@ -40,6 +40,7 @@ import sys
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -369,6 +370,10 @@ def test_env_example_fits_the_units() -> None:
     assert (endpoint.hostname, str(endpoint.port)) == (host, port), "the endpoint is not the action server's address"
     for unit in (hub, actions):
         assert unit_values(unit, "EnvironmentFile") == ["/etc/humanline/humanline.env"]
+    # After= only orders: the hubs also pull in the action server they cannot answer without.
+    after = {u for v in unit_values(hub, "After", "Unit") for u in v.split() if u.startswith("humanline")}
+    wants = {u for v in unit_values(hub, "Wants", "Unit") for u in v.split()}
+    assert after == {"humanline-actions.service"} and after <= wants, (after, wants)
 
 
 def start_systemd_stack(procs: Procs, workdir: Path, database_url: str, redis_url: str) -> list[int]:
@@ -395,13 +400,19 @@ def start_systemd_stack(procs: Procs, workdir: Path, database_url: str, redis_ur
     procs.start("systemd-actions", argv, unit_environment(actions, "", home), cwd)
 
     hub = units["humanline-hub@.service"]
-    for port in hub_ports:
-        instance = str(port)
-        hub_env = unit_environment(hub, instance, home)
-        cwd = Path(unit_values(hub, "WorkingDirectory")[0])
+    cwd = Path(unit_values(hub, "WorkingDirectory")[0])
+
+    def instance(port: int) -> None:
+        """One instance as systemd starts it: its ``ExecStartPre`` lines in order, then ``ExecStart``."""
+        env = unit_environment(hub, str(port), home)
         for pre in unit_values(hub, "ExecStartPre"):
-            procs.run(f"hub@{port} pre", command_line(pre, instance), hub_env, cwd)
-        procs.start(f"hub@{port}", command_line(unit_values(hub, "ExecStart")[0], instance), hub_env, cwd)
+            procs.run(f"hub@{port} pre", command_line(pre, str(port)), env, cwd)
+        procs.start(f"hub@{port}", command_line(unit_values(hub, "ExecStart")[0], str(port)), env, cwd)
+
+    # systemd starts the instances together: both migrate the new database at once.
+    with ThreadPoolExecutor(len(hub_ports)) as pool:
+        for future in [pool.submit(instance, port) for port in hub_ports]:
+            future.result()
     return hub_ports
 
 
