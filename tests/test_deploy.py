@@ -482,8 +482,11 @@ async def open_a_case(url: str) -> str:
     token, the action server's public URL); the text of the bot's answer with the case link."""
     async with ChatClient(url, lang="en") as chat:
         await chat.say("the technician never showed up, I waited home all day")
-        frame = await chat.wait_for(lambda f: f.get("type") == "message" and f.get("sender") == "bot"
-                                    and "/case/" in f.get("text", ""), timeout=60)
+        try:
+            frame = await chat.wait_for(lambda f: f.get("type") == "message" and f.get("sender") == "bot"
+                                        and "/case/" in f.get("text", ""), timeout=60)
+        except asyncio.TimeoutError:
+            raise AssertionError(f"no case link within 60 s; the frames: {chat.frames}") from None
         return str(frame["text"])
 
 
