@@ -17,7 +17,6 @@ All methods are synchronous and short; the hub calls them from worker threads.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -27,6 +26,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from bot.guard import Decision, GuardState
 from bot.services.case_links import redact_links
 from bot.services.cases import case_details
 from bot.services.plans import case_plan_change
@@ -34,6 +34,11 @@ from bot.store.db import Database
 from bot.store.models import Agent, Case, Conversation, Handoff, Message, Visitor, new_id, utcnow
 
 STATUSES = ("bot", "queued", "agent", "closed")
+
+Buttons = list[dict[str, str]]
+"""A message's quick-reply buttons (``{"title", "payload"}``)."""
+ReplyRow = tuple[str, Buttons | None]
+"""A bot reply to store: its text and its buttons (:meth:`ConversationService.finish_bot_turn`)."""
 
 
 @dataclass(frozen=True)
@@ -110,7 +115,7 @@ class FinishedTurn:
     stored (in order) and whether some were refused because the bot no longer held the
     conversation."""
 
-    decision: Any
+    decision: Decision
     stored: list[MessageRecord]
     dropped: bool = False
 
@@ -174,12 +179,13 @@ def _handoff(h: Handoff) -> HandoffInfo:
 
 
 def _open_handoff(s: Session, conversation_id: str) -> Handoff | None:
-    return s.execute(
+    found: Handoff | None = s.execute(
         select(Handoff)
         .where(Handoff.conversation_id == conversation_id, Handoff.ended_at.is_(None))
         .order_by(Handoff.id.desc())
         .limit(1)
     ).scalar_one_or_none()
+    return found
 
 
 class AtCapacity(Exception):
@@ -286,7 +292,7 @@ class ConversationService:
         with self.db.session() as s:
             v = Visitor(id=new_id(), lang=lang, external_user_id=external_user_id)
             s.add(v)
-        return v.id
+        return str(v.id)
 
     def visitor_for_user(self, external_user_id: str, lang: str | None = None) -> str:
         """The visitor of a signed-in app user, created on first sight."""
@@ -455,37 +461,40 @@ class ConversationService:
 
     # ---- guard state ---------------------------------------------------------------------
 
-    def load_guard_state(self, conversation_id: str, cls: type, *, session: Session | None = None) -> Any:
-        """The persisted guard state as an instance of ``cls`` (a frozen dataclass)."""
+    def load_guard_state(self, conversation_id: str, *, session: Session | None = None) -> GuardState:
+        """The persisted guard state (``GuardState()`` when none is stored yet).
+
+        :raises ValueError: the stored state is malformed (:meth:`GuardState.from_json`).
+        """
         with self._tx(session) as s:
             raw = s.execute(
                 select(Conversation.guard_state).where(Conversation.id == conversation_id)
             ).scalar_one_or_none()
-        return state_from_json(cls, raw)
+        return GuardState.from_json(raw)
 
-    def get_with_guard_state(self, conversation_id: str, cls: type) -> tuple[ConversationInfo, Any] | None:
+    def get_with_guard_state(self, conversation_id: str) -> tuple[ConversationInfo, GuardState] | None:
         """The conversation and its persisted guard state, read in one statement."""
         with self.db.read_session() as s:
             c = s.get(Conversation, conversation_id)
             if c is None:
                 return None
-            return _info(c), state_from_json(cls, c.guard_state)
+            return _info(c), GuardState.from_json(c.guard_state)
 
     def finish_turn(
-        self, conversation_id: str, cls: type, decide: Any, seq: int, intent: str | None,
+        self, conversation_id: str, decide: Callable[[GuardState], Decision], seq: int, intent: str | None,
         confidence: float | None,
-    ) -> Any:
+    ) -> Decision:
         """After a brain call, in one transaction: read the guard state as persisted now, call
         ``decide(state)`` (the guard's ``after_turn``, a pure function), save the state it
         returns, record the NLU of the customer message ``seq`` (when ``intent`` is given) and
         clear the "awaiting its turn" marks of the conversation's messages up to ``seq`` (what
         :meth:`turn_done` does): the turn is counted exactly once, even if the hub dies right
         after. Returns the decision."""
-        return self.finish_bot_turn(conversation_id, cls, decide, seq, intent, confidence).decision
+        return self.finish_bot_turn(conversation_id, decide, seq, intent, confidence).decision
 
     def finish_bot_turn(
-        self, conversation_id: str, cls: type, decide: Any, seq: int, intent: str | None,
-        confidence: float | None, replies: Callable[[Any], Sequence[tuple[str, Any]]] | None = None,
+        self, conversation_id: str, decide: Callable[[GuardState], Decision], seq: int, intent: str | None,
+        confidence: float | None, replies: Callable[[Decision], Sequence[ReplyRow]] | None = None,
     ) -> FinishedTurn:
         """:meth:`finish_turn`, which also stores, in the same transaction, the bot replies
         ``replies(decision)`` returns (``(text, buttons)`` pairs, in order) while the bot still
@@ -500,11 +509,11 @@ class ConversationService:
             raw = s.execute(
                 select(Conversation.guard_state).where(Conversation.id == conversation_id)
             ).scalar_one_or_none()
-            decision = decide(state_from_json(cls, raw))
+            decision = decide(GuardState.from_json(raw))
             s.execute(
                 update(Conversation)
                 .where(Conversation.id == conversation_id)
-                .values(guard_state=state_to_json(decision.state))
+                .values(guard_state=decision.state.to_json())
             )
             if intent is not None:
                 s.execute(
@@ -585,12 +594,12 @@ class ConversationService:
             )
             return bool(res.rowcount == 1)
 
-    def save_guard_state(self, conversation_id: str, state: Any, *, session: Session | None = None) -> None:
+    def save_guard_state(self, conversation_id: str, state: GuardState, *, session: Session | None = None) -> None:
         with self._tx(session) as s:
             s.execute(
                 update(Conversation)
                 .where(Conversation.id == conversation_id)
-                .values(guard_state=state_to_json(state))
+                .values(guard_state=state.to_json())
             )
 
     # ---- status and handoffs -------------------------------------------------------------
@@ -750,19 +759,21 @@ class ConversationService:
                 .where(Conversation.id == conversation_id, Conversation.status == "closed")
                 .values(status="bot", updated_at=utcnow())
             )
-            return res.rowcount == 1
+            return bool(res.rowcount == 1)
 
     def case_number(self, case_id: int | None) -> str | None:
         if case_id is None:
             return None
         with self.db.session() as s:
-            return s.execute(select(Case.number).where(Case.id == case_id)).scalar_one_or_none()
+            number: str | None = s.execute(select(Case.number).where(Case.id == case_id)).scalar_one_or_none()
+            return number
 
     def case_id_for_number(self, number: str | None) -> int | None:
         if not number:
             return None
         with self.db.session() as s:
-            return s.execute(select(Case.id).where(Case.number == number)).scalar_one_or_none()
+            found: int | None = s.execute(select(Case.id).where(Case.number == number)).scalar_one_or_none()
+            return found
 
     def case_details(self, case_id: int | None) -> dict[str, Any] | None:
         """A case with its timeline, as the agent console shows it (:func:`bot.services.cases.case_details`)."""
@@ -791,24 +802,3 @@ class ConversationService:
             if h is not None and h.case_id is None:
                 h.case_id = case_id
 
-
-def state_to_json(state: Any) -> dict[str, Any]:
-    """A guard state dataclass as JSON (its own ``to_json`` when it has one)."""
-    if hasattr(state, "to_json"):
-        return dict(state.to_json())
-    out: dict[str, Any] = {}
-    for f in dataclasses.fields(state):
-        value = getattr(state, f.name)
-        out[f.name] = list(value) if isinstance(value, tuple) else value
-    return out
-
-
-def state_from_json(cls: type, raw: dict[str, Any] | None) -> Any:
-    """The inverse of :func:`state_to_json`; unknown keys are ignored, missing ones default."""
-    if hasattr(cls, "from_json"):
-        return cls.from_json(raw)
-    if not raw:
-        return cls()
-    known = {f.name for f in dataclasses.fields(cls)}
-    kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in raw.items() if k in known}
-    return cls(**kwargs)
