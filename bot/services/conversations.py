@@ -198,20 +198,12 @@ class AtCapacity(Exception):
 
 
 def _append_in(
-    s: Session,
-    conversation_id: str,
-    sender: str,
-    text: str,
-    *,
-    client_msg_id: str | None = None,
-    agent_id: int | None = None,
-    intent: str | None = None,
-    confidence: float | None = None,
-    buttons: list[dict[str, str]] | None = None,
-    only_if_status: str | None = None,
-    awaiting_turn: bool = False,
+    s: Session, m: Message, *, only_if_status: str | None = None, awaiting_turn: bool = False
 ) -> Appended | None:
-    """The writes of :meth:`ConversationService._append`, in the caller's transaction ``s``."""
+    """The writes of :meth:`ConversationService.append` for the new message ``m`` (its
+    conversation, sender, text and the optional fields set; not yet added), in the caller's
+    transaction ``s``: ``m`` gets the next seq and its time and is added."""
+    conversation_id, client_msg_id = m.conversation_id, m.client_msg_id
     if client_msg_id is not None:
         found = s.execute(
             select(Message).where(
@@ -231,23 +223,12 @@ def _append_in(
         if only_if_status is not None and s.get(Conversation, conversation_id) is not None:
             return None
         raise KeyError(conversation_id)
-    seq = s.execute(select(Conversation.last_seq).where(Conversation.id == conversation_id)).scalar_one()
-    m = Message(
-        conversation_id=conversation_id,
-        seq=seq,
-        sender=sender,
-        text=text,
-        client_msg_id=client_msg_id,
-        agent_id=agent_id,
-        intent=intent,
-        confidence=confidence,
-        buttons=buttons or None,
-        created_at=utcnow(),
-    )
+    m.seq = s.execute(select(Conversation.last_seq).where(Conversation.id == conversation_id)).scalar_one()
+    m.created_at = utcnow()
     if awaiting_turn:
         m.turn_pending_since = m.created_at
     s.add(m)
-    if sender == "customer":
+    if m.sender == "customer":
         # The customer now waits for the assigned agent, if there is one and the
         # agent had the last word (the reply timeout runs on this clock).
         s.execute(
@@ -262,7 +243,7 @@ def _append_in(
             .execution_options(synchronize_session=False)
         )
     s.flush()
-    name = s.get(Agent, agent_id).display_name if agent_id is not None else None
+    name = s.get(Agent, m.agent_id).display_name if m.agent_id is not None else None
     return Appended(_record(m, name), created=True)
 
 
@@ -366,33 +347,8 @@ class ConversationService:
         awaiting_turn: bool = False,
         session: Session | None = None,
     ) -> Appended | None:
-        """:meth:`_append` (below), then ``on_stored`` for a message it created (committed, or
-        with ``session`` written in the caller's transaction)."""
-        appended = self._append(
-            conversation_id, sender, text, client_msg_id=client_msg_id, agent_id=agent_id, intent=intent,
-            confidence=confidence, buttons=buttons, only_if_status=only_if_status, awaiting_turn=awaiting_turn,
-            session=session,
-        )
-        if appended is not None and appended.created and self.on_stored is not None:
-            self.on_stored(sender)
-        return appended
-
-    def _append(
-        self,
-        conversation_id: str,
-        sender: str,
-        text: str,
-        *,
-        client_msg_id: str | None = None,
-        agent_id: int | None = None,
-        intent: str | None = None,
-        confidence: float | None = None,
-        buttons: list[dict[str, str]] | None = None,
-        only_if_status: str | None = None,
-        awaiting_turn: bool = False,
-        session: Session | None = None,
-    ) -> Appended | None:
-        """Store a message with the next ``seq``.
+        """Store a message with the next ``seq``; ``on_stored(sender)`` follows for a message it
+        created (committed, or with ``session`` written in the caller's transaction).
 
         With ``awaiting_turn`` a new message gets the durable "awaiting its turn" mark
         (``turn_pending_since``) in the same transaction (see :meth:`pending_turns`).
@@ -408,12 +364,13 @@ class ConversationService:
 
         :raises KeyError: the conversation does not exist.
         """
+        m = Message(
+            conversation_id=conversation_id, sender=sender, text=text, client_msg_id=client_msg_id,
+            agent_id=agent_id, intent=intent, confidence=confidence, buttons=buttons or None,
+        )
         try:
             with self._tx(session) as s:
-                return _append_in(
-                    s, conversation_id, sender, text, client_msg_id=client_msg_id, agent_id=agent_id, intent=intent,
-                    confidence=confidence, buttons=buttons, only_if_status=only_if_status, awaiting_turn=awaiting_turn,
-                )
+                appended = _append_in(s, m, only_if_status=only_if_status, awaiting_turn=awaiting_turn)
         except IntegrityError:
             # The same client_msg_id was stored concurrently: the counter rolled back with us.
             if client_msg_id is not None and session is None:
@@ -421,6 +378,9 @@ class ConversationService:
                 if existing:
                     return Appended(existing, created=False)
             raise
+        if appended is not None and appended.created and self.on_stored is not None:
+            self.on_stored(sender)
+        return appended
 
     def find_client_msg(self, conversation_id: str, client_msg_id: str) -> MessageRecord | None:
         with self.db.session() as s:
@@ -534,7 +494,8 @@ class ConversationService:
             )
             if replies is not None:
                 for text, buttons in replies(decision):
-                    appended = _append_in(s, conversation_id, "bot", text, buttons=buttons, only_if_status="bot")
+                    reply = Message(conversation_id=conversation_id, sender="bot", text=text, buttons=buttons or None)
+                    appended = _append_in(s, reply, only_if_status="bot")
                     if appended is None:
                         dropped = True
                         break
