@@ -22,7 +22,7 @@ from typing import Any
 
 from sqlalchemy import event
 
-from bot.guard import GuardConfig, GuardState, HandoffGuard, TurnOutcome
+from bot.guard import GuardConfig, HandoffGuard, TurnOutcome
 from bot.services.conversations import ConversationService
 from bot.store.db import Database
 
@@ -48,17 +48,17 @@ def run(db: Database, way: str, turns: int) -> tuple[float, float]:
                               handoff_requested=False, handoff_queue=None, error=None)
         message = conversations.append(cid, "customer", "hello", client_msg_id=f"m{i}", awaiting_turn=True)
         assert message is not None
-        got = conversations.get_with_guard_state(cid, GuardState)
+        got = conversations.get_with_guard_state(cid)
         assert got is not None
         if way == "separate":
-            decision = conversations.finish_turn(cid, GuardState, lambda s, o=outcome: guard.after_turn(s, o),
+            decision = conversations.finish_turn(cid, lambda s, o=outcome: guard.after_turn(s, o),
                                                  message.message.seq, "greet", 0.9)
             assert decision.deliver
             for text in decision.deliver:
                 conversations.append(cid, "bot", text, only_if_status="bot")
             conversations.turn_done(cid, message.message.seq)
         else:
-            finished = conversations.finish_bot_turn(cid, GuardState, lambda s, o=outcome: guard.after_turn(s, o),
+            finished = conversations.finish_bot_turn(cid, lambda s, o=outcome: guard.after_turn(s, o),
                                                      message.message.seq, "greet", 0.9,
                                                      lambda d: [(text, None) for text in d.deliver])
             assert finished.stored and not finished.dropped

@@ -306,6 +306,10 @@ def _turn_events(tracker: Any, message_id: str) -> list[dict[str, Any]]:
     return [e.as_dict() for e in reversed(tail)]
 
 
+EVENTS_VERSION_INDEX = "humanline_events_sender_id_id"
+"""The index :func:`cached_sql_tracker_store` adds to Rasa's ``events`` table (PostgreSQL)."""
+
+
 def cached_sql_tracker_store(base: type, kwargs: dict[str, Any], max_cached: int = 20_000) -> Any:
     """Rasa's ``SQLTrackerStore`` with an in-process write-through cache.
 
@@ -315,8 +319,12 @@ def cached_sql_tracker_store(base: type, kwargs: dict[str, Any], max_cached: int
     counting the stored ones; the insert itself runs in a worker thread, off the event loop.
     The hub serialises turns per conversation — across hubs too, on PostgreSQL
     (:mod:`bot.hub.locks`). On SQLite one process is the only writer; on any other database a
-    cached tracker is checked against the stored event count before use (several hubs, each
-    with its own cache, may take turns on one conversation).
+    cached tracker is checked before use against the conversation's newest stored event id
+    (several hubs, each with its own cache, may take turns on one conversation). Events are only
+    ever appended, with increasing ids, and a conversation's writers take turns, so that id is
+    the version of the stored events: one descent of the ``(sender_id, id)`` index this store
+    adds (:data:`EVENTS_VERSION_INDEX`), where the stock store's count reads every event of the
+    conversation's session, each turn.
     """
     import json as _json
     import threading
@@ -329,7 +337,8 @@ def cached_sql_tracker_store(base: type, kwargs: dict[str, Any], max_cached: int
 
         def __init__(self, **kw: Any) -> None:
             super().__init__(**kw)
-            self._cache: OrderedDict[str, tuple[Any, int]] = OrderedDict()
+            # sender_id -> (tracker, its events stored, the newest stored event id)
+            self._cache: OrderedDict[str, tuple[Any, int, int]] = OrderedDict()
             self._cache_lock = threading.Lock()
             self._db_lock: Any = None
             if self.engine.dialect.name == "sqlite" and self.engine.url.database:
@@ -359,14 +368,32 @@ def cached_sql_tracker_store(base: type, kwargs: dict[str, Any], max_cached: int
                 # first turn got a closed connection. Test each one when it is checked out.
                 self.engine = sa.create_engine(url, pool_pre_ping=True, **create_engine_kwargs(url))
                 self.sessionmaker = sa.orm.sessionmaker(bind=self.engine)
+                self._create_version_index()
+
+        def _create_version_index(self) -> None:
+            """The index that makes :meth:`_version_sync` one lookup (Rasa's own index is on
+            ``sender_id`` alone). Created once, by the first hub that starts on the database."""
+            import sqlalchemy as sa
+
+            # Not an sa.Index on SQLEvent: that would join the metadata of Rasa's class, shared
+            # by every store of the process, and its create_all would create it a second time.
+            table = self.SQLEvent.__tablename__
+            try:
+                with self.engine.begin() as conn:
+                    conn.exec_driver_sql(
+                        f"CREATE INDEX IF NOT EXISTS {EVENTS_VERSION_INDEX} ON {table} (sender_id, id)"
+                    )
+            except sa.exc.DBAPIError:  # another hub created it at the same moment: fine
+                if not any(i["name"] == EVENTS_VERSION_INDEX for i in sa.inspect(self.engine).get_indexes(table)):
+                    raise
 
         def forget(self, sender_id: str) -> None:
             with self._cache_lock:
                 self._cache.pop(sender_id, None)
 
-        def _remember(self, tracker: Any, persisted: int) -> None:
+        def _remember(self, tracker: Any, persisted: int, version: int) -> None:
             with self._cache_lock:
-                self._cache[tracker.sender_id] = (tracker, persisted)
+                self._cache[tracker.sender_id] = (tracker, persisted, version)
                 self._cache.move_to_end(tracker.sender_id)
                 while len(self._cache) > max_cached:
                     self._cache.popitem(last=False)
@@ -379,15 +406,14 @@ def cached_sql_tracker_store(base: type, kwargs: dict[str, Any], max_cached: int
                     return hit[0]
                 # Several hubs (each with its own brain) may share this database: the cached
                 # tracker is used only while the stored events are those it was built from (the
-                # count is the version: events are only ever appended). Another hub's turn
-                # since then means reading it back.
-                stored = await asyncio.to_thread(self._count_sync, sender_id)
-                if stored == hit[1]:
+                # newest event id is the version: events are only ever appended). Another hub's
+                # turn since then means reading it back.
+                if await asyncio.to_thread(self._version_sync, sender_id) == hit[2]:
                     return hit[0]
                 self.forget(sender_id)
-            tracker = await asyncio.to_thread(self._retrieve_sync, sender_id)
+            tracker, version = await asyncio.to_thread(self._retrieve_sync, sender_id)
             if tracker is not None:
-                self._remember(tracker, len(tracker.events))
+                self._remember(tracker, len(tracker.events), version)
             return tracker
 
         def _locked(self) -> Any:
@@ -395,25 +421,27 @@ def cached_sql_tracker_store(base: type, kwargs: dict[str, Any], max_cached: int
 
             return self._db_lock if self._db_lock is not None else contextlib.nullcontext()
 
-        def _retrieve_sync(self, sender_id: str) -> Any:
+        def _retrieve_sync(self, sender_id: str) -> tuple[Any, int]:
+            """The tracker (``None`` when nothing is stored) and its version (the newest id)."""
             from rasa.shared.core.trackers import DialogueStateTracker
 
             with self._locked(), self.session_scope() as session:
                 rows = self._event_query(session, sender_id, fetch_events_from_all_sessions=False).all()
                 events = [_json.loads(r.data) for r in rows]
+                version = max((int(r.id) for r in rows), default=0)
             if self.domain and events:
-                return DialogueStateTracker.from_dict(sender_id, events, self.domain.slots)
-            return None
+                return DialogueStateTracker.from_dict(sender_id, events, self.domain.slots), version
+            return None, version
 
         async def save(self, tracker: Any) -> None:
             await self.stream_events(tracker)
             with self._cache_lock:
                 hit = self._cache.get(tracker.sender_id)
             if hit is not None and hit[0] is tracker:
-                persisted = hit[1]
+                persisted, version = hit[1], hit[2]
             else:
                 # Not read through this cache (e.g. a new tracker): count as the stock store does.
-                persisted = await asyncio.to_thread(self._count_sync, tracker.sender_id)
+                persisted, version = await asyncio.to_thread(self._stored_sync, tracker.sender_id)
             events = list(tracker.events)
             rows = []
             for e in events[persisted:]:
@@ -430,20 +458,40 @@ def cached_sql_tracker_store(base: type, kwargs: dict[str, Any], max_cached: int
                 )
             if rows:
                 try:
-                    await asyncio.to_thread(self._insert_sync, rows)
+                    version = await asyncio.to_thread(self._insert_sync, rows)
                 except BaseException:
                     self.forget(tracker.sender_id)
                     raise
-            self._remember(tracker, len(events))
+            self._remember(tracker, len(events), version)
 
-        def _count_sync(self, sender_id: str) -> int:
-            with self._locked(), self.session_scope() as session:
-                return int(self._event_query(session, sender_id, fetch_events_from_all_sessions=False).count())
+        def _version_query(self, session: Any, sender_id: str) -> int:
+            import sqlalchemy as sa
 
-        def _insert_sync(self, rows: list[dict[str, Any]]) -> None:
+            newest = session.query(sa.func.max(self.SQLEvent.id)).filter(self.SQLEvent.sender_id == sender_id)
+            return int(newest.scalar() or 0)
+
+        def _version_sync(self, sender_id: str) -> int:
+            """The conversation's newest stored event id (0: none); an index lookup."""
             with self._locked(), self.session_scope() as session:
-                session.bulk_insert_mappings(self.SQLEvent, rows)
+                return self._version_query(session, sender_id)
+
+        def _stored_sync(self, sender_id: str) -> tuple[int, int]:
+            """The events of the conversation's session stored, and the version."""
+            with self._locked(), self.session_scope() as session:
+                count = self._event_query(session, sender_id, fetch_events_from_all_sessions=False).count()
+                return int(count), self._version_query(session, sender_id)
+
+        def _insert_sync(self, rows: list[dict[str, Any]]) -> int:
+            """Insert a turn's events; returns the newest id among them (the new version)."""
+            with self._locked(), self.session_scope() as session:
+                if self._db_lock is not None:  # SQLite: one writer, the version is never checked
+                    session.bulk_insert_mappings(self.SQLEvent, rows)
+                    session.commit()
+                    return 0
+                table = self.SQLEvent.__table__
+                ids = session.execute(table.insert().values(rows).returning(table.c.id)).scalars().all()
                 session.commit()
+                return max(int(i) for i in ids)
 
     return CachedSQLTrackerStore(**kwargs)
 

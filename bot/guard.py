@@ -50,9 +50,9 @@ from __future__ import annotations
 import json
 import re
 import unicodedata
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Final
+from typing import Final
 
 from bot.signals import Signals, read_signals
 
@@ -248,7 +248,7 @@ class GuardState:
     last_resolved: bool = False
     small_talk_turns: int = 0
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, object]:
         """The state as a JSON-compatible dict (tuples become lists).
 
         ``GuardState.from_json(state.to_json()) == state`` for every state, also through
@@ -267,7 +267,7 @@ class GuardState:
         }
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any] | str | bytes | None) -> GuardState:
+    def from_json(cls, data: Mapping[str, object] | str | bytes | None) -> GuardState:
         """Load a state written by :meth:`to_json`, possibly by an older or newer version.
 
         Args:
@@ -284,43 +284,60 @@ class GuardState:
                 does not guess: a hub that cannot load the state must treat it as a database
                 error, which hands the conversation off.
         """
-        if data is None:
-            return cls()
-        if isinstance(data, str | bytes | bytearray):
+        loaded: object = data
+        if isinstance(loaded, str | bytes | bytearray):
             try:
-                data = json.loads(data)
+                loaded = json.loads(loaded)
             except ValueError as exc:
                 raise ValueError(f"guard state is not valid JSON: {exc}") from None
-            if data is None:
-                return cls()
-        if not isinstance(data, Mapping):
-            raise ValueError(f"guard state must be a JSON object, not {type(data).__name__}")
-        kwargs: dict[str, Any] = {}
-        for key in ("unresolved_turns", "fallbacks", "small_talk_turns"):
-            if key in data:
-                value = data[key]
-                if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                    raise ValueError(f"guard state {key} must be a non-negative integer, not {value!r}")
-                kwargs[key] = value
-        for key in ("unresolved_intents", "sent_replies"):
-            if key in data:
-                value = data[key]
-                if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
-                    raise ValueError(f"guard state {key} must be a list of strings, not {value!r}")
-                kwargs[key] = tuple(value)
-        for key in ("handed_off", "last_resolved"):
-            if key in data:
-                value = data[key]
-                if not isinstance(value, bool):
-                    raise ValueError(f"guard state {key} must be a boolean, not {value!r}")
-                kwargs[key] = value
-        for key in ("handoff_reason", "last_intent"):
-            if key in data:
-                value = data[key]
-                if value is not None and not isinstance(value, str):
-                    raise ValueError(f"guard state {key} must be a string or null, not {value!r}")
-                kwargs[key] = value
-        return cls(**kwargs)
+        if loaded is None:
+            return cls()
+        if not isinstance(loaded, Mapping):
+            raise ValueError(f"guard state must be a JSON object, not {type(loaded).__name__}")
+        default = cls()
+        return cls(
+            unresolved_turns=_count(loaded, "unresolved_turns", default.unresolved_turns),
+            fallbacks=_count(loaded, "fallbacks", default.fallbacks),
+            unresolved_intents=_texts(loaded, "unresolved_intents", default.unresolved_intents),
+            sent_replies=_texts(loaded, "sent_replies", default.sent_replies),
+            handed_off=_flag(loaded, "handed_off", default.handed_off),
+            handoff_reason=_text(loaded, "handoff_reason", default.handoff_reason),
+            last_intent=_text(loaded, "last_intent", default.last_intent),
+            last_resolved=_flag(loaded, "last_resolved", default.last_resolved),
+            small_talk_turns=_count(loaded, "small_talk_turns", default.small_talk_turns),
+        )
+
+
+# The typed readers of :meth:`GuardState.from_json`: a missing key gives ``default``, a value of
+# the wrong type is a ValueError (the guard does not guess).
+
+
+def _count(data: Mapping[str, object], key: str, default: int) -> int:
+    value = data.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"guard state {key} must be a non-negative integer, not {value!r}")
+    return value
+
+
+def _texts(data: Mapping[str, object], key: str, default: tuple[str, ...]) -> tuple[str, ...]:
+    value = data.get(key, default)
+    if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+        raise ValueError(f"guard state {key} must be a list of strings, not {value!r}")
+    return tuple(str(v) for v in value)
+
+
+def _flag(data: Mapping[str, object], key: str, default: bool) -> bool:
+    value = data.get(key, default)
+    if not isinstance(value, bool):
+        raise ValueError(f"guard state {key} must be a boolean, not {value!r}")
+    return value
+
+
+def _text(data: Mapping[str, object], key: str, default: str | None) -> str | None:
+    value = data.get(key, default)
+    if value is not None and not isinstance(value, str):
+        raise ValueError(f"guard state {key} must be a string or null, not {value!r}")
+    return value
 
 
 @dataclass(frozen=True)
@@ -350,10 +367,9 @@ class TurnOutcome:
     error: str | None = None
 
     def __post_init__(self) -> None:
-        replies: Any = self.replies
-        if isinstance(replies, str):
-            replies = (replies,)
-        object.__setattr__(self, "replies", tuple(replies))
+        # A caller may pass one string or a list, whatever the annotation says: normalise.
+        replies: str | Iterable[str] = self.replies
+        object.__setattr__(self, "replies", (replies,) if isinstance(replies, str) else tuple(replies))
 
     @classmethod
     def failed(cls, error: str, *, intent: str | None = None, replies: tuple[str, ...] = ()) -> TurnOutcome:

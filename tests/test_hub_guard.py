@@ -9,7 +9,6 @@ from typing import Any
 import pytest
 
 from bot.client import ChatClient
-from bot.guard import GuardState
 from tests.hubtools import (
     HangingBrain,
     LoopingBrain,
@@ -138,7 +137,7 @@ async def test_random_brain_never_exceeds_the_budget_or_speaks_after_handoff(tmp
             assert handoff_at is not None, "eight messages without a handoff"
             after = [f for f in frames[handoff_at:] if f["type"] == "message" and f["sender"] == "bot"]
             assert after == []
-            state = srv.hub.conversations.load_guard_state(chat.conversation_id, GuardState)
+            state = srv.hub.conversations.load_guard_state(chat.conversation_id)
             assert state.unresolved_turns <= N
 
 

@@ -19,7 +19,7 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import OperationalError
 
 from bot.client import ChatClient
-from bot.guard import GuardState
+from bot.guard import Decision, GuardState
 from bot.services.conversations import ConversationService
 from bot.store.db import Database
 from bot.store.models import Conversation, Message
@@ -56,7 +56,7 @@ def test_the_mark_is_set_with_the_message_and_cleared_with_the_turn(db: Database
     assert again is not None and not again.created and _marks(db, cid) == {1: True, 2: False}
 
     decision = conversations.finish_turn(
-        cid, GuardState, lambda state: type("D", (), {"state": state})(), 1, None, None
+        cid, lambda state: Decision(deliver=(), handoff=False, reason=None, state=state), 1, None, None
     )
     assert decision is not None and _marks(db, cid) == {1: False, 2: False}
 
@@ -78,12 +78,12 @@ def test_a_bot_turn_records_its_result_clears_marks_and_stores_its_replies_in_on
     stored_senders: list[str] = []
     conversations.on_stored = stored_senders.append
 
-    def decide(state: GuardState) -> Any:
+    def decide(state: GuardState) -> Decision:
         counted = replace(state, unresolved_turns=state.unresolved_turns + 1)
-        return type("D", (), {"state": counted, "deliver": ("Hi!", "How can I help?")})()
+        return Decision(deliver=("Hi!", "How can I help?"), handoff=False, reason=None, state=counted)
 
     finished = conversations.finish_bot_turn(
-        cid, GuardState, decide, 2, "greet", 0.9,
+        cid, decide, 2, "greet", 0.9,
         lambda d: [(text, [{"title": "Yes", "payload": "/affirm"}] if text == "Hi!" else None) for text in d.deliver],
     )
     assert [(m.seq, m.sender, m.text) for m in finished.stored] == [(4, "bot", "Hi!"), (5, "bot", "How can I help?")]
@@ -92,17 +92,17 @@ def test_a_bot_turn_records_its_result_clears_marks_and_stores_its_replies_in_on
     transcript = conversations.messages_after(cid)
     assert [m.seq for m in transcript] == [1, 2, 3, 4, 5]
     assert transcript[1].intent == "greet" and transcript[3].buttons == [{"title": "Yes", "payload": "/affirm"}]
-    assert conversations.load_guard_state(cid, GuardState).unresolved_turns == 1
+    assert conversations.load_guard_state(cid).unresolved_turns == 1
 
     # Handed off meanwhile: no reply is stored, the turn is still counted and its mark cleared.
     with db.session() as s:
         s.execute(update(Conversation).where(Conversation.id == cid).values(status="queued"))
-    finished = conversations.finish_bot_turn(cid, GuardState, decide, 3, None, None,
+    finished = conversations.finish_bot_turn(cid, decide, 3, None, None,
                                              lambda d: [(text, None) for text in d.deliver])
     assert finished.stored == [] and finished.dropped and stored_senders == ["bot", "bot"]
     assert _marks(db, cid) == {1: False, 2: False, 3: False, 4: False, 5: False}
     assert [m.seq for m in conversations.messages_after(cid)] == [1, 2, 3, 4, 5]
-    assert conversations.load_guard_state(cid, GuardState).unresolved_turns == 2
+    assert conversations.load_guard_state(cid).unresolved_turns == 2
 
 
 def test_a_stale_turn_is_claimed_by_exactly_one_hub(db: Database) -> None:

@@ -54,3 +54,39 @@ async def test_a_turn_written_by_another_hub_is_read_back(pg_database: str) -> N
     finally:
         hub_a.engine.dispose()
         hub_b.engine.dispose()
+
+
+async def test_a_current_cache_costs_one_index_lookup(pg_database: str) -> None:
+    """Checking a cached tracker is one descent of the ``(sender_id, id)`` index, not a count of
+    the conversation's events (which grows with every turn)."""
+    import sqlalchemy as sa
+    from rasa.core.tracker_store import SQLTrackerStore
+    from rasa.shared.core.domain import Domain
+    from rasa.shared.core.events import UserUttered
+
+    from bot.brain import EVENTS_VERSION_INDEX, cached_sql_tracker_store, tracker_store_kwargs
+
+    kwargs = {**tracker_store_kwargs(pg_database), "domain": Domain.empty()}
+    hub = cached_sql_tracker_store(SQLTrackerStore, kwargs)
+    other = cached_sql_tracker_store(SQLTrackerStore, kwargs)  # a second hub: the index exists already
+    statements: list[tuple[str, object]] = []
+
+    def record(conn: object, cursor: object, statement: str, parameters: object, *args: object) -> None:
+        statements.append((statement, parameters))
+
+    try:
+        for n in range(3):
+            tracker = await hub.get_or_create_tracker("c-1")
+            tracker.update(UserUttered(f"turn {n}"))
+            await hub.save(tracker)
+        sa.event.listen(hub.engine, "before_cursor_execute", record)
+        assert await hub.retrieve("c-1") is tracker
+        sa.event.remove(hub.engine, "before_cursor_execute", record)
+        assert len(statements) == 1 and "count(" not in statements[0][0].lower(), statements
+        with hub.engine.connect() as conn:
+            conn.exec_driver_sql("SET enable_seqscan = off")
+            plan = conn.exec_driver_sql("EXPLAIN " + statements[0][0], statements[0][1]).scalars().all()
+        assert EVENTS_VERSION_INDEX in "\n".join(plan), plan
+    finally:
+        hub.engine.dispose()
+        other.engine.dispose()

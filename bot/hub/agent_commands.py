@@ -207,7 +207,7 @@ class AgentCommandsMixin:
             def change(s: Session) -> bool:
                 if not self.conversations.release(cid, agent.id, "bot", "handed_back", session=s):
                     return False
-                state: GuardState = self.conversations.load_guard_state(cid, GuardState, session=s)
+                state: GuardState = self.conversations.load_guard_state(cid, session=s)
                 self.conversations.save_guard_state(cid, self.guard.hand_back(state), session=s)
                 return True
 

@@ -28,7 +28,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 from bot.brain import Brain
 from bot.guard import GuardConfig, HandoffGuard
@@ -64,6 +64,7 @@ from bot.store.db import Database
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
+P = ParamSpec("P")
 
 # At most one typing signal a side relays per conversation in this many seconds.
 TYPING_INTERVAL_S = 2.0
@@ -154,7 +155,7 @@ class Hub(TurnPipelineMixin, AgentCommandsMixin, CaseCommandsMixin, AssignmentMi
 
     # ---- plumbing -------------------------------------------------------------------------
 
-    async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    async def run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run a blocking store call in a worker thread."""
         return await asyncio.to_thread(fn, *args, **kwargs)
 

@@ -16,30 +16,35 @@ import asyncio
 import contextlib
 import logging
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from bot.brain import ActionServerError, BotReply, Brain, BrainTurn
 from bot.guard import DANGER, GuardState, HandoffGuard, TurnOutcome
 from bot.hub.metrics import Metrics
 from bot.i18n import detect_script, resolve_script, t
 from bot.services.config import HumanlineConfig
-from bot.services.conversations import ConversationInfo, ConversationService, MessageRecord
+from bot.services.conversations import ConversationInfo, ConversationService, MessageRecord, ReplyRow
 from bot.settings import Settings
 
 logger = logging.getLogger("bot.hub.core")  # the same logger name as before the move
 
 
-def _reply_rows(texts: tuple[str, ...], replies: list[BotReply]) -> list[tuple[str, Any]]:
+def _reply_rows(texts: tuple[str, ...], replies: list[BotReply]) -> list[ReplyRow]:
     """The bot replies the guard let through (``texts``) as ``(text, buttons)``: each text takes
     the buttons of the brain's first unused reply with that text."""
     pool = list(replies)
-    rows: list[tuple[str, Any]] = []
+    rows: list[ReplyRow] = []
     for text in texts:
         match = next((r for r in pool if r.text == text), None)
         if match is not None:
             pool.remove(match)
         rows.append((text, match.buttons if match else None))
     return rows
+
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 
 class TurnPipelineMixin:
@@ -54,7 +59,6 @@ class TurnPipelineMixin:
     _workers: dict[str, asyncio.Task[None]]
     _scheduled: set[tuple[str, int]]
     _owed_handoffs: Any
-    run: Any
     lock: Any
     spawn: Any
     emit: Any
@@ -65,6 +69,11 @@ class TurnPipelineMixin:
     _danger_handoff: Any
     _escalate_danger: Any
     _request_queue: Any
+
+    if TYPE_CHECKING:
+        async def run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+            """:meth:`bot.hub.core.Hub.run`, declared so that a store call's arguments and result
+            keep their types here (the guard state and decision among them)."""
 
     # ---- turns: in order, durable, resumed -------------------------------------------------
     #
@@ -215,7 +224,7 @@ class TurnPipelineMixin:
         turn's pending mark is already cleared (a bot turn records it with its result)."""
         cid = message.conversation_id
         async with self.lock(cid):
-            got = await self.run(self.conversations.get_with_guard_state, cid, GuardState)
+            got = await self.run(self.conversations.get_with_guard_state, cid)
             if got is None:
                 return False
             conv, state = got
@@ -226,7 +235,7 @@ class TurnPipelineMixin:
                 state = self.guard.hand_back(state)
                 await self.run(self.conversations.save_guard_state, cid, state)
                 await self.send_customers(cid, {"type": "status", "status": "bot"})
-                got = await self.run(self.conversations.get_with_guard_state, cid, GuardState)
+                got = await self.run(self.conversations.get_with_guard_state, cid)
                 assert got is not None
                 conv, state = got
             if conv.status == "agent" and conv.agent_id is not None:
@@ -293,7 +302,7 @@ class TurnPipelineMixin:
         # read, decide, save, record the NLU, clear the pending mark and store the replies the
         # guard lets through (while the bot holds the conversation, P2) in one transaction.
         finished = await self.run(
-            self.conversations.finish_bot_turn, conv.id, GuardState,
+            self.conversations.finish_bot_turn, conv.id,
             lambda current: self.guard.after_turn(current, outcome), message.seq,
             turn.intent if turn is not None else None, turn.confidence if turn is not None else None,
             lambda decided: _reply_rows(decided.deliver, turn.replies if turn else []),
@@ -306,7 +315,7 @@ class TurnPipelineMixin:
         if decision.handoff:
             slots = turn.slots if turn else {}
             queue = (
-                getattr(decision, "queue", None) or outcome.handoff_queue or slots.get("handoff_queue")
+                decision.queue or outcome.handoff_queue or slots.get("handoff_queue")
                 or await self.run(self._request_queue, conv.id, outcome.intent)
             )
             if queue not in self.config.queues:

@@ -17,7 +17,6 @@ All methods are synchronous and short; the hub calls them from worker threads.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -27,6 +26,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from bot.guard import Decision, GuardState
 from bot.services.case_links import redact_links
 from bot.services.cases import case_details
 from bot.services.plans import case_plan_change
@@ -34,6 +34,11 @@ from bot.store.db import Database
 from bot.store.models import Agent, Case, Conversation, Handoff, Message, Visitor, new_id, utcnow
 
 STATUSES = ("bot", "queued", "agent", "closed")
+
+Buttons = list[dict[str, str]]
+"""A message's quick-reply buttons (``{"title", "payload"}``)."""
+ReplyRow = tuple[str, Buttons | None]
+"""A bot reply to store: its text and its buttons (:meth:`ConversationService.finish_bot_turn`)."""
 
 
 @dataclass(frozen=True)
@@ -110,7 +115,7 @@ class FinishedTurn:
     stored (in order) and whether some were refused because the bot no longer held the
     conversation."""
 
-    decision: Any
+    decision: Decision
     stored: list[MessageRecord]
     dropped: bool = False
 
@@ -178,12 +183,13 @@ def _handoff(h: Handoff) -> HandoffInfo:
 
 
 def _open_handoff(s: Session, conversation_id: str) -> Handoff | None:
-    return s.execute(
+    found: Handoff | None = s.execute(
         select(Handoff)
         .where(Handoff.conversation_id == conversation_id, Handoff.ended_at.is_(None))
         .order_by(Handoff.id.desc())
         .limit(1)
     ).scalar_one_or_none()
+    return found
 
 
 class AtCapacity(Exception):
@@ -196,20 +202,12 @@ class AtCapacity(Exception):
 
 
 def _append_in(
-    s: Session,
-    conversation_id: str,
-    sender: str,
-    text: str,
-    *,
-    client_msg_id: str | None = None,
-    agent_id: int | None = None,
-    intent: str | None = None,
-    confidence: float | None = None,
-    buttons: list[dict[str, str]] | None = None,
-    only_if_status: str | None = None,
-    awaiting_turn: bool = False,
+    s: Session, m: Message, *, only_if_status: str | None = None, awaiting_turn: bool = False
 ) -> Appended | None:
-    """The writes of :meth:`ConversationService._append`, in the caller's transaction ``s``."""
+    """The writes of :meth:`ConversationService.append` for the new message ``m`` (its
+    conversation, sender, text and the optional fields set; not yet added), in the caller's
+    transaction ``s``: ``m`` gets the next seq and its time and is added."""
+    conversation_id, client_msg_id = m.conversation_id, m.client_msg_id
     if client_msg_id is not None:
         found = s.execute(
             select(Message).where(
@@ -229,23 +227,12 @@ def _append_in(
         if only_if_status is not None and s.get(Conversation, conversation_id) is not None:
             return None
         raise KeyError(conversation_id)
-    seq = s.execute(select(Conversation.last_seq).where(Conversation.id == conversation_id)).scalar_one()
-    m = Message(
-        conversation_id=conversation_id,
-        seq=seq,
-        sender=sender,
-        text=text,
-        client_msg_id=client_msg_id,
-        agent_id=agent_id,
-        intent=intent,
-        confidence=confidence,
-        buttons=buttons or None,
-        created_at=utcnow(),
-    )
+    m.seq = s.execute(select(Conversation.last_seq).where(Conversation.id == conversation_id)).scalar_one()
+    m.created_at = utcnow()
     if awaiting_turn:
         m.turn_pending_since = m.created_at
     s.add(m)
-    if sender == "customer":
+    if m.sender == "customer":
         # The customer now waits for the assigned agent, if there is one and the
         # agent had the last word (the reply timeout runs on this clock).
         s.execute(
@@ -260,7 +247,7 @@ def _append_in(
             .execution_options(synchronize_session=False)
         )
     s.flush()
-    name = s.get(Agent, agent_id).display_name if agent_id is not None else None
+    name = s.get(Agent, m.agent_id).display_name if m.agent_id is not None else None
     return Appended(_record(m, name), created=True)
 
 
@@ -290,7 +277,7 @@ class ConversationService:
         with self.db.session() as s:
             v = Visitor(id=new_id(), lang=lang, external_user_id=external_user_id)
             s.add(v)
-        return v.id
+        return str(v.id)
 
     def visitor_for_user(self, external_user_id: str, lang: str | None = None) -> str:
         """The visitor of a signed-in app user, created on first sight."""
@@ -364,33 +351,8 @@ class ConversationService:
         awaiting_turn: bool = False,
         session: Session | None = None,
     ) -> Appended | None:
-        """:meth:`_append` (below), then ``on_stored`` for a message it created (committed, or
-        with ``session`` written in the caller's transaction)."""
-        appended = self._append(
-            conversation_id, sender, text, client_msg_id=client_msg_id, agent_id=agent_id, intent=intent,
-            confidence=confidence, buttons=buttons, only_if_status=only_if_status, awaiting_turn=awaiting_turn,
-            session=session,
-        )
-        if appended is not None and appended.created and self.on_stored is not None:
-            self.on_stored(sender)
-        return appended
-
-    def _append(
-        self,
-        conversation_id: str,
-        sender: str,
-        text: str,
-        *,
-        client_msg_id: str | None = None,
-        agent_id: int | None = None,
-        intent: str | None = None,
-        confidence: float | None = None,
-        buttons: list[dict[str, str]] | None = None,
-        only_if_status: str | None = None,
-        awaiting_turn: bool = False,
-        session: Session | None = None,
-    ) -> Appended | None:
-        """Store a message with the next ``seq``.
+        """Store a message with the next ``seq``; ``on_stored(sender)`` follows for a message it
+        created (committed, or with ``session`` written in the caller's transaction).
 
         With ``awaiting_turn`` a new message gets the durable "awaiting its turn" mark
         (``turn_pending_since``) in the same transaction (see :meth:`pending_turns`).
@@ -406,12 +368,13 @@ class ConversationService:
 
         :raises KeyError: the conversation does not exist.
         """
+        m = Message(
+            conversation_id=conversation_id, sender=sender, text=text, client_msg_id=client_msg_id,
+            agent_id=agent_id, intent=intent, confidence=confidence, buttons=buttons or None,
+        )
         try:
             with self._tx(session) as s:
-                return _append_in(
-                    s, conversation_id, sender, text, client_msg_id=client_msg_id, agent_id=agent_id, intent=intent,
-                    confidence=confidence, buttons=buttons, only_if_status=only_if_status, awaiting_turn=awaiting_turn,
-                )
+                appended = _append_in(s, m, only_if_status=only_if_status, awaiting_turn=awaiting_turn)
         except IntegrityError:
             # The same client_msg_id was stored concurrently: the counter rolled back with us.
             if client_msg_id is not None and session is None:
@@ -419,6 +382,9 @@ class ConversationService:
                 if existing:
                     return Appended(existing, created=False)
             raise
+        if appended is not None and appended.created and self.on_stored is not None:
+            self.on_stored(sender)
+        return appended
 
     def find_client_msg(self, conversation_id: str, client_msg_id: str) -> MessageRecord | None:
         with self.db.session() as s:
@@ -459,37 +425,40 @@ class ConversationService:
 
     # ---- guard state ---------------------------------------------------------------------
 
-    def load_guard_state(self, conversation_id: str, cls: type, *, session: Session | None = None) -> Any:
-        """The persisted guard state as an instance of ``cls`` (a frozen dataclass)."""
+    def load_guard_state(self, conversation_id: str, *, session: Session | None = None) -> GuardState:
+        """The persisted guard state (``GuardState()`` when none is stored yet).
+
+        :raises ValueError: the stored state is malformed (:meth:`GuardState.from_json`).
+        """
         with self._tx(session) as s:
             raw = s.execute(
                 select(Conversation.guard_state).where(Conversation.id == conversation_id)
             ).scalar_one_or_none()
-        return state_from_json(cls, raw)
+        return GuardState.from_json(raw)
 
-    def get_with_guard_state(self, conversation_id: str, cls: type) -> tuple[ConversationInfo, Any] | None:
+    def get_with_guard_state(self, conversation_id: str) -> tuple[ConversationInfo, GuardState] | None:
         """The conversation and its persisted guard state, read in one statement."""
         with self.db.read_session() as s:
             c = s.get(Conversation, conversation_id)
             if c is None:
                 return None
-            return _info(c), state_from_json(cls, c.guard_state)
+            return _info(c), GuardState.from_json(c.guard_state)
 
     def finish_turn(
-        self, conversation_id: str, cls: type, decide: Any, seq: int, intent: str | None,
+        self, conversation_id: str, decide: Callable[[GuardState], Decision], seq: int, intent: str | None,
         confidence: float | None,
-    ) -> Any:
+    ) -> Decision:
         """After a brain call, in one transaction: read the guard state as persisted now, call
         ``decide(state)`` (the guard's ``after_turn``, a pure function), save the state it
         returns, record the NLU of the customer message ``seq`` (when ``intent`` is given) and
         clear the "awaiting its turn" marks of the conversation's messages up to ``seq`` (what
         :meth:`turn_done` does): the turn is counted exactly once, even if the hub dies right
         after. Returns the decision."""
-        return self.finish_bot_turn(conversation_id, cls, decide, seq, intent, confidence).decision
+        return self.finish_bot_turn(conversation_id, decide, seq, intent, confidence).decision
 
     def finish_bot_turn(
-        self, conversation_id: str, cls: type, decide: Any, seq: int, intent: str | None,
-        confidence: float | None, replies: Callable[[Any], Sequence[tuple[str, Any]]] | None = None,
+        self, conversation_id: str, decide: Callable[[GuardState], Decision], seq: int, intent: str | None,
+        confidence: float | None, replies: Callable[[Decision], Sequence[ReplyRow]] | None = None,
     ) -> FinishedTurn:
         """:meth:`finish_turn`, which also stores, in the same transaction, the bot replies
         ``replies(decision)`` returns (``(text, buttons)`` pairs, in order) while the bot still
@@ -504,11 +473,11 @@ class ConversationService:
             raw = s.execute(
                 select(Conversation.guard_state).where(Conversation.id == conversation_id)
             ).scalar_one_or_none()
-            decision = decide(state_from_json(cls, raw))
+            decision = decide(GuardState.from_json(raw))
             s.execute(
                 update(Conversation)
                 .where(Conversation.id == conversation_id)
-                .values(guard_state=state_to_json(decision.state))
+                .values(guard_state=decision.state.to_json())
             )
             if intent is not None:
                 s.execute(
@@ -529,7 +498,8 @@ class ConversationService:
             )
             if replies is not None:
                 for text, buttons in replies(decision):
-                    appended = _append_in(s, conversation_id, "bot", text, buttons=buttons, only_if_status="bot")
+                    reply = Message(conversation_id=conversation_id, sender="bot", text=text, buttons=buttons or None)
+                    appended = _append_in(s, reply, only_if_status="bot")
                     if appended is None:
                         dropped = True
                         break
@@ -589,12 +559,12 @@ class ConversationService:
             )
             return bool(res.rowcount == 1)
 
-    def save_guard_state(self, conversation_id: str, state: Any, *, session: Session | None = None) -> None:
+    def save_guard_state(self, conversation_id: str, state: GuardState, *, session: Session | None = None) -> None:
         with self._tx(session) as s:
             s.execute(
                 update(Conversation)
                 .where(Conversation.id == conversation_id)
-                .values(guard_state=state_to_json(state))
+                .values(guard_state=state.to_json())
             )
 
     # ---- status and handoffs -------------------------------------------------------------
@@ -786,19 +756,21 @@ class ConversationService:
                 .where(Conversation.id == conversation_id, Conversation.status == "closed")
                 .values(status="bot", updated_at=utcnow())
             )
-            return res.rowcount == 1
+            return bool(res.rowcount == 1)
 
     def case_number(self, case_id: int | None) -> str | None:
         if case_id is None:
             return None
         with self.db.session() as s:
-            return s.execute(select(Case.number).where(Case.id == case_id)).scalar_one_or_none()
+            number: str | None = s.execute(select(Case.number).where(Case.id == case_id)).scalar_one_or_none()
+            return number
 
     def case_id_for_number(self, number: str | None) -> int | None:
         if not number:
             return None
         with self.db.session() as s:
-            return s.execute(select(Case.id).where(Case.number == number)).scalar_one_or_none()
+            found: int | None = s.execute(select(Case.id).where(Case.number == number)).scalar_one_or_none()
+            return found
 
     def case_details(self, case_id: int | None) -> dict[str, Any] | None:
         """A case with its timeline, as the agent console shows it (:func:`bot.services.cases.case_details`)."""
@@ -827,24 +799,3 @@ class ConversationService:
             if h is not None and h.case_id is None:
                 h.case_id = case_id
 
-
-def state_to_json(state: Any) -> dict[str, Any]:
-    """A guard state dataclass as JSON (its own ``to_json`` when it has one)."""
-    if hasattr(state, "to_json"):
-        return dict(state.to_json())
-    out: dict[str, Any] = {}
-    for f in dataclasses.fields(state):
-        value = getattr(state, f.name)
-        out[f.name] = list(value) if isinstance(value, tuple) else value
-    return out
-
-
-def state_from_json(cls: type, raw: dict[str, Any] | None) -> Any:
-    """The inverse of :func:`state_to_json`; unknown keys are ignored, missing ones default."""
-    if hasattr(cls, "from_json"):
-        return cls.from_json(raw)
-    if not raw:
-        return cls()
-    known = {f.name for f in dataclasses.fields(cls)}
-    kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in raw.items() if k in known}
-    return cls(**kwargs)
