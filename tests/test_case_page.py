@@ -17,6 +17,7 @@ from sqlalchemy import select, update
 
 from bot.brain import BrainTurn
 from bot.client import ChatClient
+from bot.hub.case_page import WEB_DIR
 from bot.services import audit
 from bot.services.case_links import CaseLinks, link_line
 from bot.services.notifications import pending
@@ -199,6 +200,28 @@ def test_the_page_and_api_headers(srv: RunningHub) -> None:
     for asset in ("/case.js", "/case.css"):
         status, body = srv.get(asset)
         assert status == 200 and body
+
+
+def test_the_page_texts_come_from_the_one_catalogue(srv: RunningHub) -> None:
+    """The page's script has no texts of its own: it reads bot.i18n's ``case_page.*`` entries,
+    served as /case-texts.js and loaded before it."""
+    from bot.i18n import LANGS, page_texts, t
+
+    html = (WEB_DIR / "case.html").read_text()
+    assert html.index('<script src="/case-texts.js"></script>') < html.index('<script src="/case.js"></script>')
+    status, body = srv.get("/case-texts.js")
+    assert status == 200
+    prefix, _, rest = body.decode().partition("=")
+    assert prefix.strip() == "window.HumanlineCaseTexts" and rest.strip().endswith(";")
+    served = json.loads(rest.strip().removesuffix(";"))
+    assert served == page_texts("case_page") and set(served) == set(LANGS)
+    assert served["zh-Hant"]["codes"]["already_rated"] == t("case_page.codes.already_rated", "zh-Hant")
+    assert served["en"]["ev"]["created"] == "Case opened"
+    script = (WEB_DIR / "case.js").read_text()
+    for lang in LANGS:  # not one of the page's texts is written in its script
+        for value in served[lang].values():
+            for text in value.values() if isinstance(value, dict) else [value]:
+                assert text not in script or len(text) < 4, text
 
 
 def test_the_customer_adds_information_and_agents_see_it_but_never_their_notes(srv: RunningHub) -> None:

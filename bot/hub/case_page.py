@@ -3,6 +3,8 @@
 * ``GET /case/<number>`` — the page (``bot/web/case.html``): the same static document for every
   number, valid or not; it holds no case data. Its script reads the link token from the URL
   fragment (``#t=…``) and calls the API with it in the ``X-Case-Link`` header.
+* ``GET /case-texts.js`` — the page's texts in every language, from the one text catalogue
+  (:func:`bot.i18n.page_texts`), loaded by the page before its script.
 * ``GET /api/case/<number>`` (``?lang=`` optional) — what the page shows
   (:meth:`~bot.services.case_page.CasePageService.view`).
 * ``POST /api/case/<number>/info`` ``{"text"}``, ``/confirm`` ``{}``, ``/reopen`` ``{"reason"?}``,
@@ -19,15 +21,17 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Awaitable, Callable
+from json import dumps as json_dumps
 from pathlib import Path
 from typing import Any
 
 from sanic import Sanic
 from sanic.request import Request
-from sanic.response import HTTPResponse, file, json
+from sanic.response import HTTPResponse, file, json, raw
 
 from bot.hub.ratelimit import RateLimiter
 from bot.hub.security import request_address
+from bot.i18n import page_texts
 from bot.services.case_page import CasePageService
 from bot.services.cases import (
     MAX_CUSTOMER_TEXT,
@@ -104,6 +108,15 @@ def register(app: Sanic, hub: Any) -> None:
     @app.get("/case/<number>")
     async def case_html(request: Request, number: str) -> HTTPResponse:
         return await file(WEB_DIR / "case.html", headers=PAGE_HEADERS)
+
+    # The page's texts come from the one text catalogue (bot.i18n), as a script the page loads
+    # before its own (script-src 'self': no inline script); JSON is ASCII-escaped JavaScript.
+    texts_js = f"window.HumanlineCaseTexts = {json_dumps(page_texts('case_page'), sort_keys=True)};\n"
+
+    @app.get("/case-texts.js")
+    async def case_texts(request: Request) -> HTTPResponse:
+        return raw(texts_js.encode(), content_type="text/javascript; charset=utf-8",
+                   headers={"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"})
 
     for name, mime in (("case.js", "text/javascript; charset=utf-8"), ("case.css", "text/css; charset=utf-8")):
         app.add_route(_asset(WEB_DIR / name, mime), f"/{name}", methods=["GET"],
