@@ -174,7 +174,7 @@ def _inputs_hash(config_text: str, with_code: bool) -> str:
         digest.update(metadata.version("rasa").encode())
     paths = sorted(p for p in (ROOT / "data" / "nlu").rglob("*") if p.is_file())
     if with_code:
-        paths += sorted((ROOT / "bot" / "nlu").glob("*.py")) + [ROOT / "bot" / "i18n.py"]
+        paths += sorted((ROOT / "bot" / "nlu").glob("*.py"))
     for path in paths:
         digest.update(path.relative_to(ROOT).as_posix().encode() + b"\0")
         digest.update(path.read_bytes())

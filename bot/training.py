@@ -50,14 +50,12 @@ def _files(root: Path) -> Iterable[Path]:
         base = root / folder
         if base.is_dir():
             candidates.extend(p for p in base.rglob(pattern) if p.is_file() and "__pycache__" not in p.parts)
-    # The normaliser's text functions live in bot/i18n.py.
-    if (root / "bot" / "i18n.py").is_file():
-        candidates.append(root / "bot" / "i18n.py")
     return sorted(set(candidates), key=lambda p: p.relative_to(root).as_posix())
 
 
 def model_hash(root: Path | None = None) -> str:
-    """sha256 over config.yml, domain.yml (or domain/), data/**, bot/nlu/** and bot/i18n.py.
+    """sha256 over config.yml, domain.yml (or domain/), data/** and bot/nlu/** (the components and
+    their text functions, bot/nlu/text.py; the hub's texts in bot/i18n.py are not an input).
 
     Each file contributes its path relative to ``root`` and its bytes; the Rasa version is mixed in
     so that a model is never reused across Rasa versions.

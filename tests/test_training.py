@@ -23,7 +23,8 @@ def _project(root: Path) -> Path:
     (root / "data" / "nlu" / "en" / "greet.yml").write_text("nlu:\n- intent: greet\n  examples: |\n    - hi\n")
     (root / "data" / "stories.yml").write_text("stories: []\n", encoding="utf-8")
     (root / "bot" / "nlu" / "normalizer.py").write_text("X = 1\n", encoding="utf-8")
-    (root / "bot" / "i18n.py").write_text("Y = 1\n", encoding="utf-8")
+    (root / "bot" / "nlu" / "text.py").write_text("Y = 1\n", encoding="utf-8")
+    (root / "bot" / "i18n.py").write_text("TEXTS = {}\n", encoding="utf-8")
     (root / "README.md").write_text("not an input\n", encoding="utf-8")
     return root
 
@@ -42,7 +43,10 @@ def test_hash_is_stable(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "path",
-    ["data/nlu/en/greet.yml", "data/stories.yml", "config.yml", "domain.yml", "bot/nlu/normalizer.py", "bot/i18n.py"],
+    [
+        "data/nlu/en/greet.yml", "data/stories.yml", "config.yml", "domain.yml",
+        "bot/nlu/normalizer.py", "bot/nlu/text.py",
+    ],
 )
 def test_changing_an_input_changes_the_hash(tmp_path: Path, path: str) -> None:
     root = _project(tmp_path)
@@ -66,6 +70,8 @@ def test_unrelated_files_do_not_change_the_hash(tmp_path: Path) -> None:
     root = _project(tmp_path)
     before = training.model_hash(root)
     (root / "README.md").write_text("edited\n", encoding="utf-8")
+    # the hub's texts are not an input: editing a message must not retrain the model
+    (root / "bot" / "i18n.py").write_text("TEXTS = {'x': 1}\n", encoding="utf-8")
     (root / "data" / "nlu" / "__pycache__").mkdir()
     (root / "data" / "nlu" / "__pycache__" / "x.pyc").write_bytes(b"\0")
     assert training.model_hash(root) == before

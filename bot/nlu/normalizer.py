@@ -5,7 +5,7 @@
 default recipe runs as a *process* node in the training graph as well as in the inference graph,
 in pipeline order; it is not a ``Tokenizer`` subclass, so the one-tokenizer check does not count it.
 
-The text functions live in ``bot.i18n`` and are length-preserving, so entity offsets computed on
+The text functions live in ``bot.nlu.text`` and are length-preserving, so entity offsets computed on
 the normalised text are valid on the original one.
 """
 
@@ -24,18 +24,18 @@ from rasa.shared.nlu.constants import ENTITIES, TEXT
 from rasa.shared.nlu.training_data.message import Message
 from rasa.shared.nlu.training_data.training_data import TrainingData
 
-from bot.i18n import normalize_text, resolve_script
+from bot.nlu.text import normalize_text, resolve_script
 
 ORIGINAL_TEXT = "original_text"
 NORMALIZED_TEXT = "normalized_text"
 SCRIPT_ENTITY = "script"
 EXTRACTOR = "TextNormalizer"
 
-_SOURCES = (Path(__file__), Path(__file__).resolve().parent.parent / "i18n.py")
+_SOURCES = (Path(__file__), Path(__file__).resolve().parent / "text.py")
 
 
 def _source_fingerprint() -> str:
-    """Rasa's training cache keys on the class source only; our logic is also in ``bot.i18n``."""
+    """Rasa's training cache keys on the class source only; our logic is also in ``bot.nlu.text``."""
     digest = hashlib.sha256()
     for path in _SOURCES:
         digest.update(path.read_bytes())

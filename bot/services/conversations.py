@@ -17,6 +17,7 @@ All methods are synchronous and short; the hub calls them from worker threads.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
