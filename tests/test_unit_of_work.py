@@ -62,34 +62,30 @@ def _conversation(srv: RunningHub, cid: str) -> tuple[str, int | None, str | Non
 
 
 class Sent:
-    """Records what the hub sends to agents and customers; ``fail`` makes the audit write raise."""
+    """Records what the hub's bus delivers to agents and customers (the outbox publishes through
+    it); ``fail`` makes the audit write raise."""
 
     def __init__(self, srv: RunningHub, monkeypatch: pytest.MonkeyPatch):
         hub = srv.hub
         self.frames: list[Any] = []
         self.fail = False
-        emit, emit_many, send_customers, record = hub.emit, hub.emit_many, hub.send_customers, hub.agents.record
+        emit, send_customers, record = hub.bus.emit, hub.bus.send_customers, hub.agents.record
 
-        async def on_emit(agent_id: int, frame: dict[str, Any]) -> None:
+        async def on_emit(recipients: list[int], frame: dict[str, Any]) -> dict[str, Any]:
             self.frames.append(("agent", frame["type"]))
-            await emit(agent_id, frame)
+            return dict(await emit(recipients, frame))
 
-        async def on_emit_many(ids: list[int], frame: dict[str, Any]) -> None:
-            self.frames.append(("agents", frame["type"]))
-            await emit_many(ids, frame)
-
-        async def on_send_customers(cid: str, frame: dict[str, Any]) -> None:
+        async def on_send_customers(cid: str, frame: dict[str, Any], exclude: Any = None) -> bool:
             self.frames.append(("customer", frame["type"]))
-            await send_customers(cid, frame)
+            return bool(await send_customers(cid, frame, exclude))
 
         def on_record(*args: Any, **kwargs: Any) -> None:
             if self.fail:
                 raise Crash("the hub died between the change and its audit entry")
             record(*args, **kwargs)
 
-        monkeypatch.setattr(hub, "emit", on_emit)
-        monkeypatch.setattr(hub, "emit_many", on_emit_many)
-        monkeypatch.setattr(hub, "send_customers", on_send_customers)
+        monkeypatch.setattr(hub.bus, "emit", on_emit)
+        monkeypatch.setattr(hub.bus, "send_customers", on_send_customers)
         monkeypatch.setattr(hub.agents, "record", on_record)
 
 
