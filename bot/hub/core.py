@@ -259,6 +259,8 @@ class Hub(TurnPipelineMixin, AgentCommandsMixin, CaseCommandsMixin, AssignmentMi
         if conv is None:
             return None
         if kind == "assigned":
+            if conv.status != "agent" or conv.agent_id not in (event.recipients or ()):
+                return None  # released meanwhile (a late relay): no stale assignment
             return {"type": "assigned", **await self._conversation_view(conv)}
         if kind == "status":
             self._last_status.pop(conv.id, None)

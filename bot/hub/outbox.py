@@ -88,19 +88,25 @@ class EventOutbox:
         self.grace_s = grace_s
 
     async def publish(self, events: list[OutboxEvent]) -> int:
-        """Publish ``events`` in order and delete the published ones; returns how many. Stops at
-        the first the bus refuses (it and the rest wait for the relay, in order). Never raises:
-        the command has committed, and what is not published here is the relay's."""
+        """Publish ``events`` in order and delete the published ones; returns how many. An event
+        the bus refuses (or whose view cannot be built) stays for the relay, and so do the later
+        events of its conversation, to keep their order; others go on. Never raises: the command
+        has committed, and what is not published here is the relay's."""
         done: list[int] = []
+        blocked: set[Any] = set()
         for event in events:
+            key = event.conversation_id or event.frame.get("conversation_id") or event.recipients
+            if key in blocked:
+                continue
             try:
                 ok = await self._publish_one(event)
             except Exception:  # noqa: BLE001 - left for the relay
                 logger.warning("publishing outbox event %s failed; the relay will", event.id, exc_info=True)
                 ok = False
-            if not ok:
-                break
-            done.append(event.id)
+            if ok:
+                done.append(event.id)
+            else:
+                blocked.add(key)
         if done:
             try:
                 await asyncio.to_thread(self.store.delete, done)
