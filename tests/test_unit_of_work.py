@@ -434,6 +434,23 @@ def test_events_left_by_a_hub_that_stopped_after_the_commit_are_published_by_the
         asyncio.run(scenario())
 
 
+def test_a_late_assignment_of_a_conversation_released_meanwhile_is_not_delivered(
+    relaying: RunningHub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A relayed ``assigned`` is built when published: for a conversation its agent no longer
+    holds it is dropped (the console would show a conversation it cannot work on); the events
+    after it still go out, in order."""
+    srv = relaying
+    sue = _absent_agent(srv)
+    cid = _queued(srv)  # claimed by sue, then transferred back, by a hub that died before publishing
+    with srv.db.session() as s:
+        add(s, {"type": "assigned", "conversation_id": cid, "_view": True}, recipients=[sue.id])
+        add(s, {"type": "released", "conversation_id": cid, "reason": "transferred"}, recipients=[sue.id])
+    bus = Bus(srv, monkeypatch)
+    asyncio.run(_until_published(srv))
+    assert [f["type"] for f in bus.agents if f.get("conversation_id") == cid] == ["released"]
+
+
 def test_of_several_relays_each_event_is_taken_by_one(db: Database) -> None:
     """Relays of several hubs racing for the same forgotten events take each exactly once
     (PostgreSQL: ``FOR UPDATE SKIP LOCKED``; SQLite: one writer at a time)."""
