@@ -80,6 +80,11 @@ class Settings:
     turn_retry_after_s: float = 10.0
     #: how often the hub looks for pending turns and retries owed fail-safe handoffs
     turn_recovery_interval_s: float = 1.0
+    #: how often the outbox relay looks for agent events / customer frames left unpublished
+    #: (a hub died between a command's commit and their publication: bot/hub/outbox.py) …
+    outbox_relay_interval_s: float = 2.0
+    #: … that are older than this (the committing hub publishes its own at once)
+    outbox_relay_grace_s: float = 5.0
     #: earlier signing keys, still accepted for visitor tokens while they rotate out
     previous_secrets: tuple[str, ...] = ()
     #: where the secret came from: ``env``, ``file``, ``database`` (embedded demo only) or ``default``
@@ -154,6 +159,8 @@ class Settings:
             metrics_token=os.environ.get("HUMANLINE_METRICS_TOKEN") or None,
             turn_retry_after_s=float(_env("HUMANLINE_TURN_RETRY_AFTER", "10")),
             turn_recovery_interval_s=float(_env("HUMANLINE_TURN_RECOVERY_INTERVAL", "1")),
+            outbox_relay_interval_s=float(_env("HUMANLINE_OUTBOX_RELAY_INTERVAL", "2")),
+            outbox_relay_grace_s=float(_env("HUMANLINE_OUTBOX_RELAY_GRACE", "5")),
             identity_legacy_hmac=_flag(_env("HUMANLINE_IDENTITY_LEGACY_HMAC", "0")),
             visitor_token_ttl_s=int(_env("HUMANLINE_VISITOR_TOKEN_TTL", str(24 * 3600))),
             demo_agent=_choice("HUMANLINE_DEMO_AGENT", ("auto", "yes", "no")),

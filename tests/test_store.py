@@ -26,6 +26,7 @@ TABLES = {
     "plan_changes",
     "hub_secrets",
     "canned_replies",
+    "hub_outbox",
 }
 
 
@@ -39,8 +40,8 @@ def _revision(db: Database) -> list[str]:
         return [r[0] for r in conn.execute(text("SELECT version_num FROM alembic_version"))]
 
 
-def test_upgrade_on_empty_database_creates_all_15_tables(db: Database) -> None:
-    assert len(TABLES) == 15
+def test_upgrade_on_empty_database_creates_all_16_tables(db: Database) -> None:
+    assert len(TABLES) == 16
     assert _tables(db) - {"alembic_version"} == TABLES
     assert set(Base.metadata.tables) == TABLES
     assert _revision(db) == [_head()]

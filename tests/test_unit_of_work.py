@@ -1,11 +1,18 @@
-"""Each agent and case command is one unit of work (issue #15): the change and its audit entry
-commit together, and the events go out only after the commit. A failure injected between the
-change and the audit entry (the audit write raises, as a crash or a lost database would) leaves
-nothing half-done: no status changed without its audit, no case event or customer notification
-without it, no event sent to an agent or a customer. On SQLite and on PostgreSQL."""
+"""Each agent and case command is one unit of work (issue #15): the change, its audit entry, the
+customer's system notice and the events it emits (the hub's transactional outbox,
+bot/hub/outbox.py) commit together, and the events go out only after the commit. A failure
+injected between the change and its audit entry or its notice (the write raises, as a crash or a
+lost database would) leaves nothing half-done: no status changed without its audit and its
+notice, no case event or customer notification without it, no event sent to an agent or a
+customer. A crash after the commit and before the events were published (the bus refuses them,
+or the hub stops there) loses nothing: the relay publishes them, after a restart too, once. On
+SQLite and on PostgreSQL."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,11 +21,12 @@ import pytest
 from sqlalchemy import func, select
 
 from bot.hub.errors import HubError
-from bot.services.agents import AgentInfo
+from bot.services.agents import AgentInfo, AgentService
 from bot.services.conversations import ConversationService
+from bot.services.hub_outbox import HubOutboxStore, add
 from bot.store.db import Database
-from bot.store.models import AuditEntry, Case, CaseEvent, Conversation, Handoff, OutboxNotification
-from tests.hubtools import GreeterBrain, RunningHub, running_hub
+from bot.store.models import AuditEntry, Case, CaseEvent, Conversation, Handoff, HubEvent, OutboxNotification
+from tests.hubtools import AgentClient, GreeterBrain, RunningHub, running_hub
 
 
 class Crash(RuntimeError):
@@ -62,34 +70,30 @@ def _conversation(srv: RunningHub, cid: str) -> tuple[str, int | None, str | Non
 
 
 class Sent:
-    """Records what the hub sends to agents and customers; ``fail`` makes the audit write raise."""
+    """Records what the hub's bus delivers to agents and customers (the outbox publishes through
+    it); ``fail`` makes the audit write raise."""
 
     def __init__(self, srv: RunningHub, monkeypatch: pytest.MonkeyPatch):
         hub = srv.hub
         self.frames: list[Any] = []
         self.fail = False
-        emit, emit_many, send_customers, record = hub.emit, hub.emit_many, hub.send_customers, hub.agents.record
+        emit, send_customers, record = hub.bus.emit, hub.bus.send_customers, hub.agents.record
 
-        async def on_emit(agent_id: int, frame: dict[str, Any]) -> None:
+        async def on_emit(recipients: list[int], frame: dict[str, Any]) -> dict[str, Any]:
             self.frames.append(("agent", frame["type"]))
-            await emit(agent_id, frame)
+            return dict(await emit(recipients, frame))
 
-        async def on_emit_many(ids: list[int], frame: dict[str, Any]) -> None:
-            self.frames.append(("agents", frame["type"]))
-            await emit_many(ids, frame)
-
-        async def on_send_customers(cid: str, frame: dict[str, Any]) -> None:
+        async def on_send_customers(cid: str, frame: dict[str, Any], exclude: Any = None) -> bool:
             self.frames.append(("customer", frame["type"]))
-            await send_customers(cid, frame)
+            return bool(await send_customers(cid, frame, exclude))
 
         def on_record(*args: Any, **kwargs: Any) -> None:
             if self.fail:
                 raise Crash("the hub died between the change and its audit entry")
             record(*args, **kwargs)
 
-        monkeypatch.setattr(hub, "emit", on_emit)
-        monkeypatch.setattr(hub, "emit_many", on_emit_many)
-        monkeypatch.setattr(hub, "send_customers", on_send_customers)
+        monkeypatch.setattr(hub.bus, "emit", on_emit)
+        monkeypatch.setattr(hub.bus, "send_customers", on_send_customers)
         monkeypatch.setattr(hub.agents, "record", on_record)
 
 
@@ -226,3 +230,259 @@ def test_an_agent_message_that_cannot_be_audited_is_not_stored(
     assert server.hub.cases.get(case.number).first_responded_at is not None
     assert _audits(server, "message") == 1
     assert ("customer", "message") in sent.frames
+
+
+# ---- the notice is part of the unit of work --------------------------------------------------
+
+
+def _notices(srv: RunningHub, cid: str) -> list[str]:
+    return [m.text for m in ConversationService(srv.db).messages_after(cid, 0) if m.sender == "system"]
+
+
+def _unpublished(srv: RunningHub) -> int:
+    return _count(srv, select(func.count(HubEvent.id)))
+
+
+@pytest.mark.parametrize("command", ["claim", "transfer", "hand_back", "resolve"])
+def test_a_command_whose_notice_cannot_be_stored_is_not_made(
+    server: RunningHub, sue: AgentInfo, monkeypatch: pytest.MonkeyPatch, command: str
+) -> None:
+    """A failure between the change and the customer's notice undoes the change: never a status
+    changed that the customer was not told of (the notice used to be written after the commit)."""
+    cid = _queued(server)
+    if command != "claim":
+        server.call(server.hub.claim(sue, cid))
+    before = _conversation(server, cid), _notices(server, cid), _audits(server, command), _unpublished(server)
+    sent = Sent(server, monkeypatch)
+    append = server.hub.conversations.append
+
+    def failing_append(conversation_id: str, sender: str, text: str, **kwargs: Any) -> Any:
+        if sender == "system":
+            raise Crash("the hub died between the change and the customer's notice")
+        return append(conversation_id, sender, text, **kwargs)
+
+    monkeypatch.setattr(server.hub.conversations, "append", failing_append)
+    args = (sue, cid, "general") if command == "transfer" else (sue, cid)
+    with pytest.raises(Crash):
+        server.call(getattr(server.hub, command)(*args))
+    after = _conversation(server, cid), _notices(server, cid), _audits(server, command), _unpublished(server)
+    assert after == before  # same status, no notice, no audit entry, no event waiting
+    assert sent.frames == []
+
+
+def test_a_failed_audit_takes_the_notice_and_the_events_with_it(
+    server: RunningHub, sue: AgentInfo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cid = _queued(server)
+    sent = Sent(server, monkeypatch)
+    sent.fail = True
+    with pytest.raises(Crash):
+        server.call(server.hub.claim(sue, cid))
+    assert _notices(server, cid) == []
+    assert _unpublished(server) == 0
+    sent.fail = False
+    server.call(server.hub.claim(sue, cid))
+    assert len(_notices(server, cid)) == 1
+    assert _unpublished(server) == 0  # published after the commit, then deleted
+
+
+# ---- a crash between the commit and the publication -------------------------------------------
+
+#: the frame types agent commands send (the queue views — "queue", queued "status" — are not theirs)
+COMMAND_FRAMES = {"assigned", "claimed", "released", "message", "status", "case"}
+
+
+class Bus:
+    """Wraps the hub's bus: while ``down`` it refuses the frames of agent commands (raises, as a
+    hub dying right after the commit would never send them); records what it delivered."""
+
+    def __init__(self, srv: RunningHub, monkeypatch: pytest.MonkeyPatch) -> None:
+        bus = srv.hub.bus
+        self.down = False
+        self.agents: list[dict[str, Any]] = []
+        self.customers: list[tuple[str, dict[str, Any]]] = []
+        emit, send_customers = bus.emit, bus.send_customers
+
+        async def on_emit(recipients: list[int], frame: dict[str, Any]) -> dict[str, Any]:
+            if self.down and frame["type"] in COMMAND_FRAMES:
+                raise Crash("the hub died after the commit, before publishing")
+            self.agents.append(frame)
+            return dict(await emit(recipients, frame))
+
+        async def on_send_customers(cid: str, frame: dict[str, Any], exclude: Any = None) -> bool:
+            if self.down and frame["type"] in COMMAND_FRAMES:
+                raise Crash("the hub died after the commit, before publishing")
+            self.customers.append((cid, frame))
+            return bool(await send_customers(cid, frame, exclude))
+
+        monkeypatch.setattr(bus, "emit", on_emit)
+        monkeypatch.setattr(bus, "send_customers", on_send_customers)
+
+
+RELAY = {"outbox_relay_grace_s": 0.5, "outbox_relay_interval_s": 0.1}
+
+
+@pytest.fixture
+def relaying(tmp_path: Path, db: Database) -> Iterator[RunningHub]:
+    """A hub whose relay takes over events unpublished for half a second."""
+    with running_hub(tmp_path, GreeterBrain(), db=db, agent_reply_timeout_s=300, **RELAY) as srv:
+        yield srv
+
+
+def _absent_agent(srv: RunningHub) -> AgentInfo:
+    """Sue, not available (no auto-assignment: the test claims by hand)."""
+    agents = AgentService(srv.db)
+    sue: AgentInfo = srv.create_agent("sue", skills=("general",), display_name="Sue Boss", role="supervisor")
+    return agents.set_available(sue, False)
+
+
+async def _connected(srv: RunningHub, last_event_id: int | None = None) -> AgentClient:
+    token = await asyncio.to_thread(srv.login, "sue")
+    client = AgentClient(srv.agent_ws_url, token)
+    assert (await client.connect(last_event_id))["type"] == "ready"
+    return client
+
+
+async def _on_hub(srv: RunningHub, coro: Any) -> Any:
+    return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, srv.loop))
+
+
+async def _until_published(srv: RunningHub, timeout: float = 10.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while _unpublished(srv):
+        assert asyncio.get_running_loop().time() < deadline, "the outbox was not relayed"
+        await asyncio.sleep(0.05)
+
+
+def test_events_the_bus_refused_after_the_commit_are_relayed(
+    relaying: RunningHub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    srv = relaying
+    sue = _absent_agent(srv)
+    cid = _queued(srv)
+    bus = Bus(srv, monkeypatch)
+
+    async def scenario() -> None:
+        agent = await _connected(srv)
+        bus.down = True
+        with contextlib.suppress(Crash):  # the old hub failed the command here, after its commit
+            await _on_hub(srv, srv.hub.claim(sue, cid))
+        assert _conversation(srv, cid)[:2] == ("agent", sue.id)
+        assert len(_notices(srv, cid)) == 1  # stored with the change, whatever became of the bus
+        await asyncio.sleep(1.0)  # the relay tries, and the bus still refuses
+        assert _unpublished(srv) > 0
+        bus.down = False
+        assigned = await agent.wait_for(lambda f: f["type"] == "assigned" and f["conversation_id"] == cid)
+        assert [m["sender"] for m in assigned["transcript"]] == ["system"]  # its view, built when published
+        await _until_published(srv)
+        await asyncio.sleep(1.5)  # three grace periods: nothing is relayed twice
+        assert [f["type"] for f in agent.frames if f.get("conversation_id") == cid] == ["assigned"]
+        await agent.close()
+
+    asyncio.run(scenario())
+    customer = [f for c, f in bus.customers if c == cid]
+    assert [(f["type"], f.get("sender"), f.get("status")) for f in customer] == [
+        ("message", "system", None), ("status", None, "agent")]
+    assert customer[1]["agent_name"] == "Sue Boss"
+
+
+def test_no_event_is_delivered_twice_in_the_normal_path(relaying: RunningHub, monkeypatch: pytest.MonkeyPatch) -> None:
+    srv = relaying
+    sue = _absent_agent(srv)
+    cid = _queued(srv)
+    bus = Bus(srv, monkeypatch)
+
+    async def scenario() -> None:
+        agent = await _connected(srv)
+        await _on_hub(srv, srv.hub.claim(sue, cid))
+        await _on_hub(srv, srv.hub.agent_message(sue, cid, "Hello", "m-1"))
+        await _on_hub(srv, srv.hub.resolve(sue, cid))
+        await agent.wait_for(lambda f: f["type"] == "released" and f["conversation_id"] == cid)
+        assert _unpublished(srv) == 0  # published and deleted by the command itself
+        await asyncio.sleep(1.5)  # the relay runs every 0.1 s with a 0.5 s grace: finds nothing
+        mine = [(f["type"], f.get("seq")) for f in agent.frames if f.get("conversation_id") == cid]
+        assert mine == [("assigned", None), ("message", 2), ("released", None)]
+        await agent.close()
+
+    asyncio.run(scenario())
+    customer = [(f["type"], f.get("seq") or f.get("status")) for c, f in bus.customers if c == cid]
+    assert customer == [("message", 1), ("status", "agent"), ("message", 2), ("message", 3), ("status", "closed")]
+
+
+def test_events_left_by_a_hub_that_stopped_after_the_commit_are_published_by_the_next(
+    tmp_path: Path, db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with running_hub(tmp_path, GreeterBrain(), db=db, agent_reply_timeout_s=300, outbox_relay_grace_s=60) as first:
+        sue = _absent_agent(first)
+        cid = _queued(first)
+        bus = Bus(first, monkeypatch)
+        bus.down = True  # the hub "dies" at the publication: nothing of the command goes out
+        with contextlib.suppress(Crash):
+            first.call(first.hub.claim(sue, cid))
+        assert _conversation(first, cid)[:2] == ("agent", sue.id)
+    assert len(_notices(first, cid)) == 1
+    assert _unpublished(first) > 0  # what the stopped hub owed
+    with running_hub(tmp_path, GreeterBrain(), db=db, agent_reply_timeout_s=300, **RELAY) as second:
+
+        async def scenario() -> None:
+            await _until_published(second)
+            agent = await _connected(second, last_event_id=0)  # the console resumes
+            assigned = await agent.wait_for(lambda f: f["type"] == "assigned" and f["conversation_id"] == cid)
+            assert assigned["status"] == "agent"
+            await agent.close()
+
+        asyncio.run(scenario())
+
+
+def test_a_late_assignment_of_a_conversation_released_meanwhile_is_not_delivered(
+    relaying: RunningHub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A relayed ``assigned`` is built when published: for a conversation its agent no longer
+    holds it is dropped (the console would show a conversation it cannot work on); the events
+    after it still go out, in order."""
+    srv = relaying
+    sue = _absent_agent(srv)
+    cid = _queued(srv)  # claimed by sue, then transferred back, by a hub that died before publishing
+    with srv.db.session() as s:
+        add(s, {"type": "assigned", "conversation_id": cid, "_view": True}, recipients=[sue.id])
+        add(s, {"type": "released", "conversation_id": cid, "reason": "transferred"}, recipients=[sue.id])
+    bus = Bus(srv, monkeypatch)
+    asyncio.run(_until_published(srv))
+    assert [f["type"] for f in bus.agents if f.get("conversation_id") == cid] == ["released"]
+
+
+def test_of_several_relays_each_event_is_taken_by_one(db: Database) -> None:
+    """Relays of several hubs racing for the same forgotten events take each exactly once
+    (PostgreSQL: ``FOR UPDATE SKIP LOCKED``; SQLite: one writer at a time)."""
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    from bot.store.models import utcnow
+
+    with db.session() as s:
+        for n in range(60):
+            add(s, {"type": "released", "n": n}, recipients=[1])
+        s.execute(update(HubEvent).values(claimed_at=utcnow() - timedelta(seconds=60)))
+    store = HubOutboxStore(db)
+    taken: list[list[int]] = []
+    start = threading.Barrier(4)
+
+    def relay() -> None:
+        start.wait()
+        mine: list[int] = []
+        while True:
+            got = store.claim_stale(30, limit=7)
+            if not got:
+                break
+            mine += [e.id for e in got]
+        taken.append(mine)
+
+    threads = [threading.Thread(target=relay) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    ids = [i for mine in taken for i in mine]
+    assert len(ids) == 60 and len(set(ids)) == 60
+    assert store.claim_stale(30) == []  # leases renewed: nobody takes them again before they run out

@@ -5,8 +5,10 @@ Claim a queued conversation, reply in one it holds, transfer it to another queue
 the bot, resolve it, and set its own availability. Each command checks that the agent may do it
 (it holds the conversation, or serves the queue) and takes the conversation's lock. Claim,
 reply, transfer, hand back and resolve are each one unit of work (see
-:meth:`AgentCommandsMixin._audited`): the change and its audit entry commit in one transaction,
-both or neither, and the agent, the other agents and the customer are told only after the commit.
+:meth:`AgentCommandsMixin._audited`): the change, its audit entry, the customer's system notice
+and the events it emits (in the transactional outbox, :mod:`bot.hub.outbox`) commit in one
+transaction, all or none; the events are published after the commit — by the relay if this hub
+dies first. The queue announcements that follow (positions, waiting lists) are recomputed views.
 Moved here from ``core.py``; :class:`AgentCommandsMixin` is a base of ``Hub``, whose state it uses
 (declared below).
 """
@@ -19,11 +21,10 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
 
 from bot.guard import GuardState, HandoffGuard
 from bot.hub.errors import HubError
-from bot.hub.events import LRUDict
+from bot.hub.outbox import EventOutbox, Unit
 from bot.i18n import t
 from bot.services.agents import AgentInfo, AgentService
 from bot.services.cases import CaseError, CaseService
@@ -33,8 +34,10 @@ from bot.services.conversations import (
     AtCapacity,
     ConversationInfo,
     ConversationService,
+    HandoffInfo,
     MessageRecord,
 )
+from bot.services.hub_outbox import OutboxEvent
 from bot.services.queues import QueueService
 from bot.store.db import Database
 
@@ -51,15 +54,12 @@ class AgentCommandsMixin:
     queues: QueueService
     cases: CaseService
     conversations: ConversationService
-    _last_status: LRUDict[str, tuple[Any, ...]]
+    outbox: EventOutbox
     _agent_locks: dict[int, asyncio.Lock]
     run: Any
     lock: Any
     emit: Any
-    emit_many: Any
-    send_customers: Any
-    system_message: Any
-    customer_status: Any
+    notice: Any
     refresh_queue: Any
     broadcast_queues: Any
     auto_assign: Any
@@ -68,9 +68,6 @@ class AgentCommandsMixin:
     _agent_lock: Any
     _refill: Any
     _announce_queued: Any
-    _conversation_view: Any
-    _add_case_url: Any
-    _push_case: Any
 
     async def _held(self, agent: AgentInfo, cid: str) -> ConversationInfo:
         conv = await self.run(self.conversations.get, cid)
@@ -81,18 +78,30 @@ class AgentCommandsMixin:
         return conv
 
     def _audited(
-        self, agent: AgentInfo, action: str, target: str, change: Callable[[Session], T],
+        self, agent: AgentInfo | str, action: str, target: str, change: Callable[[Unit], T],
         detail: Callable[[T], dict[str, Any]] | None = None,
-    ) -> T:
-        """One command as one unit of work (blocking: run it in a worker thread): ``change`` and,
-        when it happened (a result other than ``None`` or ``False``), the agent's audit entry
-        ``action`` on ``target`` with ``detail(result)``, committed together — both or neither.
-        The callers send their events after it returned, i.e. after the commit."""
+    ) -> tuple[T, list[OutboxEvent]]:
+        """One command as one unit of work (blocking: run it in a worker thread): ``change`` —
+        which writes, in the :class:`~bot.hub.outbox.Unit`'s transaction, the customer's notice
+        and the events to emit — and, when it happened (a result other than ``None`` or
+        ``False``), the audit entry ``action`` on ``target`` with ``detail(result)``, committed
+        together: all or nothing. Returns the result and the events, for the caller to publish
+        after the commit (:meth:`_command`)."""
         with self.db.session() as s:
-            out = change(s)
+            unit = Unit(s)
+            out = change(unit)
             if out is not None and out is not False:
                 self.agents.record(agent, action, target, session=s, **(detail(out) if detail else {}))
-            return out
+            return out, unit.events
+
+    async def _command(
+        self, agent: AgentInfo | str, action: str, target: str, change: Callable[[Unit], T],
+        detail: Callable[[T], dict[str, Any]] | None = None,
+    ) -> T:
+        """:meth:`_audited` in a worker thread, then its events published (after the commit)."""
+        out, events = await self.run(self._audited, agent, action, target, change, detail)
+        await self.outbox.publish(events)
+        return out
 
     async def claim(self, agent: AgentInfo, cid: str, *, automatic: bool = False) -> None:
         """Take a queued conversation. Of racing claims exactly one wins. An agent at its limit
@@ -109,11 +118,23 @@ class AgentCommandsMixin:
             # when a supervisor allowed this agent to overflow. Checked in the assigning
             # transaction (the agent's row locked) and, in this hub, under the agent's lock.
             limit = None if agent.allow_overflow and not automatic else self.capacity_of(agent)
+            others = [a.id for a in self.agents_for(conv.queue) if a.id != agent.id]
+            joined = t("agent_joined", conv.lang or "en", name=agent.display_name)
+
+            def change(u: Unit) -> HandoffInfo | None:
+                h = self.conversations.assign(cid, agent.id, max_load=limit, session=u.session)
+                if h is not None:
+                    # The conversation and the customer's status are built when published.
+                    u.to_agents([agent.id], {"type": "assigned", "conversation_id": cid, "_view": True})
+                    u.to_agents(others, {"type": "claimed", "conversation_id": cid, "agent_name": agent.display_name})
+                    self.notice(u, cid, joined)
+                    u.to_customers(cid, {"type": "status", "_view": True})
+                return h
+
             async with self._agent_lock(agent.id):
                 try:
-                    h = await self.run(
-                        self._audited, agent, "auto_assigned" if automatic else "claim", cid,
-                        lambda s: self.conversations.assign(cid, agent.id, max_load=limit, session=s),
+                    h, events = await self.run(
+                        self._audited, agent, "auto_assigned" if automatic else "claim", cid, change,
                         lambda h: {"queue": h.queue},
                     )
                 except AtCapacity as e:
@@ -121,17 +142,7 @@ class AgentCommandsMixin:
                                                   f"{e.limit}); resolve one or ask a supervisor") from None
             if h is None:
                 raise HubError("already_claimed", "another agent took this conversation")
-            conv = await self.run(self.conversations.get, cid)
-            assert conv is not None
-            view = await self._conversation_view(conv)
-            await self.emit(agent.id, {"type": "assigned", **view})
-            others = [a.id for a in self.agents_for(h.queue) if a.id != agent.id]
-            await self.emit_many(others, {"type": "claimed", "conversation_id": cid, "agent_name": agent.display_name})
-            lang = conv.lang or "en"
-            await self.system_message(cid, t("agent_joined", lang, name=agent.display_name))
-            frame = await self.customer_status(conv)
-            self._last_status.pop(cid, None)
-            await self.send_customers(cid, frame)
+            await self.outbox.publish(events)
         await self.refresh_queue(h.queue)
 
     async def agent_message(self, agent: AgentInfo, cid: str, text: str, client_msg_id: str | None) -> MessageRecord:
@@ -141,10 +152,18 @@ class AgentCommandsMixin:
             number = await self.run(self.conversations.case_number, conv.case_id)
             before = await self.run(self.cases.get, number) if number else None
 
-            def change() -> Appended:
+            def echo(message: MessageRecord) -> dict[str, Any]:
+                frame = message.agent_frame()
+                frame.pop("client_msg_id", None)
+                if client_msg_id:
+                    frame["client_msg_id"] = client_msg_id
+                return frame
+
+            def change() -> tuple[Appended, list[OutboxEvent]]:
                 # One unit of work: the message, the handoff's reply mark, the case's first
-                # response and the audit entry commit together (both or neither).
+                # response, the audit entry and the frames to send commit together (all or none).
                 with self.db.session() as s:
+                    u = Unit(s)
                     appended = self.conversations.append(
                         cid, "agent", text, agent_id=agent.id, client_msg_id=key, session=s
                     )
@@ -155,26 +174,26 @@ class AgentCommandsMixin:
                             with contextlib.suppress(CaseError, ValueError):  # checked before any write
                                 self.cases.record_first_response(number, agent.actor, session=s)
                         self.agents.record(agent, "message", cid, session=s, seq=appended.message.seq)
-                    return appended
+                        if before is not None and before.first_responded_at is None:
+                            # The first-response clock stopped: the case panel shows it at once.
+                            u.to_agents([agent.id], {"type": "case", "conversation_id": cid,
+                                                     "case_id": conv.case_id, "_view": True})
+                        u.to_customers(cid, appended.message.customer_frame())
+                        u.to_agents([agent.id], echo(appended.message))
+                    return appended, u.events
 
             try:
-                appended = await self.run(change)
+                appended, events = await self.run(change)
             except IntegrityError:
                 # The same message was stored concurrently: answer with the stored one.
                 existing = await self.run(self.conversations.find_client_msg, cid, key) if key else None
                 if existing is None:
                     raise
-                appended = Appended(existing, created=False)
+                appended, events = Appended(existing, created=False), []
             if appended.created:
-                if before is not None and before.first_responded_at is None:
-                    # The first-response clock stopped: the case panel shows it at once.
-                    await self._push_case(agent, conv.case_id, cid)
-                await self.send_customers(cid, appended.message.customer_frame())
-            frame = appended.message.agent_frame()
-            frame.pop("client_msg_id", None)
-            if client_msg_id:
-                frame["client_msg_id"] = client_msg_id
-            await self.emit(agent.id, frame)
+                await self.outbox.publish(events)
+            else:  # a resend: the agent's echo only
+                await self.emit(agent.id, echo(appended.message))
             return appended.message
 
     async def transfer(self, agent: AgentInfo, cid: str, queue: str) -> None:
@@ -182,18 +201,21 @@ class AgentCommandsMixin:
             raise HubError("unknown_queue", f"no queue named {queue!r}")
         async with self.lock(cid):
             conv = await self._held(agent, cid)
-            h = await self.run(
-                self._audited, agent, "transfer", cid,
-                lambda s: self.conversations.queue(
-                    cid, queue, "transfer", from_statuses=("agent",), end_outcome="transferred", session=s,
-                ),
-                lambda _: {"from_queue": conv.queue, "to_queue": queue},
-            )
+            lang = conv.lang or "en"
+
+            def change(u: Unit) -> HandoffInfo | None:
+                h = self.conversations.queue(
+                    cid, queue, "transfer", from_statuses=("agent",), end_outcome="transferred", session=u.session,
+                )
+                if h is not None:
+                    u.to_agents([agent.id], {"type": "released", "conversation_id": cid, "reason": "transferred"})
+                    self.notice(u, cid, t("transferred", lang, queue=self.queues.display(queue, lang)))
+                return h
+
+            h = await self._command(agent, "transfer", cid, change, lambda _: {"from_queue": conv.queue,
+                                                                                "to_queue": queue})
             if h is None:
                 raise HubError("conflict", "the conversation changed meanwhile")
-            await self.emit(agent.id, {"type": "released", "conversation_id": cid, "reason": "transferred"})
-            lang = conv.lang or "en"
-            await self.system_message(cid, t("transferred", lang, queue=self.queues.display(queue, lang)))
             await self._announce_queued(cid, h, lang, first=False)
         if conv.queue and conv.queue != queue:
             await self.refresh_queue(conv.queue)
@@ -204,18 +226,19 @@ class AgentCommandsMixin:
         async with self.lock(cid):
             conv = await self._held(agent, cid)
 
-            def change(s: Session) -> bool:
+            def change(u: Unit) -> bool:
+                s = u.session
                 if not self.conversations.release(cid, agent.id, "bot", "handed_back", session=s):
                     return False
                 state: GuardState = self.conversations.load_guard_state(cid, session=s)
                 self.conversations.save_guard_state(cid, self.guard.hand_back(state), session=s)
+                u.to_agents([agent.id], {"type": "released", "conversation_id": cid, "reason": "handed_back"})
+                self.notice(u, cid, t("handed_back", conv.lang or "en"))
+                u.to_customers(cid, {"type": "status", "status": "bot"})
                 return True
 
-            if not await self.run(self._audited, agent, "hand_back", cid, change):
+            if not await self._command(agent, "hand_back", cid, change):
                 raise HubError("conflict", "the conversation changed meanwhile")
-            await self.emit(agent.id, {"type": "released", "conversation_id": cid, "reason": "handed_back"})
-            await self.system_message(cid, t("handed_back", conv.lang or "en"))
-            await self.send_customers(cid, {"type": "status", "status": "bot"})
         await self.broadcast_queues()
         self._refill(agent.id)
 
@@ -224,19 +247,18 @@ class AgentCommandsMixin:
         it to the bot with a fresh budget)."""
         async with self.lock(cid):
             conv = await self._held(agent, cid)
-            if not await self.run(
-                self._audited, agent, "resolve", cid,
-                lambda s: self.conversations.release(cid, agent.id, "closed", "resolved", session=s),
-            ):
+
+            def change(u: Unit) -> bool:
+                if not self.conversations.release(cid, agent.id, "closed", "resolved", session=u.session):
+                    return False
+                u.to_agents([agent.id], {"type": "released", "conversation_id": cid, "reason": "resolved"})
+                self.notice(u, cid, t("resolved", conv.lang or "en"))
+                # "closed", with the case and its link: built when published.
+                u.to_customers(cid, {"type": "status", "_view": True})
+                return True
+
+            if not await self._command(agent, "resolve", cid, change):
                 raise HubError("conflict", "the conversation changed meanwhile")
-            await self.emit(agent.id, {"type": "released", "conversation_id": cid, "reason": "resolved"})
-            await self.system_message(cid, t("resolved", conv.lang or "en"))
-            number = await self.run(self.conversations.case_number, conv.case_id)
-            frame: dict[str, Any] = {"type": "status", "status": "closed"}
-            if number:
-                frame["case_id"] = number
-                self._add_case_url(frame, number)
-            await self.send_customers(cid, frame)
         await self.broadcast_queues()
         self._refill(agent.id)
 

@@ -18,6 +18,7 @@ from typing import Any
 
 from bot.hub.errors import HubError
 from bot.hub.events import LRUDict
+from bot.hub.outbox import Unit
 from bot.i18n import t
 from bot.services.agents import AgentInfo, AgentService
 from bot.services.config import HumanlineConfig
@@ -43,7 +44,8 @@ class AssignmentMixin:
     lock: Any
     claim: Any
     emit: Any
-    system_message: Any
+    notice: Any
+    _command: Any
     broadcast_queues: Any
     _announce_queued: Any
 
@@ -186,17 +188,24 @@ class AssignmentMixin:
             conv = await self.run(self.conversations.get, cid)
             if conv is None or conv.status != "agent" or conv.agent_id != h.agent_id:
                 return
-            new = await self.run(
-                self.conversations.queue, cid, h.queue, h.reason, h.case_id,
-                from_statuses=("agent",), requested_at=h.requested_at, end_outcome="timeout",
-            )
+            assert h.agent_id is not None
+            agent_id, lang = h.agent_id, conv.lang or "en"
+
+            def change(u: Unit) -> HandoffInfo | None:
+                # One unit of work: the requeue, its audit entry, the customer's notice and the
+                # agent's "released" (bot.hub.agent_commands, bot.hub.outbox).
+                new = self.conversations.queue(
+                    cid, h.queue, h.reason, h.case_id, from_statuses=("agent",), requested_at=h.requested_at,
+                    end_outcome="timeout", session=u.session,
+                )
+                if new is not None:
+                    u.to_agents([agent_id], {"type": "released", "conversation_id": cid, "reason": "reply_timeout"})
+                    self.notice(u, cid, t("requeued", lang, queue=self.queues.display(h.queue, lang)))
+                return new
+
+            new = await self._command(f"agent_id:{agent_id}", "reply_timeout", cid, change)
             if new is None:
                 return
-            assert h.agent_id is not None
-            self._timed_out.setdefault(cid, set()).add(h.agent_id)
-            await self.run(self.agents.record, f"agent_id:{h.agent_id}", "reply_timeout", cid)
-            await self.emit(h.agent_id, {"type": "released", "conversation_id": cid, "reason": "reply_timeout"})
-            lang = conv.lang or "en"
-            await self.system_message(cid, t("requeued", lang, queue=self.queues.display(h.queue, lang)))
+            self._timed_out.setdefault(cid, set()).add(agent_id)
             await self._announce_queued(cid, new, lang, first=False)
         self._refill(h.agent_id)

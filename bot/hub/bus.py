@@ -28,7 +28,9 @@ through; two backends, chosen by ``REDIS_URL`` (:func:`make_bus`):
 
 Redis failures never break a turn: a frame that cannot be published is logged and dropped (the
 database has it; clients resume from ``seq`` / the snapshot), and the reading loops reconnect
-with a back-off and resubscribe.
+with a back-off and resubscribe. The refusal is reported (``send_customers`` returns False,
+``emit`` returns the frame without an ``event_id``), so the events of an agent command, kept in
+the transactional outbox until published (:mod:`bot.hub.outbox`), are relayed later instead.
 """
 
 from __future__ import annotations
@@ -85,10 +87,15 @@ class Bus(Protocol):
 
     def detach_customer(self, conversation_id: str, ws: Socket) -> None: ...
 
-    async def send_customers(self, conversation_id: str, frame: dict[str, Any], exclude: Socket | None = None) -> None:
+    async def send_customers(self, conversation_id: str, frame: dict[str, Any], exclude: Socket | None = None) -> bool:
+        """Send ``frame`` to the conversation's customer sockets; False when it could not be
+        handed on (Redis away: only this hub's sockets got it)."""
         ...
 
-    async def emit(self, recipients: list[int], frame: dict[str, Any]) -> dict[str, Any]: ...
+    async def emit(self, recipients: list[int], frame: dict[str, Any]) -> dict[str, Any]:
+        """Number ``frame`` (``event_id``) and deliver it to ``recipients``; without an
+        ``event_id`` when it could not be numbered (Redis away: not delivered)."""
+        ...
 
     async def send_agent(self, agent_id: int, frame: dict[str, Any]) -> None: ...
 
@@ -126,8 +133,9 @@ class LocalBus:
     def detach_customer(self, conversation_id: str, ws: Socket) -> None:
         self.customers.discard(conversation_id, ws)
 
-    async def send_customers(self, conversation_id: str, frame: dict[str, Any], exclude: Socket | None = None) -> None:
+    async def send_customers(self, conversation_id: str, frame: dict[str, Any], exclude: Socket | None = None) -> bool:
         await self.customers.send(conversation_id, frame, exclude=exclude)
+        return True
 
     async def emit(self, recipients: list[int], frame: dict[str, Any]) -> dict[str, Any]:
         numbered = self.events.add(recipients, frame)
@@ -248,15 +256,17 @@ class RedisBus:
             if self._pubsub is not None:
                 await self._pubsub.unsubscribe(channel)
 
-    async def send_customers(self, conversation_id: str, frame: dict[str, Any], exclude: Socket | None = None) -> None:
+    async def send_customers(self, conversation_id: str, frame: dict[str, Any], exclude: Socket | None = None) -> bool:
         await self.customers.send(conversation_id, frame, exclude=exclude)
-        await self._publish(CONV_PREFIX + conversation_id, {"o": self.hub_id, "f": frame})
+        return await self._publish(CONV_PREFIX + conversation_id, {"o": self.hub_id, "f": frame})
 
-    async def _publish(self, channel: str, message: dict[str, Any]) -> None:
+    async def _publish(self, channel: str, message: dict[str, Any]) -> bool:
         try:
             await self.redis.publish(channel, dumps(message))
+            return True
         except Exception:  # noqa: BLE001 - the database has it; the client resumes from seq
             logger.warning("publishing on %s failed (Redis away?)", channel, exc_info=True)
+            return False
 
     # ---- agents ----------------------------------------------------------------------------
 

@@ -4,9 +4,9 @@ Stage changes, internal notes, progress updates for the customer and SLA extensi
 authorisation: a supervisor, an agent holding a conversation of the case, or an agent serving the
 case's queue may work on it; anyone else gets the same answer as for a case that does not exist.
 The rules themselves are :class:`bot.services.cases.CaseService`'s. Each command is one unit of
-work: the change, its case event and outbox notification (the case service's) and the agent's
-audit entry commit in one transaction; the case panel is refreshed after the commit. Moved here
-from ``core.py``;
+work: the change, its case event and outbox notification (the case service's), the agent's
+audit entry and the case panel's refresh (in the hub's outbox, :mod:`bot.hub.outbox`) commit in
+one transaction; the refresh is published after the commit. Moved here from ``core.py``;
 :class:`CaseCommandsMixin` is a base of ``Hub``, whose state it uses (declared below).
 """
 
@@ -18,9 +18,11 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from bot.hub.errors import HubError
+from bot.hub.outbox import EventOutbox, Unit
 from bot.services.agents import AgentInfo, AgentService
 from bot.services.cases import CaseError, CaseService
 from bot.services.conversations import ConversationService
+from bot.services.hub_outbox import OutboxEvent
 
 
 class CaseCommandsMixin:
@@ -28,8 +30,8 @@ class CaseCommandsMixin:
     agents: AgentService
     cases: CaseService
     conversations: ConversationService
+    outbox: EventOutbox
     run: Any
-    emit: Any
 
     async def _case_for(self, agent: AgentInfo, number: str) -> Any:
         """The case ``number`` if ``agent`` may work on it: a supervisor, the agent holding a
@@ -52,19 +54,23 @@ class CaseCommandsMixin:
         **audit: Any,
     ) -> None:
         """Run a case-service change for an agent: authorised; the change (with its case event and
-        its outbox notification) and the agent's audit entry in one transaction, so both or neither
-        are stored; the case panel refreshed after the commit."""
+        its outbox notification), the agent's audit entry and the case panel's refresh in one
+        transaction, so all or none are stored; the refresh published after the commit."""
         case = await self._case_for(agent, number)
 
-        def work(session: Session) -> None:
+        def work(session: Session) -> list[OutboxEvent]:
             fn(case.number, *args, session=session)
             self.agents.record(agent, action, case.number, session=session, **audit)
+            u = Unit(session)
+            if isinstance(cid, str):  # the panel of the conversation the agent works in: built when published
+                u.to_agents([agent.id], {"type": "case", "conversation_id": cid, "case_id": case.id, "_view": True})
+            return u.events
 
         try:
-            await self.run(self.cases.run_atomic, work)
+            events = await self.run(self.cases.run_atomic, work)
         except (CaseError, ValueError) as e:
             raise HubError("invalid_case", str(e)) from e
-        await self._push_case(agent, case.id, cid)
+        await self.outbox.publish(events)
 
     async def case_stage(self, agent: AgentInfo, number: str, stage: str, cid: Any = None) -> None:
         """Move a case to ``stage`` (the case service checks the lifecycle)."""
@@ -84,8 +90,3 @@ class CaseCommandsMixin:
         """Extend the progress-update deadline by ``hours``; only with a stated reason."""
         await self._case_action(agent, number, "case_extend", cid, self.cases.extend_sla, reason, agent.actor,
                                 hours, reason=reason, hours=hours)
-
-    async def _push_case(self, agent: AgentInfo, case_id: int | None, cid: Any) -> None:
-        details = await self.run(self.conversations.case_details, case_id)
-        if isinstance(cid, str) and details is not None:
-            await self.emit(agent.id, {"type": "case", "conversation_id": cid, "case": details})

@@ -40,6 +40,7 @@ from bot.hub.errors import HubError  # noqa: F401 - importable from here (agent_
 from bot.hub.events import LRUDict
 from bot.hub.locks import ConversationLocks
 from bot.hub.metrics import Metrics
+from bot.hub.outbox import EventOutbox, Unit
 from bot.hub.presence import Presence
 from bot.hub.ratelimit import make_limiter
 from bot.hub.security import HubSecurity
@@ -57,6 +58,7 @@ from bot.services.conversations import (
     HandoffInfo,
     MessageRecord,
 )
+from bot.services.hub_outbox import HubOutboxStore, OutboxEvent
 from bot.services.queues import QueueService
 from bot.services.summary import SummaryService
 from bot.settings import Settings
@@ -124,6 +126,9 @@ class Hub(TurnPipelineMixin, AgentCommandsMixin, CaseCommandsMixin, AssignmentMi
         self.bus = make_bus(settings.redis_url)
         redis = getattr(self.bus, "redis", None)
         self.customers = self.bus.customers  # conversation id -> customer sockets here
+        # The events of agent commands, stored with their change and published after the commit
+        # (bot.hub.outbox); its relay publishes those a crashed hub left behind.
+        self.outbox = EventOutbox(HubOutboxStore(db), self.bus, self.outbox_view, settings.outbox_relay_grace_s)
         self.agent_sockets = self.bus.agents  # agent id -> agent sockets here
         # Agents online on any hub, logins' sockets, revocation (bot.hub.presence).
         self.presence = Presence(self.bus, self.agents, self.run)
@@ -181,6 +186,7 @@ class Hub(TurnPipelineMixin, AgentCommandsMixin, CaseCommandsMixin, AssignmentMi
 
             self.spawn(run_maintenance(self.db, self.cases, self.settings))
             self.spawn(run_turn_recovery(self, self.settings.turn_recovery_interval_s))
+            self.spawn(self.outbox.run_relay(self.settings.outbox_relay_interval_s))
 
     async def stop(self) -> None:
         tasks = [*self._background, *self._workers.values()]
@@ -230,6 +236,38 @@ class Hub(TurnPipelineMixin, AgentCommandsMixin, CaseCommandsMixin, AssignmentMi
         assert appended is not None
         await self.send_customers(cid, appended.message.customer_frame())
         return appended.message
+
+    def notice(self, unit: Unit, cid: str, text: str) -> MessageRecord:
+        """A system notice to the customer inside a command's unit of work (blocking): stored in
+        its transaction, its frame in the outbox (sent after the commit: :mod:`bot.hub.outbox`)."""
+        appended = self.conversations.append(cid, "system", text, session=unit.session)
+        assert appended is not None
+        unit.to_customers(cid, appended.message.customer_frame())
+        return appended.message
+
+    async def outbox_view(self, event: OutboxEvent) -> dict[str, Any] | None:
+        """The frame to publish for an outbox event: as stored, or — marked ``_view`` — built
+        now from the database (``assigned``: the conversation; ``status``: the customer's status;
+        ``case``: the case panel); ``None`` when its subject is gone."""
+        frame = event.frame
+        if not frame.get("_view"):
+            return frame
+        cid = frame.get("conversation_id") or event.conversation_id
+        kind = frame["type"]
+        if kind == "case":
+            details = await self.run(self.conversations.case_details, frame.get("case_id"))
+            return None if details is None else {"type": "case", "conversation_id": cid, "case": details}
+        conv = await self.run(self.conversations.get, cid) if isinstance(cid, str) else None
+        if conv is None:
+            return None
+        if kind == "assigned":
+            if conv.status != "agent" or conv.agent_id not in (event.recipients or ()):
+                return None  # released meanwhile (a late relay): no stale assignment
+            return {"type": "assigned", **await self._conversation_view(conv)}
+        if kind == "status":
+            self._last_status.pop(conv.id, None)
+            return await self.customer_status(conv)
+        raise ValueError(f"no view named {kind!r}")
 
     # ---- handoff and queues ---------------------------------------------------------------
 

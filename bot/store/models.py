@@ -283,6 +283,24 @@ class OutboxNotification(Base):
     last_error = Column(Text, nullable=True)
 
 
+class HubEvent(Base):
+    """An agent event or a customer frame a command emits, written in the command's transaction
+    and deleted once published: the hub's transactional outbox (:mod:`bot.hub.outbox`, migration
+    0008). ``recipients`` (agent ids) for an agent event, ``conversation_id`` for a customer
+    frame. ``claimed_at`` is the lease of the hub publishing it: set to the commit time (the
+    committing hub publishes it at once), and renewed by the relay that takes it over when that
+    hub did not publish it within the grace period."""
+
+    __tablename__ = "hub_outbox"
+
+    id = Column(Integer, primary_key=True, autoincrement=True)
+    conversation_id = Column(String(32), nullable=True)
+    recipients = Column(JSON, nullable=True)
+    frame = Column(JSON, nullable=False)
+    created_at = Column(UTCDateTime(), nullable=False, default=utcnow)
+    claimed_at = Column(UTCDateTime(), nullable=False, default=utcnow, index=True)
+
+
 class AuditEntry(Base):
     """Who did what: every agent action and every administrative change."""
 
@@ -343,6 +361,7 @@ __all__ = [
     "CaseEvent",
     "Conversation",
     "Handoff",
+    "HubEvent",
     "Message",
     "OutboxNotification",
     "PlanChange",
