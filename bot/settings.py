@@ -85,6 +85,10 @@ class Settings:
     outbox_relay_interval_s: float = 2.0
     #: … that are older than this (the committing hub publishes its own at once)
     outbox_relay_grace_s: float = 5.0
+    #: an outbox event still unpublished this long is dropped (logged, counted in /metrics): a
+    #: frame that can never be built or delivered must not hold back its conversation's later
+    #: ones for ever; reconnecting clients get the truth from the snapshot / ``hello`` anyway
+    outbox_max_age_s: float = 600.0
     #: earlier signing keys, still accepted for visitor tokens while they rotate out
     previous_secrets: tuple[str, ...] = ()
     #: where the secret came from: ``env``, ``file``, ``database`` (embedded demo only) or ``default``
@@ -161,6 +165,7 @@ class Settings:
             turn_recovery_interval_s=float(_env("HUMANLINE_TURN_RECOVERY_INTERVAL", "1")),
             outbox_relay_interval_s=float(_env("HUMANLINE_OUTBOX_RELAY_INTERVAL", "2")),
             outbox_relay_grace_s=float(_env("HUMANLINE_OUTBOX_RELAY_GRACE", "5")),
+            outbox_max_age_s=float(_env("HUMANLINE_OUTBOX_MAX_AGE", "600")),
             identity_legacy_hmac=_flag(_env("HUMANLINE_IDENTITY_LEGACY_HMAC", "0")),
             visitor_token_ttl_s=int(_env("HUMANLINE_VISITOR_TOKEN_TTL", str(24 * 3600))),
             demo_agent=_choice("HUMANLINE_DEMO_AGENT", ("auto", "yes", "no")),

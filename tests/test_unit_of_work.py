@@ -486,3 +486,41 @@ def test_of_several_relays_each_event_is_taken_by_one(db: Database) -> None:
     ids = [i for mine in taken for i in mine]
     assert len(ids) == 60 and len(set(ids)) == 60
     assert store.claim_stale(30) == []  # leases renewed: nobody takes them again before they run out
+
+
+def test_an_event_that_can_never_go_out_is_dropped_after_the_max_age_and_frees_its_conversation() -> None:
+    """A poison row (its view raises every time) holds back the later frames of its conversation
+    only until ``max_age_s``; then it is dropped, counted, and the others go out in order."""
+    from datetime import timedelta
+
+    from bot.hub.outbox import EventOutbox
+    from bot.services.hub_outbox import OutboxEvent
+    from bot.store.models import utcnow
+
+    deleted: list[int] = []
+    sent: list[tuple[str, str]] = []
+
+    class Store:
+        def delete(self, ids: list[int]) -> None:
+            deleted.extend(ids)
+
+    class FakeBus:
+        async def send_customers(self, cid: str, frame: dict[str, Any]) -> bool:
+            sent.append((cid, frame["text"]))
+            return True
+
+    async def resolve(event: OutboxEvent) -> dict[str, Any] | None:
+        if event.frame["text"] == "poison":
+            raise RuntimeError("this view can never be built")
+        return event.frame
+
+    def event(i: int, text: str, age_s: float) -> OutboxEvent:
+        return OutboxEvent(i, "c-1", None, {"type": "message", "text": text}, utcnow() - timedelta(seconds=age_s))
+
+    outbox = EventOutbox(Store(), FakeBus(), resolve, grace_s=5, max_age_s=600)  # type: ignore[arg-type]
+    young = [event(1, "poison", 10), event(2, "after", 10)]
+    assert asyncio.run(outbox.publish(young)) == 0
+    assert sent == [] and deleted == [] and outbox.dropped == 0  # kept, in order, for the relay
+    old = [event(1, "poison", 601), event(2, "after", 601)]
+    assert asyncio.run(outbox.publish(old)) == 2  # both done with: one dropped, one published
+    assert sent == [("c-1", "after")] and deleted == [1, 2] and outbox.dropped == 1

@@ -360,4 +360,5 @@ def _metrics(hub: Hub) -> str:
         sla_breaches=breaches,
         sockets={"customer": hub.customers.count(), "agent": hub.agent_sockets.count()},
         agents_online=len(hub.online),
+        outbox_dropped=hub.outbox.dropped,
     )

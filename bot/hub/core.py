@@ -128,7 +128,9 @@ class Hub(TurnPipelineMixin, AgentCommandsMixin, CaseCommandsMixin, AssignmentMi
         self.customers = self.bus.customers  # conversation id -> customer sockets here
         # The events of agent commands, stored with their change and published after the commit
         # (bot.hub.outbox); its relay publishes those a crashed hub left behind.
-        self.outbox = EventOutbox(HubOutboxStore(db), self.bus, self.outbox_view, settings.outbox_relay_grace_s)
+        self.outbox = EventOutbox(
+            HubOutboxStore(db), self.bus, self.outbox_view, settings.outbox_relay_grace_s, settings.outbox_max_age_s,
+        )
         self.agent_sockets = self.bus.agents  # agent id -> agent sockets here
         # Agents online on any hub, logins' sockets, revocation (bot.hub.presence).
         self.presence = Presence(self.bus, self.agents, self.run)

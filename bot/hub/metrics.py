@@ -92,6 +92,7 @@ class Metrics:
         sla_breaches: dict[str, int],
         sockets: dict[str, int],
         agents_online: int,
+        outbox_dropped: int = 0,
     ) -> str:
         """The exposition text: the counters here plus the gauges given (``queues``: name,
         waiting, with an agent; ``sla_breaches``: open cases past a deadline per kind;
@@ -132,4 +133,7 @@ class Metrics:
                [({"kind": k}, v) for k, v in sorted(sockets.items())])
         family("humanline_agents_online", "gauge", "Agents with at least one console open on this hub.",
                [({}, agents_online)])
+        family("humanline_outbox_dropped_total", "counter",
+               "Agent events / customer frames given up after HUMANLINE_OUTBOX_MAX_AGE unpublished.",
+               [({}, outbox_dropped)])
         return "\n".join(out) + "\n"

@@ -51,6 +51,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from bot.services.hub_outbox import HubOutboxStore, OutboxEvent, add
+from bot.store.models import utcnow
 
 logger = logging.getLogger(__name__)
 
@@ -81,17 +82,25 @@ class Unit:
 class EventOutbox:
     """Publishes stored events through the bus: a command's after its commit, and the relay's."""
 
-    def __init__(self, store: HubOutboxStore, bus: Any, resolve: Resolver, grace_s: float) -> None:
+    def __init__(
+        self, store: HubOutboxStore, bus: Any, resolve: Resolver, grace_s: float, max_age_s: float = 600.0,
+    ) -> None:
         self.store = store
         self.bus = bus
         self.resolve = resolve
         self.grace_s = grace_s
+        self.max_age_s = max_age_s
+        #: events given up after ``max_age_s`` (``/metrics``: humanline_outbox_dropped_total)
+        self.dropped = 0
 
     async def publish(self, events: list[OutboxEvent]) -> int:
-        """Publish ``events`` in order and delete the published ones; returns how many. An event
-        the bus refuses (or whose view cannot be built) stays for the relay, and so do the later
-        events of its conversation, to keep their order; others go on. Never raises: the command
-        has committed, and what is not published here is the relay's."""
+        """Publish ``events`` in order and delete the published ones; returns how many are done
+        with (published or dropped). An event the bus refuses (or whose view cannot be built)
+        stays for the relay, and so do the later events of its conversation, to keep their order;
+        others go on — unless it is older than ``max_age_s``: then it is dropped (logged as an
+        error, counted), so that one frame that can never go out does not hold its conversation
+        back for ever. Never raises: the command has committed, and what is not published here is
+        the relay's."""
         done: list[int] = []
         blocked: set[Any] = set()
         for event in events:
@@ -104,6 +113,11 @@ class EventOutbox:
                 logger.warning("publishing outbox event %s failed; the relay will", event.id, exc_info=True)
                 ok = False
             if ok:
+                done.append(event.id)
+            elif (utcnow() - event.created_at).total_seconds() > self.max_age_s:
+                logger.error("dropping outbox event %s (%s), unpublished for over %.0f s",
+                             event.id, event.frame.get("type"), self.max_age_s)
+                self.dropped += 1
                 done.append(event.id)
             else:
                 blocked.add(key)

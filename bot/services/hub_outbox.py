@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import delete, select, update
@@ -30,11 +30,12 @@ class OutboxEvent:
     conversation_id: str | None
     recipients: tuple[int, ...] | None
     frame: dict[str, Any]
+    created_at: datetime
 
 
 def _event(row: HubEvent) -> OutboxEvent:
     recipients = tuple(int(a) for a in row.recipients) if row.recipients is not None else None
-    return OutboxEvent(int(row.id), row.conversation_id, recipients, dict(row.frame))
+    return OutboxEvent(int(row.id), row.conversation_id, recipients, dict(row.frame), row.created_at)
 
 
 def add(
