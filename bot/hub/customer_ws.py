@@ -272,6 +272,11 @@ def _open_conversation(
     user's, a token's still-valid one, or a new one), the conversation (the one asked for, the
     visitor's latest open one, or a new one), what the client missed and the current status."""
     conversations = hub.conversations
+    if user_id is None and claim is None and wanted is None:
+        # A new anonymous visitor: one transaction, nothing to replay, held by the bot.
+        conv = conversations.create_visitor_and_conversation(channel, lang)
+        return _Opened(None, conv.visitor_id, conv, [], conv,
+                       settled_status_frame(conv, None, None, hub.case_url(None)))
     if user_id is not None:
         visitor_id = conversations.visitor_for_user(user_id, lang)
     elif claim is not None:
