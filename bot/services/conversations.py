@@ -221,11 +221,16 @@ def _append_in(
     )
     if only_if_status is not None:
         stmt = stmt.where(Conversation.status == only_if_status)
-    if s.execute(stmt).rowcount != 1:
+    # PostgreSQL returns the new seq from the UPDATE itself: one round trip, not two.
+    returning = s.get_bind().dialect.name == "postgresql"
+    result = s.execute(stmt.returning(Conversation.last_seq) if returning else stmt)
+    seq: int | None = result.scalar_one_or_none() if returning else None
+    if (seq is None) if returning else (result.rowcount != 1):
         if only_if_status is not None and s.get(Conversation, conversation_id) is not None:
             return None
         raise KeyError(conversation_id)
-    seq = s.execute(select(Conversation.last_seq).where(Conversation.id == conversation_id)).scalar_one()
+    if seq is None:
+        seq = s.execute(select(Conversation.last_seq).where(Conversation.id == conversation_id)).scalar_one()
     m = Message(
         conversation_id=conversation_id,
         seq=seq,
