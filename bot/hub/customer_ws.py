@@ -274,9 +274,8 @@ def _open_conversation(
     conversations = hub.conversations
     if user_id is None and claim is None and wanted is None:
         # A new anonymous visitor: one transaction, nothing to replay, held by the bot.
-        conv = conversations.create_visitor_and_conversation(channel, lang)
-        return _Opened(None, conv.visitor_id, conv, [], conv,
-                       settled_status_frame(conv, None, None, hub.case_url(None)))
+        new = conversations.create_visitor_and_conversation(channel, lang)
+        return _Opened(None, new.visitor_id, new, [], new, settled_status_frame(new, None, None, hub.case_url(None)))
     if user_id is not None:
         visitor_id = conversations.visitor_for_user(user_id, lang)
     elif claim is not None:
