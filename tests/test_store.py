@@ -252,3 +252,24 @@ def test_a_pooled_connection_is_pinged_only_after_sitting_idle(postgres_url: str
     finally:
         engine.dispose()
         admin.dispose()
+
+
+def test_a_customer_message_starts_the_reply_clock_only_of_an_assigned_agent(db: Database) -> None:
+    """_append_in reads the conversation's status from its seq update (RETURNING on
+    PostgreSQL): a bot-held conversation skips the handoff update; an agent's starts its clock."""
+    from bot.services.agents import AgentService
+    from bot.services.conversations import ConversationService
+    from bot.store.models import Handoff
+
+    conversations = ConversationService(db)
+    conv = conversations.create_visitor_and_conversation("web", "en")
+    first = conversations.append(conv.id, "customer", "hello", client_msg_id="a")
+    assert first is not None and first.message.seq == 1
+    agent = AgentService(db).create("ada", "Ada", "password-123", ["general"], "agent")
+    assert conversations.queue(conv.id, "general", "customer_request") is not None
+    assert conversations.assign(conv.id, agent.id) is not None
+    second = conversations.append(conv.id, "customer", "anyone?", client_msg_id="b")
+    assert second is not None and second.message.seq == 2
+    with db.read_session() as s:
+        waiting = s.execute(select(Handoff.awaiting_reply_since).where(Handoff.conversation_id == conv.id)).scalar_one()
+    assert waiting is not None

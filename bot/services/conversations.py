@@ -221,16 +221,20 @@ def _append_in(
     )
     if only_if_status is not None:
         stmt = stmt.where(Conversation.status == only_if_status)
-    # PostgreSQL returns the new seq from the UPDATE itself: one round trip, not two.
+    # PostgreSQL returns the new seq (and the status) from the UPDATE itself: one round trip, not two.
     returning = s.get_bind().dialect.name == "postgresql"
-    result = s.execute(stmt.returning(Conversation.last_seq) if returning else stmt)
-    seq: int | None = result.scalar_one_or_none() if returning else None
-    if (seq is None) if returning else (result.rowcount != 1):
+    result = s.execute(stmt.returning(Conversation.last_seq, Conversation.status) if returning else stmt)
+    row = result.one_or_none() if returning else None
+    if (row is None) if returning else (result.rowcount != 1):
         if only_if_status is not None and s.get(Conversation, conversation_id) is not None:
             return None
         raise KeyError(conversation_id)
-    if seq is None:
-        seq = s.execute(select(Conversation.last_seq).where(Conversation.id == conversation_id)).scalar_one()
+    if row is not None:
+        seq, status = int(row[0]), str(row[1])
+    else:
+        seq, status = s.execute(
+            select(Conversation.last_seq, Conversation.status).where(Conversation.id == conversation_id)
+        ).one()
     m = Message(
         conversation_id=conversation_id,
         seq=seq,
@@ -246,9 +250,10 @@ def _append_in(
     if awaiting_turn:
         m.turn_pending_since = m.created_at
     s.add(m)
-    if sender == "customer":
+    if sender == "customer" and status != "bot":
         # The customer now waits for the assigned agent, if there is one and the
-        # agent had the last word (the reply timeout runs on this clock).
+        # agent had the last word (the reply timeout runs on this clock). A conversation the
+        # bot holds has no assigned agent: no statement.
         s.execute(
             update(Handoff)
             .where(
