@@ -117,3 +117,45 @@ async def test_a_burst_of_connections_through_a_small_gate_is_served_in_full(tmp
             await server.close()
     finally:
         AdmittingProtocol.gate = gate
+
+
+def test_the_window_is_the_burst_while_the_loop_keeps_up_and_the_limit_while_it_lags() -> None:
+    gate = AdmissionGate(limit=2, hold_s=60, burst=4, lag_s=0.1)
+    protos = [object() for _ in range(7)]
+    transports = [Transport() for _ in protos]
+    for p, t in zip(protos, transports, strict=True):
+        gate.arrive(p, t)
+    # a burst of real customers: four in at once, not two
+    assert [t.paused for t in transports] == [False] * 4 + [True] * 3
+    gate.lag = 0.5  # the loop lags (a storm): the window shrinks to the limit
+    gate.leave(protos[0])
+    gate.leave(protos[1])
+    assert (gate.admitted, gate.waiting) == (2, 3)  # nobody let in while two are still in
+    gate.leave(protos[2])
+    assert (gate.admitted, gate.waiting) == (2, 2)  # back under the limit: the oldest goes in
+    assert not transports[4].paused and transports[5].paused
+    gate.lag = 0.0  # caught up: the next one leaving lets both remaining in
+    gate.leave(protos[3])
+    assert (gate.admitted, gate.waiting) == (3, 0)
+
+
+async def test_the_gate_measures_the_event_loops_lag_and_lets_waiting_ones_in_when_it_catches_up() -> None:
+    import time
+
+    gate = AdmissionGate(limit=1, hold_s=60, burst=3, lag_s=0.1)
+    transports = [Transport() for _ in range(5)]
+    gate.arrive("a", transports[0])
+    await asyncio.sleep(0.12)  # a tick or two of an idle loop
+    assert gate.lag < 0.1 and gate.window == 3
+    time.sleep(0.3)  # the loop stalls
+    await asyncio.sleep(0)
+    await asyncio.sleep(0.01)
+    assert gate.lag >= 0.1 and gate.window == 1
+    for name, t in zip("bcde", transports[1:], strict=True):
+        gate.arrive(name, t)
+    assert [t.paused for t in transports] == [False, True, True, True, True]
+    deadline = asyncio.get_running_loop().time() + 5
+    while transports[2].paused:  # the loop caught up: the timer lets two more in unasked
+        assert asyncio.get_running_loop().time() < deadline
+        await asyncio.sleep(0.01)
+    assert [t.paused for t in transports] == [False, False, False, True, True]

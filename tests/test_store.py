@@ -216,3 +216,61 @@ def test_a_hub_without_a_configured_secret_uses_the_stored_one_only_on_sqlite(db
     one = create_app(settings, brain=None, db=db).ctx.hub.settings.secret
     two = create_app(settings, brain=None, db=db).ctx.hub.settings.secret
     assert one and one == two == db.stored_secret("visitor_token")
+
+
+@pytest.mark.postgres
+def test_a_pooled_connection_is_pinged_only_after_sitting_idle(postgres_url: str) -> None:
+    """ping_when_idle: a connection returned a moment ago is used without a ping (its death then
+    shows on use); one idle longer than the limit is pinged, found dead and replaced."""
+    import time
+
+    from sqlalchemy import create_engine
+    from sqlalchemy.exc import OperationalError
+
+    from bot.store.db import ping_when_idle
+
+    engine = create_engine(postgres_url, future=True, pool_size=1, max_overflow=0)
+    ping_when_idle(engine, idle_s=0.3)
+    admin = create_engine(postgres_url, future=True, isolation_level="AUTOCOMMIT")
+
+    def kill_pooled() -> int:
+        with engine.connect() as conn:
+            pid = int(conn.execute(text("SELECT pg_backend_pid()")).scalar_one())
+        with admin.connect() as conn:
+            conn.execute(text("SELECT pg_terminate_backend(:p)"), {"p": pid})
+        time.sleep(0.05)
+        return pid
+
+    try:
+        kill_pooled()
+        # used at once: not pinged, so the dead one is met
+        with pytest.raises(OperationalError), engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+        dead = kill_pooled()
+        time.sleep(0.4)  # idle past the limit: pinged on checkout, replaced
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT pg_backend_pid()")).scalar_one() != dead
+    finally:
+        engine.dispose()
+        admin.dispose()
+
+
+def test_a_customer_message_starts_the_reply_clock_only_of_an_assigned_agent(db: Database) -> None:
+    """_append_in reads the conversation's status from its seq update (RETURNING on
+    PostgreSQL): a bot-held conversation skips the handoff update; an agent's starts its clock."""
+    from bot.services.agents import AgentService
+    from bot.services.conversations import ConversationService
+    from bot.store.models import Handoff
+
+    conversations = ConversationService(db)
+    conv = conversations.create_visitor_and_conversation("web", "en")
+    first = conversations.append(conv.id, "customer", "hello", client_msg_id="a")
+    assert first is not None and first.message.seq == 1
+    agent = AgentService(db).create("ada", "Ada", "password-123", ["general"], "agent")
+    assert conversations.queue(conv.id, "general", "customer_request") is not None
+    assert conversations.assign(conv.id, agent.id) is not None
+    second = conversations.append(conv.id, "customer", "anyone?", client_msg_id="b")
+    assert second is not None and second.message.seq == 2
+    with db.read_session() as s:
+        waiting = s.execute(select(Handoff.awaiting_reply_since).where(Handoff.conversation_id == conv.id)).scalar_one()
+    assert waiting is not None

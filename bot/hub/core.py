@@ -139,7 +139,8 @@ class Hub(TurnPipelineMixin, AgentCommandsMixin, CaseCommandsMixin, AssignmentMi
         # login limits and the password-hashing executor are in bot.hub.security.
         self.message_limiter = make_limiter(redis, "messages", max(1, settings.rate_limit_per_10s), 10.0)
         self.security = HubSecurity(settings, redis)
-        self.locks = ConversationLocks(db)  # one turn at a time per conversation, across hubs
+        # One turn at a time per conversation, across hubs (several hubs share Redis).
+        self.locks = ConversationLocks(db, shared=settings.redis_url is not None)
         # Handoffs of anonymous visitors held as "suspected automated" (bot.services.handoff_dedupe):
         # counted per address on every hub (Redis), the hold itself in the database.
         self.suspects = SuspectHandoffs(settings, self.conversations, redis)

@@ -272,6 +272,10 @@ def _open_conversation(
     user's, a token's still-valid one, or a new one), the conversation (the one asked for, the
     visitor's latest open one, or a new one), what the client missed and the current status."""
     conversations = hub.conversations
+    if user_id is None and claim is None and wanted is None:
+        # A new anonymous visitor: one transaction, nothing to replay, held by the bot.
+        new = conversations.create_visitor_and_conversation(channel, lang)
+        return _Opened(None, new.visitor_id, new, [], new, settled_status_frame(new, None, None, hub.case_url(None)))
     if user_id is not None:
         visitor_id = conversations.visitor_for_user(user_id, lang)
     elif claim is not None:

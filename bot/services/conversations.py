@@ -224,18 +224,30 @@ def _append_in(
     )
     if only_if_status is not None:
         stmt = stmt.where(Conversation.status == only_if_status)
-    if s.execute(stmt).rowcount != 1:
+    # PostgreSQL returns the new seq (and the status) from the UPDATE itself: one round trip, not two.
+    returning = s.get_bind().dialect.name == "postgresql"
+    result = s.execute(stmt.returning(Conversation.last_seq, Conversation.status) if returning else stmt)
+    row = result.one_or_none() if returning else None
+    if (row is None) if returning else (result.rowcount != 1):
         if only_if_status is not None and s.get(Conversation, conversation_id) is not None:
             return None
         raise KeyError(conversation_id)
-    m.seq = s.execute(select(Conversation.last_seq).where(Conversation.id == conversation_id)).scalar_one()
+    if row is not None:
+        seq, status = int(row[0]), str(row[1])
+    else:
+        current = s.execute(
+            select(Conversation.last_seq, Conversation.status).where(Conversation.id == conversation_id)
+        ).one()
+        seq, status = int(current[0]), str(current[1])
+    m.seq = seq
     m.created_at = utcnow()
     if awaiting_turn:
         m.turn_pending_since = m.created_at
     s.add(m)
-    if m.sender == "customer":
+    if m.sender == "customer" and status != "bot":
         # The customer now waits for the assigned agent, if there is one and the
-        # agent had the last word (the reply timeout runs on this clock).
+        # agent had the last word (the reply timeout runs on this clock). A conversation the
+        # bot holds has no assigned agent: no statement.
         s.execute(
             update(Handoff)
             .where(
@@ -303,6 +315,21 @@ class ConversationService:
                 id=new_id(), visitor_id=visitor_id, channel=channel, status="bot", lang=lang, last_seq=0,
                 created_at=utcnow(),
             )
+            s.add(c)
+            s.flush()
+            return _info(c)
+
+    def create_visitor_and_conversation(self, channel: str = "web", lang: str | None = None) -> ConversationInfo:
+        """A new anonymous visitor and its first conversation, in one transaction: an anonymous
+        hello costs one trip to the database, not two (and no reads: nothing to replay yet)."""
+        with self.db.session() as s:
+            v = Visitor(id=new_id(), lang=lang)
+            c = Conversation(
+                id=new_id(), visitor_id=v.id, channel=channel, status="bot", lang=lang, last_seq=0,
+                created_at=utcnow(),
+            )
+            s.add(v)
+            s.flush()  # the visitor row first (the conversation's foreign key)
             s.add(c)
             s.flush()
             return _info(c)
