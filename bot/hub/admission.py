@@ -13,13 +13,6 @@ The gate only ever delays *new* connections: established sockets are never pause
 connections that never finish their handshake (more than 32 a second) would delay other new
 connections; limiting raw connection rates is the reverse proxy's job (docs/security.md).
 
-The window is adaptive: while the event loop keeps up (a timer ticking every
-:data:`LAG_TICK_S` fires less than :data:`ADMIT_LAG_S` late) up to :data:`ADMIT_BURST`
-connections may be in their handshake at once, so a burst of real customers (a load level of 50
-opens 50–100 WebSockets at once) is not queued behind a window sized for a storm; once the loop
-lags, the window shrinks to :data:`ADMIT_AT_ONCE` until it keeps up again. A storm thus gets at
-most one burst in before the clamp — a few hundred milliseconds of handshakes, not seconds.
-
 :func:`serve_options` gives ``app.run`` the protocol and the backlog (``python -m bot serve``
 and the abuse bench use it). The test servers (``app.create_server``) keep Sanic's defaults.
 """
@@ -40,27 +33,13 @@ ADMIT_AT_ONCE = 16
 #: keep-alive, or a client that never finishes its request), so at least
 #: ``ADMIT_AT_ONCE / ADMIT_HOLD_S`` (32) new connections a second get in whatever they do
 ADMIT_HOLD_S = 0.5
-#: connections let into their handshake at once while the event loop keeps up
-ADMIT_BURST = 128
-#: the loop "keeps up" while its lag timer fires less than this late (seconds); a customer load
-#: of 50–200 conversations on two cores lags tens of milliseconds, a reconnect storm seconds
-ADMIT_LAG_S = 0.1
-#: how often the lag timer ticks while the window is adaptive
-LAG_TICK_S = 0.05
 
 
 class AdmissionGate:
-    """At most ``limit`` protocols admitted at once (``burst`` while the event loop keeps up,
-    when given); the rest paused, first come first served."""
+    """At most ``limit`` protocols admitted at once; the rest paused, first come first served."""
 
-    def __init__(self, limit: int = ADMIT_AT_ONCE, hold_s: float = ADMIT_HOLD_S, burst: int | None = None,
-                 lag_s: float = ADMIT_LAG_S) -> None:
+    def __init__(self, limit: int = ADMIT_AT_ONCE, hold_s: float = ADMIT_HOLD_S) -> None:
         self.limit, self.hold_s = max(1, limit), hold_s
-        self.burst = max(self.limit, burst or self.limit)
-        self.lag_s = lag_s
-        #: how late the lag timer fired last (seconds); set by :meth:`_tick`, or by a test
-        self.lag = 0.0
-        self._ticking: asyncio.AbstractEventLoop | None = None  # the loop the lag timer runs on
         self._admitted: dict[Any, asyncio.TimerHandle | None] = {}
         self._waiting: deque[tuple[Any, Any]] = deque()
         self._still_waiting: set[int] = set()  # ids of the protocols in _waiting not gone since
@@ -75,29 +54,9 @@ class AdmissionGate:
     def waiting(self) -> int:
         return len(self._still_waiting)
 
-    @property
-    def window(self) -> int:
-        """How many may be in their handshake at once right now."""
-        return self.burst if self.lag < self.lag_s else self.limit
-
-    def _tick(self, due: float | None = None) -> None:
-        """Measure how late this timer fired (the event loop's lag) and tick again."""
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:  # no running loop (a unit test without one): no measurement
-            return
-        now = loop.time()
-        if due is not None:
-            self.lag = max(0.0, now - due)
-        self._ticking = loop
-        loop.call_later(LAG_TICK_S, self._tick, now + LAG_TICK_S)
-        self._drain()  # the loop caught up: the window may have grown
-
     def arrive(self, proto: Any, transport: Any) -> None:
         """A new connection: admitted now, or paused until a place frees."""
-        if self.burst > self.limit and self._ticking is not _running_loop():
-            self._tick()
-        if len(self._admitted) < self.window and not self._still_waiting:
+        if len(self._admitted) < self.limit and not self._still_waiting:
             self._admit(proto)
             return
         self.waited += 1
@@ -120,11 +79,7 @@ class AdmissionGate:
                 timer.cancel()
         else:
             self._still_waiting.discard(id(proto))  # gone while waiting: skipped when its turn comes
-        self._drain()
-
-    def _drain(self) -> None:
-        """Let the oldest waiting connections in while the window has room."""
-        while self._waiting and len(self._admitted) < self.window:
+        while self._waiting and len(self._admitted) < self.limit:
             waiting, transport = self._waiting.popleft()
             if id(waiting) not in self._still_waiting:
                 continue
@@ -135,17 +90,10 @@ class AdmissionGate:
             transport.resume_reading()
 
 
-def _running_loop() -> asyncio.AbstractEventLoop | None:
-    try:
-        return asyncio.get_running_loop()
-    except RuntimeError:
-        return None
-
-
 class AdmittingProtocol(WebSocketProtocol):
     """Sanic's HTTP/WebSocket protocol behind the process's :class:`AdmissionGate`."""
 
-    gate = AdmissionGate(burst=ADMIT_BURST)
+    gate = AdmissionGate()
 
     def connection_made(self, transport: Any) -> None:
         super().connection_made(transport)
