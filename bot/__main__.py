@@ -313,8 +313,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
         # the hub and starts serving (/healthz is 503 until every worker has loaded).
         brain.start()
     child = None
+    registration = None
     try:
         _migrate(settings)
+        from bot.store.db import Database, HubConflict
+
+        try:
+            # held until the process ends: a lone hub (no REDIS_URL) must be the only one
+            registration = Database(settings.database_url).register_hub(shared=settings.redis_url is not None)
+        except HubConflict as e:
+            print(f"error: {e}", file=sys.stderr, flush=True)
+            return 2
         demo = _demo_agent(settings, requested=getattr(args, "demo_agent", False))
         try:
             child = _start_action_server(settings)
@@ -335,6 +344,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if isinstance(brain, BrainPool):
             brain.terminate()  # normally already closed by the app's stop listener
         _stop_child(child)
+        if registration is not None:
+            registration.release()
     return 0
 
 

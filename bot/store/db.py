@@ -135,6 +135,28 @@ class ConversationLock:
             conn.close()
 
 
+class HubConflict(RuntimeError):
+    """Another hub runs on this database in a mode that cannot share it (see
+    :meth:`Database.register_hub`)."""
+
+
+class HubRegistration:
+    """This process's claim on the database as a hub (see :meth:`Database.register_hub`), held
+    until :meth:`release` or the process's end."""
+
+    def __init__(self, conn: Any, engine: Engine | None) -> None:
+        self._conn = conn
+        self._engine = engine
+
+    def release(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()  # a session-level advisory lock ends with its connection
+        if self._engine is not None:
+            self._engine.dispose()
+            self._engine = None
+
+
 #: a pooled PostgreSQL connection idle longer than this (seconds) is pinged before use
 PING_IDLE_S = 1.0
 #: PostgreSQL connections the conversation-lock pool keeps open
@@ -210,6 +232,43 @@ class Database:
         finally:
             if lock is not None:
                 lock.release()
+
+    def register_hub(self, *, shared: bool) -> HubRegistration:
+        """Claim this database (PostgreSQL: this schema) for a hub process, for its lifetime.
+
+        A hub without ``REDIS_URL`` is alone by design: it serialises a conversation's turns with
+        an in-process lock only (:mod:`bot.hub.locks`) and resumes every pending turn when it
+        starts. A second hub on the same database would run turns of one conversation at once.
+        So a lone hub (``shared=False``) takes an exclusive session-level advisory lock and hubs
+        that share the database through Redis (``shared=True``) take it shared: a lone hub and
+        any other hub exclude each other, and :class:`HubConflict` says so at start instead of a
+        silent double turn. A hub killed with ``kill -9`` loses its connection, and PostgreSQL
+        releases the lock at once. SQLite serves one process: nothing to claim.
+        """
+        if self.is_sqlite:
+            return HubRegistration(None, None)
+        from sqlalchemy.pool import NullPool
+
+        engine = create_engine(self.url, future=True, poolclass=NullPool)
+        conn = engine.connect()
+        key = zlib.crc32((self.schema or "").encode()) - 2**31
+        fn = "pg_try_advisory_lock_shared" if shared else "pg_try_advisory_lock"
+        try:
+            got = conn.execute(text(f"SELECT {fn}(:ns, :key)"), {"ns": LOCK_NAMESPACE + 2, "key": key}).scalar_one()
+            conn.commit()  # the session-level lock outlives the transaction
+        except BaseException:
+            conn.close()
+            engine.dispose()
+            raise
+        if not got:
+            conn.close()
+            engine.dispose()
+            if shared:
+                raise HubConflict("a hub without REDIS_URL is running on this database; stop it, or give every "
+                                  "hub the same REDIS_URL (docs/deploy.md)")
+            raise HubConflict("another hub is running on this database; several hubs need REDIS_URL (the same "
+                              "Redis for all of them: docs/deploy.md), or stop the other one")
+        return HubRegistration(conn, engine)
 
     def try_conversation_lock(self, conversation_id: str) -> ConversationLock | None:
         """PostgreSQL: take the conversation's advisory lock without waiting
