@@ -127,3 +127,79 @@ def test_seen_resolving_a_conversation_asks_about_its_open_case(hub: Any, browse
     assert_seen(customer, customer.locator("#confirm-btn"))
     agent.context.close()
     customer.context.close()
+
+
+def _customer_with_case(hub: Any, browser: Any, viewport: dict[str, int], user: str, text: str) -> tuple[Any, str]:  # noqa: F811
+    """An agent ``user`` (away) logged in, holding a customer's conversation that has a case:
+    (the agent's page, the case number)."""
+    from bot.services.agents import AgentService
+
+    AgentService(hub.db).set_available(hub.create_agent(user, "password-123", ("service_supervision", "general"),
+                                                        "Ria Sen"), False)
+    agent = browser.new_context(locale="en-GB", viewport=viewport).new_page()
+    _console_login(agent, hub.url, user, "password-123")
+    customer = browser.new_context(locale="en-GB", viewport=viewport).new_page()
+    customer.goto(hub.url + "/")
+    customer.get_by_role("button", name="Chat with us").click()
+    customer.locator(".hl-input").fill(text)
+    customer.locator(".hl-input").press("Enter")
+    link = customer.locator(".hl-status .hl-case-link")
+    link.wait_for()
+    found = re.search(r"/case/(HL-\d{8}-\d{4,})#", link.get_attribute("href") or "")
+    assert found
+    customer.context.close()
+    _take_over(agent, text)
+    agent.locator("#case-panel").filter(has_text=found.group(1)).wait_for()
+    return agent, found.group(1)
+
+
+@pytest.mark.parametrize("viewport", [DESKTOP, PHONE], ids=["1280x800", "375x740"])
+def test_seen_keeping_the_case_open_resolves_only_the_chat(hub: Any, browser: Any,  # noqa: F811
+                                                          viewport: dict[str, int]) -> None:
+    agent, number = _customer_with_case(hub, browser, viewport, f"kim-{viewport['width']}",
+                                        f"Still no refund ({viewport['width']}), a person please")
+    agent.locator("#resolve-btn").click()
+    dialog = agent.get_by_role("dialog", name="Resolve the conversation")
+    assert_seen(agent, dialog.get_by_label("Keep the case open"))
+    agent.keyboard.press("ArrowDown")  # the radio group: from "resolve too" to "keep open"
+    assert dialog.get_by_label("Keep the case open").is_checked()
+    assert dialog.get_by_label("Resolution the customer will see").is_hidden()  # nothing to write
+    agent.keyboard.press("Tab")
+    agent.keyboard.press("Tab")
+    assert agent.evaluate("document.activeElement.id") == "resolve-confirm"
+    assert_seen(agent, dialog.locator("#resolve-confirm"))
+    agent.keyboard.press("Enter")
+    dialog.wait_for(state="hidden")
+    deadline = 50
+    while _status(hub, number) != "closed" and deadline:
+        agent.wait_for_timeout(100)
+        deadline -= 1
+    assert (_status(hub, number), _stage(hub, number)) == ("closed", "accepted")
+    agent.context.close()
+
+
+def test_seen_without_an_open_case_resolve_asks_nothing(hub: Any, browser: Any) -> None:  # noqa: F811
+    user = "lou-1280"
+    hub.create_agent(user, "password-123", ("service_supervision", "general"), "Lou Ma")  # available
+    agent = browser.new_context(locale="en-GB", viewport=DESKTOP).new_page()
+    _console_login(agent, hub.url, user, "password-123")
+    customer = browser.new_context(locale="en-GB", viewport=DESKTOP).new_page()
+    customer.goto(hub.url + "/")
+    customer.get_by_role("button", name="Chat with us").click()
+    text = "The app logs me out, a person please"
+    customer.locator(".hl-input").fill(text)
+    customer.locator(".hl-input").press("Enter")
+    _take_over(agent, text)
+    with hub.db.session() as s:
+        conv = s.execute(select(Conversation).where(Conversation.status == "agent")
+                         .order_by(Conversation.created_at.desc())).scalars().first()
+        assert conv is not None and conv.case_id is None, "this conversation was to have no case"
+        cid = conv.id
+    agent.locator("#resolve-btn").click()
+    agent.locator("#mine-list li").filter(has_text=cid[:8]).wait_for(state="detached")  # released
+    assert agent.locator("#resolve-dialog").is_hidden()
+    with hub.db.session() as s:
+        closed = s.get(Conversation, cid)
+        assert closed is not None and closed.status == "closed"
+    agent.context.close()
+    customer.context.close()

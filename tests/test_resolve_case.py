@@ -176,6 +176,9 @@ def test_the_resolve_frame_carries_the_case_resolution(server: RunningHub, sue: 
             assert (await client.connect())["type"] == "ready"
             await client.send({"type": "resolve", "conversation_id": cid, "case": {"resolution": " "}})
             error = await client.wait_for(lambda f: f["type"] == "error")
+            await client.send({"type": "resolve", "conversation_id": cid, "case": {"resolution": "x" * 501}})
+            too_long = await client.wait_for(lambda f: f["type"] == "error" and f is not error)
+            assert too_long["code"] == "text_too_long"
             await client.send({"type": "resolve", "conversation_id": cid, "case": {"resolution": "Refund sent."}})
             released = await client.wait_for(lambda f: f["type"] == "released" and f["conversation_id"] == cid)
             return [error, released]
