@@ -338,6 +338,11 @@ _TEXTS: dict[str, dict[str, str]] = {
         "zh-Hans": "进展：{detail}",
         "zh-Hant": "進度：{detail}",
     },
+    "case_page.ev.resolution": {
+        "en": "Solution: {detail}",
+        "zh-Hans": "解决方案：{detail}",
+        "zh-Hant": "解決方案：{detail}",
+    },
     "case_page.ev.sla_extended": {
         "en": "More time needed: {detail}",
         "zh-Hans": "延期：{detail}",

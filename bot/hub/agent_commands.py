@@ -242,22 +242,45 @@ class AgentCommandsMixin:
         await self.broadcast_queues()
         self._refill(agent.id)
 
-    async def resolve(self, agent: AgentInfo, cid: str) -> None:
+    async def resolve(self, agent: AgentInfo, cid: str, case_resolution: str | None = None) -> None:
         """The agent closes the conversation (status ``closed``; a new customer message reopens
-        it to the bot with a fresh budget)."""
+        it to the bot with a fresh budget).
+
+        With ``case_resolution`` the conversation's open case is resolved too, with that text for
+        the customer (:meth:`CaseService.resolve_with`), in the same unit of work: the release,
+        the case's stage change, its ``resolution`` event and customer notification, both audit
+        entries (``resolve`` and ``case_stage``) and the events commit together or not at all — a
+        refused or failed case step leaves the conversation held. Without it the case, if any,
+        stays as it is (the agent keeps it open, e.g. while another team works on it)."""
+        if case_resolution is not None and not case_resolution.strip():
+            raise HubError("missing_field", "case.resolution: a resolution the customer can read is required")
         async with self.lock(cid):
             conv = await self._held(agent, cid)
+            number = None
+            if case_resolution is not None:
+                number = await self.run(self.conversations.case_number, conv.case_id)
+                if number is None:
+                    raise HubError("invalid_case", "this conversation has no case to resolve")
 
             def change(u: Unit) -> bool:
                 if not self.conversations.release(cid, agent.id, "closed", "resolved", session=u.session):
                     return False
+                if number is not None and case_resolution is not None:
+                    self.cases.resolve_with(number, agent.actor, case_resolution, session=u.session)
+                    self.agents.record(agent, "case_stage", number, session=u.session, stage="resolved",
+                                       conversation_id=cid)
                 u.to_agents([agent.id], {"type": "released", "conversation_id": cid, "reason": "resolved"})
                 self.notice(u, cid, t("resolved", conv.lang or "en"))
                 # "closed", with the case and its link: built when published.
                 u.to_customers(cid, {"type": "status", "_view": True})
                 return True
 
-            if not await self._command(agent, "resolve", cid, change):
+            try:
+                done = await self._command(agent, "resolve", cid, change,
+                                           (lambda _: {"case": number}) if number else None)
+            except (CaseError, ValueError) as e:
+                raise HubError("invalid_case", str(e)) from e
+            if not done:
                 raise HubError("conflict", "the conversation changed meanwhile")
         await self.broadcast_queues()
         self._refill(agent.id)

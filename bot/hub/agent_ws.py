@@ -23,6 +23,7 @@ from bot.hub.core import Hub, HubError
 from bot.hub.events import send_frame
 from bot.hub.suspects import release_held
 from bot.services.agents import AgentInfo
+from bot.services.cases import MAX_RESOLUTION
 from bot.store.models import utcnow
 
 logger = logging.getLogger(__name__)
@@ -40,6 +41,21 @@ def _str(frame: dict[str, Any], name: str) -> str:
     if not isinstance(value, str) or not value.strip():
         raise HubError("missing_field", f"{name} (a non-empty string) is required")
     return value
+
+
+def _case_resolution(frame: dict[str, Any]) -> str | None:
+    """The ``resolve`` frame's optional ``case``: ``{"resolution": text}`` resolves the
+    conversation's open case too, with ``text`` for the customer; absent (or ``null``) leaves the
+    case as it is."""
+    case = frame.get("case")
+    if case is None:
+        return None
+    resolution = case.get("resolution") if isinstance(case, dict) else None
+    if not isinstance(resolution, str) or not resolution.strip():
+        raise HubError("missing_field", "case.resolution (a non-empty string) is required to resolve the case")
+    if len(resolution) > MAX_RESOLUTION:
+        raise HubError("text_too_long", f"case.resolution is limited to {MAX_RESOLUTION} characters")
+    return resolution
 
 
 class AgentSession:
@@ -83,7 +99,7 @@ class AgentSession:
         elif kind == "hand_back":
             await hub.hand_back(self.agent, _str(frame, "conversation_id"))
         elif kind == "resolve":
-            await hub.resolve(self.agent, _str(frame, "conversation_id"))
+            await hub.resolve(self.agent, _str(frame, "conversation_id"), _case_resolution(frame))
         elif kind == "availability":
             if not isinstance(frame.get("available"), bool):
                 raise HubError("missing_field", "available (true or false) is required")

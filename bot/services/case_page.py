@@ -47,7 +47,9 @@ PAGE_STAGE_NAMES: dict[str, dict[str, str]] = {
 }
 
 #: events whose detail is the customer's or is meant for the customer
-_DETAIL_SHOWN = frozenset({"progress_update", "sla_extended", "customer_info", "reopened", "rated", "rating_comment"})
+_DETAIL_SHOWN = frozenset(
+    {"resolution", "progress_update", "sla_extended", "customer_info", "reopened", "rated", "rating_comment"}
+)
 
 
 def page_lang(requested: str | None, case_lang: str | None) -> str:

@@ -61,6 +61,8 @@ CLOSED_STAGES: tuple[str, ...] = tuple(s for s in STAGES if s in sla.CLOSED_STAG
 OPEN_STAGES: tuple[str, ...] = tuple(s for s in STAGES if s not in sla.CLOSED_STAGES)
 #: Event kinds only agents and supervisors see.
 INTERNAL_EVENTS = frozenset({"note", "sla_breached"})
+#: the longest resolution text (:meth:`CaseService.resolve_with`): a short summary, not a report
+MAX_RESOLUTION = 500
 #: Actors that are not a human specialist.
 NON_HUMAN_ACTORS = ("bot", "system")
 
@@ -570,7 +572,40 @@ class CaseService:
 
         return self._run(work, session)
 
-    def _move(self, s: Session, case: Case, to_stage: str, actor: str, now: datetime, detail: str | None) -> None:
+    def resolve_with(
+        self, number: str, actor: str, resolution: str, *, session: Session | None = None
+    ) -> CaseView:
+        """Resolve an open case with a resolution the customer sees: a ``resolution`` event (its
+        text on the case page's timeline, and in the ``resolved`` notification's payload), then the
+        stage change to ``resolved`` as :meth:`advance` makes it. For the agent who resolves the
+        conversation and its case at once: unlike a bare stage change, the customer is told *what*
+        was done, so they can confirm or reopen knowingly.
+
+        :raises ValueError: a blank resolution (or one over :data:`MAX_RESOLUTION` characters).
+        :raises CaseStateError: the case is resolved or confirmed already.
+        :raises CaseNotFound: no such case.
+        """
+        text = (resolution or "").strip()
+        if not text:
+            raise ValueError("a resolution the customer can read is required")
+        if len(text) > MAX_RESOLUTION:
+            raise ValueError(f"the resolution is limited to {MAX_RESOLUTION} characters")
+
+        def work(s: Session) -> CaseView:
+            now = self._now()
+            case = self._load(s, number)
+            if case.stage in CLOSED_STAGES:
+                raise CaseStateError(f"case {case.number} is {case.stage} already")
+            self._event(s, case, "resolution", actor, now, detail=text)
+            self._move(s, case, "resolved", actor, now, None, resolution=text)
+            return self._view(case)
+
+        return self._run(work, session)
+
+    def _move(
+        self, s: Session, case: Case, to_stage: str, actor: str, now: datetime, detail: str | None,
+        resolution: str | None = None,
+    ) -> None:
         current = STAGES.index(case.stage)
         target = STAGES.index(to_stage)
         if target <= current:
@@ -588,7 +623,9 @@ class CaseService:
             self._event(
                 s, case, "follow_up_scheduled", "system", now, detail=f"follow-up at {case.follow_up_at.isoformat()}"
             )
-            self._notify(s, case, "resolved", now, expected_by=case.follow_up_at, follow_up_at=case.follow_up_at)
+            extra: dict[str, Any] = {"resolution": resolution} if resolution else {}
+            self._notify(s, case, "resolved", now, expected_by=case.follow_up_at, follow_up_at=case.follow_up_at,
+                         **extra)
         elif to_stage == "confirmed":
             case.confirmed_at = now
             self._notify(s, case, "confirmed", now)

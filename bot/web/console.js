@@ -213,6 +213,8 @@
         if (caseWait && caseWait.cid === f.conversation_id) { caseDone(caseWait, null); caseWait = null; }
         break;
       case "released":
+        // Resolved (our answer), or taken away meanwhile: the dialog is about a conversation gone.
+        if (resolveWait === f.conversation_id || current === f.conversation_id) closeResolveDialog();
         delete mine[f.conversation_id];
         delete waiting[f.conversation_id];
         if (current === f.conversation_id) { current = null; renderCurrent(); }
@@ -226,6 +228,9 @@
         if (f.code === "at_capacity" || capacityWait) {
           $("capacity-msg").className = "case-msg error"; $("capacity-msg").textContent = f.message || f.code;
           capacityWait = false;
+        }
+        if (resolveWait && f.conversation_id === resolveWait) {
+          resolveError(f.message || f.code); $("resolve-confirm").disabled = false;
         }
         if (caseWait && (!f.conversation_id || f.conversation_id === caseWait.cid)) {
           caseDone(caseWait, f.message || f.code); caseWait = null;
@@ -503,8 +508,56 @@
   $("handback-btn").addEventListener("click", function () {
     if (current) sendFrame({ type: "hand_back", conversation_id: current });
   });
+  // Resolve: with an open case the agent decides what happens to it (resolve it too, with a
+  // resolution the customer sees, or keep it open); the dialog stays until the hub answers
+  // (`released`: done; `error`: shown in the dialog, nothing changed). Without an open case: as before.
+  var resolveWait = null;       // the conversation id whose resolve the dialog waits for
+  function openCase(cid) {
+    var c = cid && mine[cid] && mine[cid].case;
+    return c && c.stage !== "resolved" && c.stage !== "confirmed" ? c : null;
+  }
+  function resolveChoice() { return $("resolve-keep").checked ? "keep" : "resolve"; }
+  function resolveError(text) {
+    $("resolve-error").textContent = text || "";
+    $("resolve-text").setAttribute("aria-invalid", text && resolveChoice() === "resolve" ? "true" : "false");
+  }
+  function syncResolveChoice() {
+    var keep = resolveChoice() === "keep";
+    $("resolve-text-box").hidden = keep; $("resolve-text").disabled = keep;
+    $("resolve-confirm").textContent = keep ? "Resolve the chat, keep the case" : "Resolve chat and case";
+    resolveError("");
+  }
+  function closeResolveDialog() {
+    resolveWait = null;
+    if ($("resolve-dialog").open) $("resolve-dialog").close();
+  }
   $("resolve-btn").addEventListener("click", function () {
-    if (current) sendFrame({ type: "resolve", conversation_id: current });
+    if (!current) return;
+    var c = openCase(current);
+    if (!c) { sendFrame({ type: "resolve", conversation_id: current }); return; }
+    $("resolve-case").textContent = c.number;
+    $("resolve-form").reset(); $("resolve-confirm").disabled = false;
+    syncResolveChoice();
+    $("resolve-dialog").showModal();
+    $("resolve-case-too").focus();
+  });
+  $("resolve-case-too").addEventListener("change", syncResolveChoice);
+  $("resolve-keep").addEventListener("change", syncResolveChoice);
+  $("resolve-cancel").addEventListener("click", closeResolveDialog);
+  $("resolve-dialog").addEventListener("close", function () { resolveWait = null; });
+  $("resolve-form").addEventListener("submit", function (e) {
+    e.preventDefault();
+    if (!current) { closeResolveDialog(); return; }
+    var frame = { type: "resolve", conversation_id: current };
+    if (resolveChoice() === "resolve") {
+      var text = $("resolve-text").value.trim();
+      if (!text) { resolveError("Write the resolution the customer will see."); $("resolve-text").focus(); return; }
+      frame.case = { resolution: text };
+    }
+    if (!ws || ws.readyState !== 1) { resolveError("Not connected — try again in a moment."); return; }
+    resolveError(""); $("resolve-confirm").disabled = true;
+    resolveWait = current;
+    sendFrame(frame);
   });
   $("available").addEventListener("change", function () {
     sendFrame({ type: "availability", available: $("available").checked });
