@@ -78,7 +78,7 @@ bench-cluster: train
 
 ## screenshots: the README's pictures, taken by the browser tests
 screenshots: train browser-deps
-	HUMANLINE_SCREENSHOTS=docs/screenshots $(PY) -m pytest -q tests/test_browser.py tests/test_browser_analytics.py tests/test_browser_case.py
+	HUMANLINE_SCREENSHOTS=docs/screenshots $(PY) -m pytest -q tests/test_browser.py tests/test_browser_analytics.py tests/test_browser_case.py tests/test_browser_resolve.py
 
 lint: install
 	$(PY) -m ruff check bot actions tests bench scripts

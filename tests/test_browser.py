@@ -448,6 +448,12 @@ def test_seen_every_view_of_the_widget_and_the_console(hub_system: Any, browser:
     agent.locator("#my-load").filter(has_text="1 / 3").wait_for()
 
     agent.click("#resolve-btn")
+    # The conversation has an open case: the console asks what becomes of it.
+    dialog = agent.get_by_role("dialog", name="Resolve the conversation")
+    assert_seen(agent, dialog.get_by_label("Resolve the case too"))
+    dialog.get_by_label("Resolution the customer will see").fill("Refunded the double charge.")
+    assert_seen(agent, dialog.locator("#resolve-confirm"))
+    dialog.locator("#resolve-confirm").click()
     agent.locator("#mine-list li").first.wait_for(state="detached")
     for page in (customer, agent, sup):
         page.context.close()
@@ -538,6 +544,12 @@ def test_seen_canned_replies_and_the_script_warning(hub_system: Any, browser: An
     picker.wait_for(state="hidden")
 
     agent.click("#resolve-btn")
+    # The conversation has an open case: the console asks what becomes of it.
+    dialog = agent.get_by_role("dialog", name="Resolve the conversation")
+    assert_seen(agent, dialog.get_by_label("Resolve the case too"))
+    dialog.get_by_label("Resolution the customer will see").fill("Refunded the double charge.")
+    assert_seen(agent, dialog.locator("#resolve-confirm"))
+    dialog.locator("#resolve-confirm").click()
     agent.locator("#mine-list li").first.wait_for(state="detached")
     for page in pages:
         page.context.close()
