@@ -9,45 +9,27 @@ resolution the customer sees. Takes ``resolve-dialog-<width>.png`` when ``HUMANL
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from sqlalchemy import select
 
-from bot.brain import BrainTurn
 from bot.store.models import Case, Conversation
 from tests.test_browser import SHOTS, _console_login, _take_over, assert_seen, browser  # noqa: F401 - `browser` is a fixture
 
+# the same module-scoped hub (a scripted brain that hands off with a complaint) as the case page's
+from tests.test_browser_case import DESKTOP, PHONE, hub  # noqa: F401 - `hub` is a fixture
+
 pytestmark = [pytest.mark.browser]
 
-DESKTOP = {"width": 1280, "height": 800}
-PHONE = {"width": 375, "height": 740}
 
-
-def _script(text: str, n: int) -> BrainTurn:
-    from tests.hubtools import turn
-
-    return turn("I'll get you a person.", intent="complaint_service", actions=["action_handoff"],
-                slots_set={"handoff_queue": "service_supervision", "handoff_reason": "customer_request"})
-
-
-@pytest.fixture(scope="module")
-def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    from tests.hubtools import ScriptedBrain, running_hub
-
-    with running_hub(tmp_path_factory.mktemp("resolvecase"), ScriptedBrain(_script)) as srv:
-        srv.hub.links.public_url = srv.url
-        yield srv
-
-
-def _stage(hub: Any, number: str) -> str:
-    with hub.db.session() as s:
+def _stage(srv: Any, number: str) -> str:
+    with srv.db.session() as s:
         return str(s.execute(select(Case.stage).where(Case.number == number)).scalar_one())
 
 
-def _status(hub: Any, number: str) -> str:
-    with hub.db.session() as s:
+def _status(srv: Any, number: str) -> str:
+    with srv.db.session() as s:
         case_id = s.execute(select(Case.id).where(Case.number == number)).scalar_one()
         return str(s.execute(select(Conversation.status).where(Conversation.case_id == case_id)).scalar_one())
 
